@@ -1,0 +1,98 @@
+"""Each framework's own Python environment: built on first use from the requirements in
+conf/framework/<name>.yaml, cached under a key of that requirement set, reused afterwards.
+
+Frameworks pin conflicting versions of transformers/trl/peft/datasets, so they never share an environment.
+`framework.python=/path/to/python` skips all of this and uses a prepared interpreter (offline GPU runners).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+COMPLETE = ".complete"  # written last: an environment without it is half-built and gets rebuilt
+
+
+class EnvError(RuntimeError):
+    """The framework's environment could not be built or used."""
+
+
+def env_key(requirements: list[str], base_python: str) -> str:
+    version = subprocess.run(
+        [base_python, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    payload = json.dumps({"python": version, "requirements": sorted(requirements)})
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def env_dir(root: Path, name: str, version: str, requirements: list[str], base_python: str = sys.executable) -> Path:
+    return root / "envs" / f"{name}-{version}-{env_key(requirements, base_python)}"
+
+
+def python_of(env: Path) -> Path:
+    return env / "bin" / "python"
+
+
+def ensure_env(
+    env: Path,
+    requirements: list[str],
+    on_line: Callable[[str], None] = lambda line: None,
+    base_python: str = sys.executable,
+) -> tuple[Path, float | None]:
+    """The environment's interpreter, building it first if needed; also the build time (None when cached)."""
+    if (env / COMPLETE).exists():
+        return python_of(env), None
+    env.parent.mkdir(parents=True, exist_ok=True)
+    with open(env.with_name(env.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two sweeps building the same env wait for one another
+        if (env / COMPLETE).exists():
+            return python_of(env), None
+        start = time.perf_counter()
+        _build(env, requirements, on_line, base_python)
+        return python_of(env), time.perf_counter() - start
+
+
+def _build(env: Path, requirements: list[str], on_line: Callable[[str], None], base_python: str) -> None:
+    log_path = env.with_name(env.name + ".build.log")
+    tail: deque[str] = deque(maxlen=30)
+    steps = [
+        [base_python, "-m", "venv", "--clear", str(env)],
+        [str(python_of(env)), "-m", "pip", "install", "--progress-bar", "off", *requirements],
+    ]
+    with open(log_path, "w", encoding="utf-8") as log:
+        for cmd in steps:
+            on_line(" ".join(cmd[-len(requirements) :]) if "pip" in cmd else f"creating {env}")
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                line = line.rstrip()
+                if line and "is ignored: it is neither a file nor a directory" not in line:
+                    tail.append(line)
+                    on_line(line)
+            if proc.wait() != 0:
+                raise EnvError(
+                    f"building {env.name} failed ({' '.join(cmd[:4])} exited {proc.returncode}); "
+                    f"log: {log_path}\n" + "\n".join(tail)
+                )
+    freeze = subprocess.run([str(python_of(env)), "-m", "pip", "freeze"], capture_output=True, text=True)
+    (env / COMPLETE).write_text(freeze.stdout, encoding="utf-8")
+
+
+def check_python(python: str) -> Path:
+    """A user-given interpreter for `framework.python`, checked to exist and run."""
+    path = Path(python).expanduser()
+    if not path.exists():
+        raise EnvError(f"framework.python={python}: no such interpreter")
+    with contextlib.suppress(OSError):
+        if subprocess.run([str(path), "-c", "pass"], capture_output=True).returncode == 0:
+            return path
+    raise EnvError(f"framework.python={python}: interpreter does not run")

@@ -1,0 +1,169 @@
+"""Start the worker in its framework's environment, sample it, show its progress, enforce the timeout."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+from rich.progress import Progress
+
+from bench import results
+from bench.sampler import Peaks, Sampler
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+GRACE_S = 5.0  # between SIGTERM and SIGKILL when a worker must go
+POLL_S = 0.2
+
+
+@dataclass
+class Outcome:
+    returncode: int | None
+    timed_out: bool
+    interrupted: bool
+    wall_s: float
+    peaks: Peaks
+    log_tail: str
+
+
+def worker_pythonpath(cache_dir: Path) -> Path:
+    """A directory holding only a link to this package, for the worker's PYTHONPATH.
+
+    Putting the package's parent there instead could leak the parent environment's site-packages
+    into the framework's environment when the harness is installed non-editable.
+    """
+    link_dir = cache_dir / "worker-path"
+    link = link_dir / "bench"
+    link_dir.mkdir(parents=True, exist_ok=True)
+    if not (link.is_symlink() and link.resolve() == PACKAGE_DIR):
+        tmp = link_dir / f".bench.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(PACKAGE_DIR, target_is_directory=True)
+        os.replace(tmp, link)
+    return link_dir
+
+
+def worker_env(pythonpath: Path, extra: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONHOME", None)
+    env.update(
+        {
+            "PYTHONUNBUFFERED": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "DISABLE_VERSION_CHECK": "1",
+        }
+    )
+    env.update({k: str(v) for k, v in extra.items()})
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(pythonpath), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """Stop the worker and everything it started (its own process group, plus any stragglers)."""
+    stragglers: list[psutil.Process] = []
+    with contextlib.suppress(psutil.NoSuchProcess):
+        stragglers = psutil.Process(proc.pid).children(recursive=True)
+    for sig, wait in ((signal.SIGTERM, GRACE_S), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    for p in stragglers:  # children that left the process group
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    if not path.exists():
+        return ""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        return "".join(deque(fh, maxlen=lines))
+
+
+def launch(
+    python: Path,
+    run_dir: Path,
+    env: dict[str, str],
+    timeout_s: float,
+    sampler_cfg: Any,
+    max_steps: int,
+    progress: Progress | None = None,
+) -> Outcome:
+    """Run `python -m bench.worker spec.json` in `run_dir` and watch it until it ends."""
+    log_path = run_dir / results.STDERR
+    events_path = run_dir / results.EVENTS
+    start = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(
+            [str(python), "-m", "bench.worker", str(run_dir / results.SPEC)],
+            cwd=run_dir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: one signal reaches the whole tree
+        )
+    sampler = Sampler(proc.pid, run_dir / results.SAMPLES, sampler_cfg.interval_s, gpu=sampler_cfg.gpu)
+    sampler.start()
+    task = progress.add_task("starting", total=max_steps) if progress else None
+    steps = StepTail(events_path)
+    timed_out = interrupted = False
+    try:
+        while proc.poll() is None:
+            if time.perf_counter() - start > timeout_s:
+                timed_out = True
+                kill_tree(proc)
+                break
+            if progress is not None:
+                _show_steps(progress, task, steps)
+            time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        interrupted = True
+        kill_tree(proc)
+    finally:
+        peaks = sampler.stop()
+        if progress is not None:
+            _show_steps(progress, task, steps)
+            progress.remove_task(task)
+    return Outcome(proc.returncode, timed_out, interrupted, time.perf_counter() - start, peaks, _tail(log_path))
+
+
+class StepTail:
+    """The newest event of a growing events file, read incrementally."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = 0
+        self.last: dict[str, Any] | None = None
+
+    def poll(self) -> dict[str, Any] | None:
+        if self.path.exists():
+            with open(self.path, encoding="utf-8") as fh:
+                fh.seek(self.offset)
+                for line in fh:
+                    if not line.endswith("\n"):
+                        break  # the worker is still writing this line
+                    self.offset += len(line.encode("utf-8"))
+                    self.last = json.loads(line)
+        return self.last
+
+
+def _show_steps(progress: Progress, task, steps: StepTail) -> None:
+    last = steps.poll()
+    if last is None:
+        return
+    tps = last["tokens"] / last["step_time_s"] if last.get("step_time_s") else 0.0
+    progress.update(
+        task, completed=last["step"], description=f"step {last['step']} loss {last['loss']:.4f} {tps:,.0f} tok/s"
+    )

@@ -1,0 +1,43 @@
+"""The layout of a run directory and the only way files get written there (atomically).
+
+Standard library only: both the parent and the worker use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+SPEC = "spec.json"  # the job spec the worker ran
+CONFIG = "config.yaml"  # the resolved Hydra config
+EVENTS = "events.jsonl"  # one line per optimizer step, written by the worker
+SAMPLES = "samples.jsonl"  # resource samples of the worker's process tree, written by the parent
+WORKER = "worker.json"  # what the worker reports about itself
+SUMMARY = "summary.json"  # the run's outcome; present only once the run has finished
+STDERR = "worker.log"  # the worker's stdout and stderr
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temporary name in the same directory, then rename: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSON Lines file; a last line cut short by a killed writer is ignored."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows

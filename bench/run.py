@@ -1,0 +1,208 @@
+"""The sweep entry point: `python -m bench.run [overrides]`.
+
+Per run: compose config -> job spec -> framework environment -> worker (sampled, timed out) -> summary.json.
+At the end of the sweep, a table of its runs. A failed run is recorded and the sweep goes on; input that
+no run could use (unknown names, unreadable data) stops the sweep with one line naming the problem.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bench import envs, launch, results, runners, summary
+from bench.data import BUNDLED_MEDICAL, DataError, load_examples, resolve_files
+from bench.models import built_model_dir
+from bench.spec import DataSpec, JobSpec, ModelSpec, SpecError, TrainSpec, from_mapping
+
+REPO = Path(__file__).resolve().parent.parent
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)  # logs: no wrap at 80 columns
+SWEEP_SIZE = 0  # set when the sweep starts (same process with Hydra's basic launcher)
+
+
+class UserError(Exception):
+    """Bad input from the user: reported as one line, no traceback."""
+
+
+def model_spec(cfg: DictConfig, cache_dir: Path) -> ModelSpec:
+    m = OmegaConf.to_container(cfg.model, resolve=True)
+    if m["source"] == "random":
+        m["path"] = m["path"] or str(built_model_dir(m["name"], m["config"], cache_dir))
+    elif not m["path"]:
+        raise UserError(f"model={m['name']}: set model.path to a hub id or a local directory")
+    elif Path(m["path"]).expanduser().exists():
+        m["path"] = str(Path(m["path"]).expanduser().resolve())
+    return from_mapping(ModelSpec, m, "model")
+
+
+def data_spec(cfg: DictConfig) -> DataSpec:
+    d = cfg.dataset
+    path = d.path or BUNDLED_MEDICAL
+    train = resolve_files(path, d.train_glob)
+    if d.eval_path:
+        held_out = resolve_files(d.eval_path, d.eval_glob)
+    elif Path(path).is_dir():
+        held_out = resolve_files(path, d.eval_glob)
+    else:
+        held_out = []
+    return DataSpec(
+        name=d.name,
+        train_files=tuple(map(str, train)),
+        eval_files=tuple(map(str, held_out)),
+        system_prompt=d.system_prompt,
+        max_rows=d.max_rows,
+    )
+
+
+def job_spec(cfg: DictConfig, run_dir: Path) -> JobSpec:
+    """The framework-neutral job spec of one run, validated."""
+    if cfg.framework.name not in runners.RUNNERS:
+        raise UserError(f"framework={cfg.framework.name}: no runner; known: {', '.join(runners.RUNNERS)}")
+    cache_dir = Path(cfg.cache_dir).expanduser()
+    return JobSpec(
+        framework=cfg.framework.name,
+        framework_version=str(cfg.framework.version),
+        model=model_spec(cfg, cache_dir),
+        data=data_spec(cfg),
+        train=from_mapping(TrainSpec, OmegaConf.to_container(cfg.train, resolve=True), "train"),
+        run_dir=str(run_dir.resolve()),
+        skip_steps=cfg.skip_steps,
+    ).validate()
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO), "describe", "--always", "--dirty", "--abbrev=40"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def framework_python(cfg: DictConfig, cache_dir: Path, run_dir: Path) -> tuple[Path, float | None]:
+    fw = cfg.framework
+    if fw.python:
+        return envs.check_python(fw.python), None
+    requirements = list(fw.requirements)
+    env = envs.env_dir(cache_dir, fw.name, str(fw.version), requirements)
+    with console.status(f"[bold]{fw.name} {fw.version}[/]: environment") as status:
+
+        def show(line: str) -> None:
+            status.update(f"[bold]building {fw.name} {fw.version} environment[/] {line[:100]}")
+
+        return envs.ensure_env(env, requirements, show)
+
+
+def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """One run, start to summary. Never raises for a run that fails: the failure is its result."""
+    spec = job_spec(cfg, run_dir)
+    load_examples(spec.data.train_files, spec.data.max_rows)  # bad rows stop the sweep before any run starts
+    results.write_text_atomic(run_dir / results.SPEC, spec.to_json())
+    results.write_text_atomic(run_dir / results.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+    cache_dir = Path(cfg.cache_dir).expanduser()
+    base = {
+        "run": run_dir.name,
+        "framework": spec.framework,
+        "framework_version": spec.framework_version,
+        "overrides": list(HydraConfig.get().overrides.task),
+        "git_commit": git_commit(),
+        "spec": results.SPEC,
+        "events": results.EVENTS,
+        "samples": results.SAMPLES,
+    }
+    try:
+        python, build_s = framework_python(cfg, cache_dir, run_dir)
+    except envs.EnvError as e:
+        return {**base, "status": "failed", "reason": f"environment: {e}".splitlines()[0], "log_tail": str(e)}
+    env = launch.worker_env(launch.worker_pythonpath(cache_dir), dict(cfg.framework.env))
+    columns = [TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=True) as progress:
+        outcome = launch.launch(python, run_dir, env, cfg.timeout_s, cfg.sampler, spec.train.max_steps, progress)
+    worker = summary.read_worker(run_dir)
+    status, reason = summary.status_of(worker, outcome)
+    out = {
+        **base,
+        "status": status,
+        "reason": reason,
+        "python": str(python),
+        "versions": (worker or {}).get("versions", {}),
+        "hardware": (worker or {}).get("hardware", {}),
+        "effective": {k: (worker or {}).get(k) for k in ("precision", "gradient_checkpointing", "train_examples")},
+        "metrics": summary.metrics(
+            run_dir, worker or {}, outcome, spec.skip_steps, spec.train.batch_size * spec.train.grad_accum
+        ),
+    }
+    if build_s is not None:
+        out["metrics"]["env_build_s"] = build_s
+    out["metrics"]["parent_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if status != "ok":
+        out["log_tail"] = outcome.log_tail
+    if outcome.interrupted:
+        results.write_json_atomic(run_dir / results.SUMMARY, out)
+        raise KeyboardInterrupt
+    return out
+
+
+@hydra.main(version_base="1.3", config_path=str(REPO / "conf"), config_name="config")
+def main(cfg: DictConfig) -> str:
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    try:
+        out = execute(cfg, run_dir)
+    except (UserError, SpecError, DataError) as e:
+        console.print(f"[red]error:[/] {e}")
+        sys.exit(2)  # SystemExit passes through Hydra's launcher: the sweep stops, no traceback
+    results.write_json_atomic(run_dir / results.SUMMARY, out)
+    style = "green" if out["status"] == "ok" else "yellow" if out["status"] == "skipped" else "red"
+    of = f"/{SWEEP_SIZE}" if SWEEP_SIZE else ""
+    console.print(
+        f"run {hc.job.num + 1}{of}: {out['framework']} {' '.join(hc.overrides.task)} "
+        f"[{style}]{out['status']}[/] {out['reason']}"
+    )
+    return out["status"]
+
+
+def sweep_size(config: DictConfig) -> int:
+    """How many runs the sweep's overrides (command line over hydra.sweeper.params) expand to."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    counts: dict[str, int] = {}
+    for o in OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task]):
+        counts[o.get_key_element()] = len(list(o.sweep_string_iterator())) if o.is_sweep_override() else 1
+    return math.prod(counts.values())
+
+
+class SweepTable(Callback):
+    """Counts the sweep's runs at its start; prints them side by side once every run has finished."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global SWEEP_SIZE
+        SWEEP_SIZE = sweep_size(config)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        Console(width=None if sys.stdout.isatty() else 160).print(
+            summary.sweep_table(summary.load_summaries(sweep_dir), title=f"sweep {sweep_dir}")
+        )
+
+
+if __name__ == "__main__":
+    from bench import run  # one module object: Hydra instantiates SweepTable from bench.run, not __main__
+
+    run.main()

@@ -1,0 +1,136 @@
+"""Resource sampling of a worker's process tree, in a background thread of the parent.
+
+CPU: RSS and CPU percent of the whole tree via psutil. NVIDIA GPUs: via NVML (nvidia-ml-py) the tree's own
+VRAM where the driver reports per-process figures, and each device's used memory, utilisation, power and
+total energy counter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+MB = 2**20
+
+
+def _nvml():
+    """The pynvml module, initialised, or None where there is no NVIDIA driver."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml
+    except Exception:
+        return None
+
+
+@dataclass
+class Peaks:
+    rss_mb: float = 0.0
+    vram_proc_mb: float | None = None  # the worker tree's own VRAM, where NVML reports it
+    vram_device_mb: float | None = None  # device-used memory (all processes)
+    energy_j: float | None = None  # from NVML's total energy counter, over the sampled span
+    samples: int = 0
+    sampler_cpu_s: float = 0.0  # CPU time the sampler thread itself spent
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Sampler(threading.Thread):
+    """Samples the process tree rooted at `pid` every `interval_s` seconds into a JSON Lines file."""
+
+    def __init__(self, pid: int, out: Path, interval_s: float = 0.1, gpu: bool = True):
+        super().__init__(daemon=True, name="sftbench-sampler")
+        self.root = psutil.Process(pid)
+        self.out = out
+        self.interval_s = interval_s
+        self.nvml = _nvml() if gpu else None
+        self.handles = []
+        if self.nvml is not None:
+            self.handles = [self.nvml.nvmlDeviceGetHandleByIndex(i) for i in range(self.nvml.nvmlDeviceGetCount())]
+        self.peaks = Peaks()
+        self._procs: dict[int, psutil.Process] = {}
+        self._halt = threading.Event()
+        self._energy_start: list[float | None] = []
+        self._t0 = time.perf_counter()
+
+    def _tree(self) -> list[psutil.Process]:
+        try:
+            current = [self.root, *self.root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+        # Keep Process objects between samples: cpu_percent() measures since the previous call on the object.
+        self._procs = {p.pid: self._procs.get(p.pid, p) for p in current}
+        return list(self._procs.values())
+
+    def _cpu(self, procs: list[psutil.Process]) -> tuple[float, float]:
+        rss = cpu = 0.0
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                rss += p.memory_info().rss
+                cpu += p.cpu_percent(None)
+        return rss / MB, cpu
+
+    def _gpu(self, pids: set[int]) -> list[dict[str, Any]]:
+        nv = self.nvml
+        rows = []
+        for i, h in enumerate(self.handles):
+            row: dict[str, Any] = {"index": i, "used_mb": nv.nvmlDeviceGetMemoryInfo(h).used / MB}
+            with contextlib.suppress(nv.NVMLError):
+                procs = nv.nvmlDeviceGetComputeRunningProcesses(h)
+                used = [p.usedGpuMemory for p in procs if p.pid in pids and p.usedGpuMemory is not None]
+                row["proc_mb"] = sum(used) / MB if used else None
+            with contextlib.suppress(nv.NVMLError):
+                row["util_pct"] = nv.nvmlDeviceGetUtilizationRates(h).gpu
+            with contextlib.suppress(nv.NVMLError):
+                row["power_w"] = nv.nvmlDeviceGetPowerUsage(h) / 1000
+            with contextlib.suppress(nv.NVMLError):
+                row["energy_j"] = nv.nvmlDeviceGetTotalEnergyConsumption(h) / 1000
+            rows.append(row)
+        return rows
+
+    def sample(self) -> dict[str, Any]:
+        procs = self._tree()
+        rss_mb, cpu_pct = self._cpu(procs)
+        row: dict[str, Any] = {"t": round(time.perf_counter() - self._t0, 4), "rss_mb": rss_mb, "cpu_pct": cpu_pct}
+        if self.handles:
+            row["gpus"] = self._gpu({p.pid for p in procs})
+        self._update_peaks(row)
+        return row
+
+    def _update_peaks(self, row: dict[str, Any]) -> None:
+        pk = self.peaks
+        pk.samples += 1
+        pk.rss_mb = max(pk.rss_mb, row["rss_mb"])
+        gpus = row.get("gpus", [])
+        if not gpus:
+            return
+        proc = [g["proc_mb"] for g in gpus if g.get("proc_mb") is not None]
+        if proc:
+            pk.vram_proc_mb = max(pk.vram_proc_mb or 0.0, sum(proc))
+        pk.vram_device_mb = max(pk.vram_device_mb or 0.0, sum(g["used_mb"] for g in gpus))
+        energies = [g.get("energy_j") for g in gpus]
+        if not self._energy_start:
+            self._energy_start = energies
+        spent = [e - s for e, s in zip(energies, self._energy_start, strict=False) if e is not None and s is not None]
+        pk.energy_j = sum(spent) if spent else None
+
+    def run(self) -> None:
+        cpu_start = time.thread_time()
+        with open(self.out, "a", encoding="utf-8") as fh:
+            while not self._halt.is_set():
+                fh.write(json.dumps(self.sample()) + "\n")
+                fh.flush()
+                self._halt.wait(self.interval_s)
+        self.peaks.sampler_cpu_s = time.thread_time() - cpu_start
+
+    def stop(self) -> Peaks:
+        self._halt.set()
+        self.join()
+        return self.peaks

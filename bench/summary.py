@@ -1,0 +1,141 @@
+"""A run's summary (status, reason, versions, hardware, metrics) and the sweep's one-screen table."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from bench import results
+
+STATUSES = ("ok", "failed", "timeout", "skipped", "interrupted")
+
+
+def steady_state(events: list[dict[str, Any]], skip_steps: int, samples_per_step: int) -> dict[str, float]:
+    """Throughput over the steps after the first `skip_steps` (compilation and allocator warm-up)."""
+    steady = [e for e in events if e["step"] > skip_steps]
+    seconds = sum(e["step_time_s"] for e in steady)
+    if not steady or seconds <= 0:
+        return {}
+    return {
+        "steady_steps": len(steady),
+        "tokens_per_s": sum(e["tokens"] for e in steady) / seconds,
+        "trainable_tokens_per_s": sum(e["trainable_tokens"] for e in steady) / seconds,
+        "samples_per_s": samples_per_step * len(steady) / seconds,
+        "step_time_s_mean": seconds / len(steady),
+    }
+
+
+def loss_metrics(events: list[dict[str, Any]]) -> dict[str, Any]:
+    losses = [e["loss"] for e in events if e.get("loss") is not None and math.isfinite(e["loss"])]
+    if not losses:
+        return {}
+    return {"steps": len(events), "first_loss": losses[0], "final_loss": losses[-1]}
+
+
+def metrics(run_dir: Path, worker: dict[str, Any], outcome, skip_steps: int, samples_per_step: int) -> dict[str, Any]:
+    events = results.read_jsonl(run_dir / results.EVENTS)
+    peaks = outcome.peaks
+    m: dict[str, Any] = {
+        "wall_s": outcome.wall_s,
+        **{k: v for k, v in worker.get("timings", {}).items()},
+        **steady_state(events, skip_steps, samples_per_step),
+        **loss_metrics(events),
+        "tokens": sum(e["tokens"] for e in events),
+        "trainable_tokens": sum(e["trainable_tokens"] for e in events),
+        "peak_rss_mb": peaks.rss_mb,
+        "peak_vram_proc_mb": peaks.vram_proc_mb,
+        "peak_vram_device_mb": peaks.vram_device_mb,
+        "energy_j": peaks.energy_j,
+        **worker.get("torch_memory", {}),
+        "sampler_samples": peaks.samples,
+        "sampler_cpu_s": peaks.sampler_cpu_s,
+    }
+    return {k: v for k, v in m.items() if v is not None}
+
+
+def status_of(worker: dict[str, Any] | None, outcome) -> tuple[str, str]:
+    """The run's status and reason, trusting the parent's view over the worker's when they disagree."""
+    if outcome.interrupted:
+        return "interrupted", "interrupted by the user (Ctrl-C)"
+    if outcome.timed_out:
+        return "timeout", f"exceeded timeout_s after {outcome.wall_s:.0f} s; worker process tree killed"
+    if worker is None:
+        rc = outcome.returncode
+        how = f"killed by signal {-rc}" if rc is not None and rc < 0 else f"exited with code {rc}"
+        return "failed", f"worker {how} without reporting a result"
+    return worker["status"], worker.get("reason", "")
+
+
+def read_worker(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / results.WORKER
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def load_summaries(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Every finished run's summary in a sweep directory, in run order."""
+    found = []
+    for path in sorted(sweep_dir.glob(f"*/{results.SUMMARY}"), key=lambda p: _run_index(p.parent.name)):
+        try:
+            found.append(json.loads(path.read_text(encoding="utf-8")))
+        except json.JSONDecodeError:
+            continue
+    return found
+
+
+def _run_index(name: str) -> tuple[int, str]:
+    head = name.split("-", 1)[0]
+    return (int(head) if head.isdigit() else 1 << 30, name)
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def varying_overrides(summaries: list[dict[str, Any]]) -> list[list[str]]:
+    """Each run's overrides, less those every run of the sweep shares: what tells the runs apart."""
+    shared = set.intersection(*(set(s.get("overrides", [])) for s in summaries)) if summaries else set()
+    return [[o for o in s.get("overrides", []) if o not in shared] for s in summaries]
+
+
+def sweep_table(summaries: list[dict[str, Any]], title: str = "") -> Table:
+    """One row per run: status, throughput, peak memory, loss and wall time, fit for one screen."""
+    table = Table(title=title, title_justify="left")
+    show_reason = any(s.get("reason") for s in summaries)
+    columns = [
+        ("run", "left"),
+        ("framework", "left"),
+        ("status", "left"),
+        ("tok/s", "right"),
+        ("samples/s", "right"),
+        ("peak RSS MB", "right"),
+        ("peak VRAM MB", "right"),
+        ("loss first→final", "right"),
+        ("wall s", "right"),
+    ] + [("reason", "left")] * show_reason
+    for col, justify in columns:
+        table.add_column(col, justify=justify, overflow="fold")
+    styles = {"ok": "green", "skipped": "yellow"}
+    for s, varying in zip(summaries, varying_overrides(summaries), strict=True):
+        m = s.get("metrics", {})
+        vram = m.get("peak_vram_proc_mb", m.get("torch_max_reserved_mb"))
+        loss = f"{m['first_loss']:.3f}→{m['final_loss']:.3f}" if "final_loss" in m else "-"
+        row = [
+            " ".join([s.get("run", "?"), *varying]),
+            f"{s.get('framework')} {s.get('framework_version', '')}",
+            f"[{styles.get(s['status'], 'red')}]{s['status']}[/]",
+            _fmt(m.get("tokens_per_s"), ",.0f"),
+            _fmt(m.get("samples_per_s"), ".2f"),
+            _fmt(m.get("peak_rss_mb"), ",.0f"),
+            _fmt(vram, ",.0f"),
+            loss,
+            _fmt(m.get("wall_s"), ".1f"),
+        ]
+        table.add_row(*row, *[(s.get("reason") or "")[:100]] * show_reason)
+    return table

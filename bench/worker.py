@@ -1,0 +1,186 @@
+"""Runs one job inside a framework's environment: `python -m bench.worker RUN_DIR/spec.json`.
+
+Writes `events.jsonl` (one line per optimizer step, flushed as it goes) and `worker.json` (status, reason,
+timings, torch peak memory, package versions, hardware). The parent turns those into the run's summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench import results
+from bench.data import load_examples, to_conversation
+from bench.spec import JobSpec, resolve_precision
+
+PACKAGES = (
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "accelerate",
+    "datasets",
+    "tokenizers",
+    "llamafactory",
+    "unsloth",
+    "unsloth_zoo",
+    "bitsandbytes",
+    "triton",
+    "xformers",
+    "flash_attn",
+)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def hardware() -> dict[str, Any]:
+    import torch
+
+    hw: dict[str, Any] = {
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda,
+        "gpus": [],
+    }
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            hw["gpus"].append(
+                {"name": p.name, "memory_mb": p.total_memory / 2**20, "capability": f"{p.major}.{p.minor}"}
+            )
+    return hw
+
+
+def torch_peak_memory() -> dict[str, float]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {
+        "torch_max_allocated_mb": torch.cuda.max_memory_allocated() / 2**20,
+        "torch_max_reserved_mb": torch.cuda.max_memory_reserved() / 2**20,
+    }
+
+
+@dataclass
+class RunContext:
+    """What a runner gets: the spec, where the model is, rendered rows, the shared callback, timers."""
+
+    spec: JobSpec
+    model_path: str
+    train_rows: list[dict[str, Any]]
+    callbacks: list[Any]
+    on_gpu: bool
+    precision: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def torch_dtype(self):
+        import torch
+
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+
+    @contextlib.contextmanager
+    def timed(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = time.perf_counter() - start
+
+
+def prepare_model(spec: JobSpec) -> str:
+    if spec.model.source == "random":
+        from bench.models import ensure_built
+
+        return str(ensure_built(spec.model.path, spec.model.config))
+    return spec.model.path
+
+
+def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
+    from bench import runners
+
+    runner = runners.load(spec.framework)
+    reason = runner.unsupported_reason(spec)
+    if reason:
+        return {"status": "skipped", "reason": reason, "versions": package_versions()}
+
+    import torch
+
+    from bench.callback import StepRecorder
+
+    on_gpu = torch.cuda.is_available()
+    precision = resolve_precision(spec.train.precision, on_gpu, on_gpu and torch.cuda.is_bf16_supported())
+    events = open(run_dir / results.EVENTS, "a", encoding="utf-8")
+
+    def emit(event: dict[str, Any]) -> None:
+        events.write(json.dumps(event) + "\n")
+        events.flush()
+
+    ctx = RunContext(
+        spec=spec,
+        model_path="",
+        train_rows=[
+            to_conversation(ex, spec.data.system_prompt)
+            for ex in load_examples(spec.data.train_files, spec.data.max_rows)
+        ],
+        callbacks=[StepRecorder(emit)],
+        on_gpu=on_gpu,
+        precision=precision,
+    )
+    with ctx.timed("model_prepare_s"):
+        ctx.model_path = prepare_model(spec)
+    try:
+        extra = runner.train(ctx)
+    finally:
+        events.close()
+    return {
+        "status": "ok",
+        "reason": "",
+        "precision": precision,
+        "gradient_checkpointing": spec.train.gradient_checkpointing and on_gpu,
+        "train_examples": len(ctx.train_rows),
+        "timings": ctx.timings,
+        "torch_memory": torch_peak_memory(),
+        "versions": package_versions(),
+        "hardware": hardware(),
+        **extra,
+    }
+
+
+def main(argv: list[str]) -> int:
+    spec_path = Path(argv[0])
+    spec = JobSpec.load(spec_path)
+    run_dir = Path(spec.run_dir)
+    start = time.perf_counter()
+    try:
+        result = run(spec, run_dir)
+        code = 0
+    except Exception as e:  # recorded for the summary; the parent also keeps the stderr tail
+        traceback.print_exc()
+        result = {"status": "failed", "reason": f"{type(e).__name__}: {e}", "versions": package_versions()}
+        code = 1
+    result["worker_wall_s"] = time.perf_counter() - start
+    results.write_json_atomic(run_dir / results.WORKER, result)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,24 @@
+"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s overhead`."""
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("-e", ".[lint]")
+    session.run("ruff", "check", "bench", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def overhead(session: nox.Session) -> None:
+    """Harness overhead: the TRL job through the harness vs run directly in the same environment."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/overhead.py", *session.posargs)

@@ -1,0 +1,88 @@
+"""The TRL job end to end: `python -m bench.run` -> real worker in the real TRL environment."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import results
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def bench_run(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """Run the sweep CLI with results under tmp_path (the env/model cache is the user's, shared)."""
+    return subprocess.run(
+        [sys.executable, "-m", "bench.run", f"results_dir={tmp_path}", *overrides],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env=os.environ | {"COLUMNS": "200"},
+    )
+
+
+def run_dirs(tmp_path: Path) -> list[Path]:
+    return sorted(p.parent for p in tmp_path.glob(f"*/*/{results.SPEC}"))
+
+
+@pytest.fixture(scope="module")
+def trl_sweep(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("trl")
+    proc = bench_run(tmp, "framework=trl", "train.lr=2e-3,1e-3", "train.max_steps=12")
+    return tmp, proc
+
+
+def test_sweep_exits_zero_and_prints_the_table(trl_sweep):
+    _, proc = trl_sweep
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tokens/s" in proc.stdout and proc.stdout.count(" ok ") >= 2, proc.stdout
+
+
+def test_each_run_of_the_sweep_is_ok_with_one_event_per_step(trl_sweep):
+    tmp, _ = trl_sweep
+    dirs = run_dirs(tmp)
+    assert len(dirs) == 2
+    for run in dirs:
+        summary = json.loads((run / results.SUMMARY).read_text())
+        assert summary["status"] == "ok", summary
+        events = results.read_jsonl(run / results.EVENTS)
+        assert [e["step"] for e in events] == list(range(1, 13))
+        assert all(e["tokens"] > 0 and 0 < e["trainable_tokens"] < e["tokens"] for e in events)
+        assert events[-1]["loss"] < events[0]["loss"]
+        m = summary["metrics"]
+        assert m["tokens_per_s"] > 0 and m["peak_rss_mb"] > 0 and m["final_loss"] < m["first_loss"]
+        assert summary["versions"]["trl"] and summary["versions"]["torch"]
+        assert summary["effective"]["precision"] == "fp32"
+
+
+def test_run_dir_holds_config_spec_samples_and_summary(trl_sweep):
+    tmp, _ = trl_sweep
+    run = run_dirs(tmp)[0]
+    for name in (results.CONFIG, results.SPEC, results.SAMPLES, results.WORKER, results.SUMMARY):
+        assert (run / name).exists(), name
+    assert len(results.read_jsonl(run / results.SAMPLES)) > 0
+
+
+def test_sweep_values_reach_their_runs(trl_sweep):
+    tmp, _ = trl_sweep
+    lrs = sorted(json.loads((run / results.SPEC).read_text())["train"]["lr"] for run in run_dirs(tmp))
+    assert lrs == [1e-3, 2e-3]
+
+
+def test_bad_dataset_stops_with_one_line_and_no_finished_run(tmp_path, write_jsonl):
+    bad = write_jsonl([{"instruction": "a", "input": "", "output": "b"}, {"instruction": "c"}])
+    proc = bench_run(tmp_path / "out", f"dataset.path={bad}")
+    assert proc.returncode != 0
+    assert f"{bad}:2: field 'output' is missing" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "out").glob(f"*/*/{results.SUMMARY}"))
+
+
+def test_unknown_framework_is_a_clear_error(tmp_path):
+    proc = bench_run(tmp_path, "framework=nosuch")
+    assert proc.returncode != 0 and "nosuch" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,93 @@
+"""Config composition: Hydra groups -> the framework-neutral job spec."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from bench.data import DataError
+from bench.run import UserError, job_spec
+from tests.conftest import REPO
+
+CONF = str(REPO / "conf")
+
+
+def cfg(*overrides: str):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=False)
+
+
+def test_primary_config_sweeps_without_dash_m():
+    raw = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "config.yaml"), resolve=False)
+    assert raw["hydra"]["mode"] == "MULTIRUN"
+    assert raw["hydra"]["sweep"]["dir"].startswith("${results_dir}/")
+
+
+def test_default_job_is_the_tiny_model_on_the_bundled_sample(tmp_path):
+    spec = job_spec(cfg(f"cache_dir={tmp_path}"), tmp_path / "run")
+    assert spec.framework == "trl"
+    assert spec.model.source == "random" and spec.model.path.startswith(str(tmp_path / "models" / "tiny-"))
+    assert [Path(f).name for f in spec.data.train_files] == ["train_zh_0.json"]
+    assert [Path(f).name for f in spec.data.eval_files] == ["valid_zh_0.json"]
+    assert spec.train.lora.r == 16 and spec.train.chat_template == "qwen2.5"
+    assert spec.model.trust_remote_code is False
+
+
+def test_overrides_reach_the_spec(tmp_path):
+    spec = job_spec(cfg("train.lr=1e-4", "train.lora.r=8", "train.max_steps=5", "skip_steps=1"), tmp_path)
+    assert (spec.train.lr, spec.train.lora.r, spec.train.max_steps, spec.skip_steps) == (1e-4, 8, 5, 1)
+
+
+@pytest.mark.parametrize("model", ["qwen2.5-0.5b", "qwen2.5-7b"])
+def test_pretrained_presets_name_the_hub_model(tmp_path, model):
+    spec = job_spec(cfg(f"model={model}"), tmp_path)
+    assert spec.model.source == "pretrained" and spec.model.path.startswith("Qwen/Qwen2.5-")
+
+
+def test_local_model_path_is_used_as_is(tmp_path):
+    spec = job_spec(cfg("model=qwen2.5-0.5b", f"model.path={tmp_path}"), tmp_path)
+    assert spec.model.path == str(tmp_path)
+
+
+@pytest.mark.parametrize("model, hidden", [("qwen2.5-0.5b-arch", 896), ("qwen2.5-7b-arch", 3584)])
+def test_architecture_presets_build_the_real_shape_without_download(tmp_path, model, hidden):
+    spec = job_spec(cfg(f"model={model}", f"cache_dir={tmp_path}"), tmp_path)
+    assert spec.model.source == "random" and spec.model.config["hidden_size"] == hidden
+
+
+def test_user_dataset_file(tmp_path, write_jsonl):
+    path = write_jsonl([{"instruction": "a", "input": "", "output": "b"}])
+    spec = job_spec(cfg(f"dataset.path={path}"), tmp_path)
+    assert spec.data.train_files == (str(path),) and spec.data.eval_files == ()
+
+
+def test_missing_dataset_file_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="missing.jsonl: dataset file not found"):
+        job_spec(cfg(f"dataset.path={tmp_path / 'missing.jsonl'}"), tmp_path)
+
+
+def test_framework_version_selects_its_own_requirements():
+    c = cfg("framework.version=0.24.0")
+    assert "trl==0.24.0" in list(c.framework.requirements)
+
+
+def test_unknown_framework_is_rejected(tmp_path):
+    c = cfg()
+    c.framework.name = "nosuch"
+    with pytest.raises(UserError, match="framework=nosuch"):
+        job_spec(c, tmp_path)
+
+
+def test_sweep_size_counts_command_line_over_sweeper_params():
+    from bench.run import sweep_size
+
+    c = OmegaConf.create(
+        {
+            "hydra": {
+                "sweeper": {"params": {"framework": "trl"}},
+                "overrides": {"task": ["train.lr=1e-4,2e-4", "train.seed=range(3)"]},
+            }
+        }
+    )
+    assert sweep_size(c) == 6
