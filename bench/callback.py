@@ -16,20 +16,46 @@ from transformers import TrainerCallback
 IGNORE_INDEX = -100
 
 
-def batch_token_counts(inputs: dict[str, Any]) -> tuple[int, int]:
-    """(non-padding tokens, tokens that contribute to the loss) of one model call's keyword inputs."""
+def batch_token_counts(inputs: dict[str, Any]) -> tuple[int, int, int]:
+    """(non-padding tokens, tokens that contribute to the loss, sum of squared row lengths) of one model call.
+
+    The squared lengths size the attention FLOPs, which grow with each sequence's length squared.
+    """
     input_ids = inputs.get("input_ids")
     mask = inputs.get("attention_mask")
     labels = inputs.get("labels")
     if mask is not None and mask.dim() == 2:
-        tokens = int(mask.sum())
+        lengths = mask.sum(dim=-1)
     elif input_ids is not None:
-        tokens = int(input_ids.numel())  # padding-free batches carry no mask: every token is real
+        lengths = input_ids.new_full(input_ids.shape[:1], input_ids.shape[-1])  # no mask: every token is real
     else:
-        tokens = 0
+        return 0, 0, 0
     # Causal LM loss compares position t with label t+1, so the first label of each row never counts.
     trainable = int((labels[..., 1:] != IGNORE_INDEX).sum()) if labels is not None else 0
-    return tokens, trainable
+    return int(lengths.sum()), trainable, int((lengths.long() ** 2).sum())
+
+
+def model_facts(model) -> dict[str, Any]:
+    """Parameter counts and shape of the model being trained, for FLOP accounting."""
+    params = trainable = embedding = 0
+    for name, p in model.named_parameters():
+        params += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+        embedding += p.numel() if name.endswith("embed_tokens.weight") else 0
+    config = getattr(model, "config", None)
+    get = (lambda k: getattr(config, k, None)) if config is not None else (lambda k: None)
+    head_dim = get("head_dim") or (get("hidden_size") // get("num_attention_heads") if get("hidden_size") else None)
+    lm_head = get("vocab_size") * get("hidden_size") if get("vocab_size") and get("hidden_size") else 0
+    return {
+        "params": params,
+        "trainable_params": trainable,
+        "embedding_params": embedding,
+        # Matmul parameters: everything but the embedding lookup, plus the output projection even when
+        # it shares its weights with the embedding (the matmul happens either way).
+        "matmul_params": params - embedding + (lm_head if get("tie_word_embeddings") else 0),
+        "num_layers": get("num_hidden_layers"),
+        "attn_dim": head_dim * get("num_attention_heads") if head_dim else None,
+    }
 
 
 class StepRecorder(TrainerCallback):
@@ -40,21 +66,25 @@ class StepRecorder(TrainerCallback):
         self._hook = None
         self._tokens = 0
         self._trainable = 0
+        self._len_sq = 0
+        self.model_facts: dict[str, Any] = {}
         self._step_mark = 0.0
         self._pending: dict[int, dict[str, Any]] = {}
         self._cuda_sync: Callable[[], None] | None = None
 
     def _count_batch(self, module, args, kwargs):
         if module.training:
-            tokens, trainable = batch_token_counts(kwargs)
+            tokens, trainable, len_sq = batch_token_counts(kwargs)
             self._tokens += tokens
             self._trainable += trainable
+            self._len_sq += len_sq
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         import torch
 
         if model is not None:
             self._hook = model.register_forward_pre_hook(self._count_batch, with_kwargs=True)
+            self.model_facts = model_facts(model)
         if torch.cuda.is_available():
             self._cuda_sync = torch.cuda.synchronize
         self._step_mark = time.perf_counter()
@@ -69,8 +99,10 @@ class StepRecorder(TrainerCallback):
             "step_time_s": now - self._step_mark,
             "tokens": self._tokens,
             "trainable_tokens": self._trainable,
+            "len_sq": self._len_sq,
+            "time": time.time(),  # wall clock, to line steps up with the parent's resource samples
         }
-        self._tokens = self._trainable = 0
+        self._tokens = self._trainable = self._len_sq = 0
         self._step_mark = now
 
     def on_log(self, args, state, control, logs=None, **kwargs):

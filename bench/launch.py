@@ -17,7 +17,7 @@ import psutil
 from rich.progress import Progress
 
 from bench import results
-from bench.sampler import Peaks, Sampler
+from bench.sampler import Sampler, SamplerStats
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 GRACE_S = 5.0  # between SIGTERM and SIGKILL when a worker must go
@@ -30,7 +30,7 @@ class Outcome:
     timed_out: bool
     interrupted: bool
     wall_s: float
-    peaks: Peaks
+    sampler: SamplerStats
     log_tail: str
 
 
@@ -104,6 +104,7 @@ def launch(
     """Run `python -m bench.worker spec.json` in `run_dir` and watch it until it ends."""
     log_path = run_dir / results.STDERR
     events_path = run_dir / results.EVENTS
+    sampler = Sampler(run_dir / results.SAMPLES, sampler_cfg.interval_s, gpu=sampler_cfg.gpu)  # reads idle VRAM
     start = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(
@@ -114,8 +115,7 @@ def launch(
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: one signal reaches the whole tree
         )
-    sampler = Sampler(proc.pid, run_dir / results.SAMPLES, sampler_cfg.interval_s, gpu=sampler_cfg.gpu)
-    sampler.start()
+    sampler.attach(proc.pid)
     task = progress.add_task("starting", total=max_steps) if progress else None
     steps = StepTail(events_path)
     timed_out = interrupted = False
@@ -132,11 +132,11 @@ def launch(
         interrupted = True
         kill_tree(proc)
     finally:
-        peaks = sampler.stop()
+        stats = sampler.stop()
         if progress is not None:
             _show_steps(progress, task, steps)
             progress.remove_task(task)
-    return Outcome(proc.returncode, timed_out, interrupted, time.perf_counter() - start, peaks, _tail(log_path))
+    return Outcome(proc.returncode, timed_out, interrupted, time.perf_counter() - start, stats, _tail(log_path))
 
 
 class StepTail:

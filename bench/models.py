@@ -19,7 +19,7 @@ from typing import Any
 
 from bench.data import BUNDLED_MEDICAL, load_examples
 
-BUILDER_VERSION = 1  # bump when build() changes what it writes
+BUILDER_VERSION = 2  # bump when build() changes what it writes
 CORPUS_FILES = (BUNDLED_MEDICAL / "train_zh_0.json",)
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
@@ -176,6 +176,12 @@ def build(config: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    # Written the way Qwen2.5's own config.json is: transformers < 5 reads rope_theta only from the top
+    # level and would silently fall back to 10000, making the "same" model compute differently.
+    cfg_path = out / "config.json"
+    saved = json.loads(cfg_path.read_text(encoding="utf-8"))
+    saved["rope_theta"] = cfg["rope_theta"]
+    cfg_path.write_text(json.dumps(saved, indent=2), encoding="utf-8")
     # Loaders that look at tokenizer_config's class get the Qwen2 one, which keeps the same pipeline.
     tc_path = out / "tokenizer_config.json"
     tc = json.loads(tc_path.read_text(encoding="utf-8"))

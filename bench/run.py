@@ -94,11 +94,17 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def framework_python(cfg: DictConfig, cache_dir: Path, run_dir: Path) -> tuple[Path, float | None]:
+def framework_requirements(fw: DictConfig) -> list[str]:
+    """The framework's requirements plus the companion pins of its release."""
+    companions = fw.get("companions") or {}
+    return [*fw.requirements, *companions.get(str(fw.version), companions.get("default", []))]
+
+
+def framework_python(cfg: DictConfig, cache_dir: Path) -> tuple[Path, float | None]:
     fw = cfg.framework
     if fw.python:
         return envs.check_python(fw.python), None
-    requirements = list(fw.requirements)
+    requirements = framework_requirements(fw)
     env = envs.env_dir(cache_dir, fw.name, str(fw.version), requirements)
     with console.status(f"[bold]{fw.name} {fw.version}[/]: environment") as status:
 
@@ -126,7 +132,7 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "samples": results.SAMPLES,
     }
     try:
-        python, build_s = framework_python(cfg, cache_dir, run_dir)
+        python, build_s = framework_python(cfg, cache_dir)
     except envs.EnvError as e:
         return {**base, "status": "failed", "reason": f"environment: {e}".splitlines()[0], "log_tail": str(e)}
     env = launch.worker_env(launch.worker_pythonpath(cache_dir), dict(cfg.framework.env))
@@ -135,12 +141,14 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         outcome = launch.launch(python, run_dir, env, cfg.timeout_s, cfg.sampler, spec.train.max_steps, progress)
     worker = summary.read_worker(run_dir)
     status, reason = summary.status_of(worker, outcome)
+    versions = (worker or {}).get("versions", {})
+    base["framework_version"] = versions.get(spec.framework, spec.framework_version)  # what really ran
     out = {
         **base,
         "status": status,
         "reason": reason,
         "python": str(python),
-        "versions": (worker or {}).get("versions", {}),
+        "versions": versions,
         "hardware": (worker or {}).get("hardware", {}),
         "effective": {k: (worker or {}).get(k) for k in ("precision", "gradient_checkpointing", "train_examples")},
         "metrics": summary.metrics(

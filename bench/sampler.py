@@ -11,7 +11,7 @@ import contextlib
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,33 +32,34 @@ def _nvml():
 
 
 @dataclass
-class Peaks:
-    rss_mb: float = 0.0
-    vram_proc_mb: float | None = None  # the worker tree's own VRAM, where NVML reports it
-    vram_device_mb: float | None = None  # device-used memory (all processes)
-    energy_j: float | None = None  # from NVML's total energy counter, over the sampled span
+class SamplerStats:
     samples: int = 0
     sampler_cpu_s: float = 0.0  # CPU time the sampler thread itself spent
-    extra: dict[str, Any] = field(default_factory=dict)
+    baseline_used_mb: list[float] | None = None  # each GPU's used memory before the worker started
 
 
 class Sampler(threading.Thread):
-    """Samples the process tree rooted at `pid` every `interval_s` seconds into a JSON Lines file."""
+    """Samples a process tree every `interval_s` seconds into a JSON Lines file."""
 
-    def __init__(self, pid: int, out: Path, interval_s: float = 0.1, gpu: bool = True):
+    def __init__(self, out: Path, interval_s: float = 0.1, gpu: bool = True):
         super().__init__(daemon=True, name="sftbench-sampler")
-        self.root = psutil.Process(pid)
+        self.root: psutil.Process | None = None
         self.out = out
         self.interval_s = interval_s
         self.nvml = _nvml() if gpu else None
         self.handles = []
         if self.nvml is not None:
             self.handles = [self.nvml.nvmlDeviceGetHandleByIndex(i) for i in range(self.nvml.nvmlDeviceGetCount())]
-        self.peaks = Peaks()
+        self.stats = SamplerStats(baseline_used_mb=self.baseline_used_mb())
         self._procs: dict[int, psutil.Process] = {}
         self._halt = threading.Event()
-        self._energy_start: list[float | None] = []
         self._t0 = time.perf_counter()
+
+    def attach(self, pid: int) -> None:
+        """Sample the tree rooted at `pid` from now on (created first, to read the GPUs' idle baseline)."""
+        self.root = psutil.Process(pid)
+        self._t0 = time.perf_counter()
+        self.start()
 
     def _tree(self) -> list[psutil.Process]:
         try:
@@ -98,28 +99,21 @@ class Sampler(threading.Thread):
     def sample(self) -> dict[str, Any]:
         procs = self._tree()
         rss_mb, cpu_pct = self._cpu(procs)
-        row: dict[str, Any] = {"t": round(time.perf_counter() - self._t0, 4), "rss_mb": rss_mb, "cpu_pct": cpu_pct}
+        row: dict[str, Any] = {
+            "t": round(time.perf_counter() - self._t0, 4),
+            "time": time.time(),  # wall clock, to line samples up with the worker's step events
+            "rss_mb": rss_mb,
+            "cpu_pct": cpu_pct,
+        }
         if self.handles:
             row["gpus"] = self._gpu({p.pid for p in procs})
-        self._update_peaks(row)
+        self.stats.samples += 1
         return row
 
-    def _update_peaks(self, row: dict[str, Any]) -> None:
-        pk = self.peaks
-        pk.samples += 1
-        pk.rss_mb = max(pk.rss_mb, row["rss_mb"])
-        gpus = row.get("gpus", [])
-        if not gpus:
-            return
-        proc = [g["proc_mb"] for g in gpus if g.get("proc_mb") is not None]
-        if proc:
-            pk.vram_proc_mb = max(pk.vram_proc_mb or 0.0, sum(proc))
-        pk.vram_device_mb = max(pk.vram_device_mb or 0.0, sum(g["used_mb"] for g in gpus))
-        energies = [g.get("energy_j") for g in gpus]
-        if not self._energy_start:
-            self._energy_start = energies
-        spent = [e - s for e, s in zip(energies, self._energy_start, strict=False) if e is not None and s is not None]
-        pk.energy_j = sum(spent) if spent else None
+    def baseline_used_mb(self) -> list[float] | None:
+        if not self.handles:
+            return None
+        return [self.nvml.nvmlDeviceGetMemoryInfo(h).used / MB for h in self.handles]
 
     def run(self) -> None:
         cpu_start = time.thread_time()
@@ -128,9 +122,9 @@ class Sampler(threading.Thread):
                 fh.write(json.dumps(self.sample()) + "\n")
                 fh.flush()
                 self._halt.wait(self.interval_s)
-        self.peaks.sampler_cpu_s = time.thread_time() - cpu_start
+        self.stats.sampler_cpu_s = time.thread_time() - cpu_start
 
-    def stop(self) -> Peaks:
+    def stop(self) -> SamplerStats:
         self._halt.set()
         self.join()
-        return self.peaks
+        return self.stats

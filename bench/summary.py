@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
-from bench import results
+from bench import flops, measure, results
 
 STATUSES = ("ok", "failed", "timeout", "skipped", "interrupted")
 
@@ -36,23 +36,52 @@ def loss_metrics(events: list[dict[str, Any]]) -> dict[str, Any]:
     return {"steps": len(events), "first_loss": losses[0], "final_loss": losses[-1]}
 
 
+def gpu_metrics(
+    steady: list[dict[str, Any]], samples: list[dict[str, Any]], worker: dict[str, Any], baseline: list[float] | None
+) -> dict[str, Any]:
+    """Peak VRAM, energy and MFU of a GPU run; empty on CPU."""
+    vram, vram_method = measure.peak_vram(samples, baseline)
+    if vram is None:
+        return {}
+    m: dict[str, Any] = {"peak_vram_mb": vram, "vram_method": vram_method}
+    if steady:
+        # The window opens when the last excluded step ended: the first steady step's start.
+        start, end = steady[0]["time"] - steady[0]["step_time_s"], steady[-1]["time"]
+        joules, energy_method = measure.energy_j(samples, start, end)
+        tokens = sum(e["tokens"] for e in steady)
+        if joules is not None and tokens:
+            m |= {
+                "energy_j_steady": joules,
+                "energy_method": energy_method,
+                "energy_j_per_1k_tokens": 1000 * joules / tokens,
+            }
+        m["gpu_util_pct_mean"] = measure.mean_gpu_util_pct(samples, start, end)
+        gpus = worker.get("hardware", {}).get("gpus", [])
+        peak = flops.peak_bf16_flops(gpus[0]["name"]) if gpus else None
+        facts = worker.get("model_facts", {})
+        if peak and facts:
+            m |= flops.mfu(steady, facts, bool(worker.get("gradient_checkpointing")), peak) | {
+                "peak_tflops": peak / 1e12
+            }
+    return m
+
+
 def metrics(run_dir: Path, worker: dict[str, Any], outcome, skip_steps: int, samples_per_step: int) -> dict[str, Any]:
     events = results.read_jsonl(run_dir / results.EVENTS)
-    peaks = outcome.peaks
+    samples = results.read_jsonl(run_dir / results.SAMPLES)
+    steady = [e for e in events if e["step"] > skip_steps]
     m: dict[str, Any] = {
         "wall_s": outcome.wall_s,
-        **{k: v for k, v in worker.get("timings", {}).items()},
+        **worker.get("timings", {}),
         **steady_state(events, skip_steps, samples_per_step),
         **loss_metrics(events),
         "tokens": sum(e["tokens"] for e in events),
         "trainable_tokens": sum(e["trainable_tokens"] for e in events),
-        "peak_rss_mb": peaks.rss_mb,
-        "peak_vram_proc_mb": peaks.vram_proc_mb,
-        "peak_vram_device_mb": peaks.vram_device_mb,
-        "energy_j": peaks.energy_j,
+        "peak_rss_mb": measure.peak_rss_mb(samples),
+        **gpu_metrics(steady, samples, worker, outcome.sampler.baseline_used_mb),
         **worker.get("torch_memory", {}),
-        "sampler_samples": peaks.samples,
-        "sampler_cpu_s": peaks.sampler_cpu_s,
+        "sampler_samples": outcome.sampler.samples,
+        "sampler_cpu_s": outcome.sampler.sampler_cpu_s,
     }
     return {k: v for k, v in m.items() if v is not None}
 
@@ -124,7 +153,7 @@ def sweep_table(summaries: list[dict[str, Any]], title: str = "") -> Table:
     styles = {"ok": "green", "skipped": "yellow"}
     for s, varying in zip(summaries, varying_overrides(summaries), strict=True):
         m = s.get("metrics", {})
-        vram = m.get("peak_vram_proc_mb", m.get("torch_max_reserved_mb"))
+        vram = m.get("peak_vram_mb")
         loss = f"{m['first_loss']:.3f}→{m['final_loss']:.3f}" if "final_loss" in m else "-"
         row = [
             " ".join([s.get("run", "?"), *varying]),

@@ -134,6 +134,7 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
         events.write(json.dumps(event) + "\n")
         events.flush()
 
+    recorder = StepRecorder(emit)
     ctx = RunContext(
         spec=spec,
         model_path="",
@@ -141,7 +142,7 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
             to_conversation(ex, spec.data.system_prompt)
             for ex in load_examples(spec.data.train_files, spec.data.max_rows)
         ],
-        callbacks=[StepRecorder(emit)],
+        callbacks=[recorder],
         on_gpu=on_gpu,
         precision=precision,
     )
@@ -158,6 +159,7 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
         "gradient_checkpointing": spec.train.gradient_checkpointing and on_gpu,
         "train_examples": len(ctx.train_rows),
         "timings": ctx.timings,
+        "model_facts": recorder.model_facts,
         "torch_memory": torch_peak_memory(),
         "versions": package_versions(),
         "hardware": hardware(),

@@ -68,8 +68,14 @@ def test_missing_dataset_file_is_a_data_error(tmp_path):
 
 
 def test_framework_version_selects_its_own_requirements():
-    c = cfg("framework.version=0.24.0")
-    assert "trl==0.24.0" in list(c.framework.requirements)
+    from bench.run import framework_requirements
+
+    old, new = (
+        framework_requirements(cfg("framework.version=0.24.0").framework),
+        framework_requirements(cfg().framework),
+    )
+    assert "trl==0.24.0" in old and "transformers==4.57.6" in old
+    assert "trl==1.16.0" in new and "transformers==5.24.0" in new
 
 
 def test_unknown_framework_is_rejected(tmp_path):

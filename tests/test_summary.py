@@ -2,7 +2,7 @@ from pathlib import Path
 
 from bench import results
 from bench.launch import Outcome
-from bench.sampler import Peaks
+from bench.sampler import SamplerStats
 from bench.summary import load_summaries, loss_metrics, status_of, steady_state, sweep_table
 
 
@@ -22,7 +22,7 @@ def events(n=6, tokens=100, step_time_s=0.5):
 
 
 def outcome(**kw):
-    base = dict(returncode=0, timed_out=False, interrupted=False, wall_s=10.0, peaks=Peaks(), log_tail="")
+    base = dict(returncode=0, timed_out=False, interrupted=False, wall_s=10.0, sampler=SamplerStats(), log_tail="")
     return Outcome(**(base | kw))
 
 

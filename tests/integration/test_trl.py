@@ -40,7 +40,7 @@ def trl_sweep(tmp_path_factory):
 def test_sweep_exits_zero_and_prints_the_table(trl_sweep):
     _, proc = trl_sweep
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "tokens/s" in proc.stdout and proc.stdout.count(" ok ") >= 2, proc.stdout
+    assert "tok/s" in proc.stdout and proc.stdout.count(" ok ") >= 2, proc.stdout
 
 
 def test_each_run_of_the_sweep_is_ok_with_one_event_per_step(trl_sweep):
