@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -89,9 +90,10 @@ def _build(env: Path, requirements: list[str], on_line: Callable[[str], None], b
 
 def check_python(python: str) -> Path:
     """A user-given interpreter for `framework.python`, checked to exist and run."""
-    path = Path(python).expanduser()
-    if not path.exists():
+    found = shutil.which(str(Path(python).expanduser()))
+    if found is None:
         raise EnvError(f"framework.python={python}: no such interpreter")
+    path = Path(found)
     with contextlib.suppress(OSError):
         if subprocess.run([str(path), "-c", "pass"], capture_output=True).returncode == 0:
             return path

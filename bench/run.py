@@ -131,6 +131,10 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "events": results.EVENTS,
         "samples": results.SAMPLES,
     }
+    runner = runners.load(spec.framework)
+    reason = runner.preflight(spec) if hasattr(runner, "preflight") else None
+    if reason:
+        return {**base, "status": "skipped", "reason": reason, "metrics": {}}
     try:
         python, build_s = framework_python(cfg, cache_dir)
     except envs.EnvError as e:

@@ -18,6 +18,7 @@ from typing import Any
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 CHAT_TEMPLATES = ("qwen2.5",)
+QUANTS = ("none", "4bit")
 MODEL_SOURCES = ("pretrained", "random")
 
 
@@ -46,6 +47,7 @@ class TrainSpec:
     seed: int = 42
     precision: str = "auto"  # auto: bf16 where the GPU supports it, else fp32
     gradient_checkpointing: bool = False  # forced off on CPU, where it only costs time
+    quant: str = "none"  # none | 4bit (bitsandbytes NF4 base weights, QLoRA)
     attn_implementation: str = "sdpa"
     chat_template: str = "qwen2.5"
 
@@ -83,6 +85,7 @@ class JobSpec:
         checks = [
             (t.precision in PRECISIONS, f"train.precision={t.precision!r}: expected one of {PRECISIONS}"),
             (t.scheduler in SCHEDULERS, f"train.scheduler={t.scheduler!r}: expected one of {SCHEDULERS}"),
+            (t.quant in QUANTS, f"train.quant={t.quant!r}: expected one of {QUANTS}"),
             (t.chat_template in CHAT_TEMPLATES, f"train.chat_template={t.chat_template!r}: expected {CHAT_TEMPLATES}"),
             (self.model.source in MODEL_SOURCES, f"model.source={self.model.source!r}: expected {MODEL_SOURCES}"),
             (t.lr > 0, f"train.lr={t.lr}: must be > 0"),

@@ -122,6 +122,9 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
     if reason:
         return {"status": "skipped", "reason": reason, "versions": package_versions()}
 
+    if hasattr(runner, "setup"):
+        runner.setup()  # before transformers is imported: some frameworks patch it at import
+
     import torch
 
     from bench.callback import StepRecorder

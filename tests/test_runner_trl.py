@@ -22,6 +22,7 @@ CHANGED = {
     "seed": 1234,
     "gradient_checkpointing": True,
     "attn_implementation": "eager",
+    "quant": "4bit",
 }
 LORA_CHANGED = {"r": 3, "alpha": 9, "dropout": 0.123, "target_modules": ("q_proj",)}
 
@@ -80,3 +81,11 @@ def test_trust_remote_code_is_off_unless_the_model_sets_it():
     assert runner.model_kwargs(spec, None)["trust_remote_code"] is False
     trusting = dataclasses.replace(spec, model=dataclasses.replace(spec.model, trust_remote_code=True))
     assert runner.model_kwargs(trusting, None)["trust_remote_code"] is True
+
+
+def test_4bit_needs_bitsandbytes_and_a_gpu():
+    spec = make_spec(quant="4bit")
+    assert "bitsandbytes is not installed" in runner.unsupported_reason(spec, True, find_spec=lambda name: None)
+    assert "needs a CUDA GPU" in runner.unsupported_reason(spec, False, find_spec=lambda name: object())
+    assert runner.unsupported_reason(spec, True, find_spec=lambda name: object()) is None
+    assert runner.unsupported_reason(make_spec(), False) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,31 @@ from bench.spec import JobSpec
 PAD_TO_MULTIPLE_OF = 8  # what LLaMA-Factory's SFT collator does; identical padding keeps losses bit-comparable
 
 
-def unsupported_reason(spec: JobSpec) -> str | None:
-    return None  # TRL trains on CPU and GPU alike
+def unsupported_reason(
+    spec: JobSpec, cuda_available: bool | None = None, find_spec=importlib.util.find_spec
+) -> str | None:
+    """TRL trains on CPU and GPU alike; 4-bit base weights need bitsandbytes and a CUDA GPU."""
+    if spec.train.quant != "4bit":
+        return None
+    if find_spec("bitsandbytes") is None:
+        return "train.quant=4bit: bitsandbytes is not installed in this environment"
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    return None if cuda_available else "train.quant=4bit: bitsandbytes 4-bit training needs a CUDA GPU"
+
+
+def quantization_kwargs(spec: JobSpec) -> dict[str, Any] | None:
+    """BitsAndBytesConfig arguments for QLoRA (NF4 base weights, bf16 compute), or None."""
+    if spec.train.quant != "4bit":
+        return None
+    return {
+        "load_in_4bit": True,
+        "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_use_double_quant": True,
+        "bnb_4bit_compute_dtype": "bfloat16",
+    }
 
 
 def lora_kwargs(spec: JobSpec) -> dict[str, Any]:
@@ -58,10 +82,12 @@ def sft_kwargs(spec: JobSpec, precision: str, on_gpu: bool) -> dict[str, Any]:
 
 
 def model_kwargs(spec: JobSpec, torch_dtype: Any) -> dict[str, Any]:
+    """from_pretrained arguments; `quantization_config` is plain data here, made a BitsAndBytesConfig in train()."""
     return {
         "dtype": torch_dtype,
         "attn_implementation": spec.train.attn_implementation,
         "trust_remote_code": spec.model.trust_remote_code,
+        "quantization_config": quantization_kwargs(spec),
     }
 
 
@@ -74,7 +100,12 @@ def train(ctx) -> dict[str, Any]:
     spec: JobSpec = ctx.spec
     with ctx.timed("model_load_s"):
         tokenizer = AutoTokenizer.from_pretrained(ctx.model_path, trust_remote_code=spec.model.trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(ctx.model_path, **model_kwargs(spec, ctx.torch_dtype))
+        kwargs = model_kwargs(spec, ctx.torch_dtype)
+        if kwargs["quantization_config"] is not None:
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(**kwargs["quantization_config"])
+        model = AutoModelForCausalLM.from_pretrained(ctx.model_path, **kwargs)
     if spec.train.chat_template == "qwen2.5" and not tokenizer.chat_template:
         tokenizer.chat_template = QWEN25_CHAT_TEMPLATE
     trainer = trl.SFTTrainer(

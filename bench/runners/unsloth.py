@@ -1,0 +1,115 @@
+"""Unsloth: FastLanguageModel + its LoRA (get_peft_model), trained with TRL's SFTTrainer.
+
+Unsloth patches transformers/trl/peft when imported, so `setup()` imports it before anything else.
+On a machine without a GPU `import unsloth` succeeds and silently switches to a slow CPU backend: a run
+there would not be an Unsloth result, so "cannot run here" is decided before importing it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+from bench.runners import trl as trl_runner
+from bench.spec import JobSpec
+
+NEEDS_GPU = "Unsloth requires an NVIDIA/AMD/Intel GPU"
+PACKAGES = ("unsloth", "unsloth_zoo", "triton")
+
+
+def host_has_gpu() -> bool:
+    """Whether this host has a GPU Unsloth could use, without torch: NVML devices, or ROCm's /dev/kfd."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        if pynvml.nvmlDeviceGetCount() > 0:
+            return True
+    except Exception:
+        pass
+    return Path("/dev/kfd").exists()
+
+
+def preflight(spec: JobSpec) -> str | None:
+    """Checked in the parent before building the (6 GB) environment."""
+    return None if host_has_gpu() else f"{NEEDS_GPU}; none found on this host"
+
+
+def unsupported_reason(
+    spec: JobSpec, cuda_available: bool | None = None, find_spec=importlib.util.find_spec
+) -> str | None:
+    missing = [p for p in PACKAGES if find_spec(p) is None]
+    if missing:
+        return f"not installed in this environment: {', '.join(missing)}"
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    if not cuda_available:
+        return f"{NEEDS_GPU}; torch sees none (its CPU fallback would not be an Unsloth result)"
+    return None
+
+
+def setup() -> None:
+    os.environ["UNSLOTH_DISABLE_CPU_FALLBACK"] = "1"  # fail rather than train on the CPU backend
+    os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
+    import unsloth  # noqa: F401  (must precede transformers, trl and peft: it patches them)
+    from unsloth.device_type import DEVICE_TYPE
+
+    if DEVICE_TYPE not in ("cuda", "hip", "xpu"):
+        raise RuntimeError(f"Unsloth selected device {DEVICE_TYPE!r}; {NEEDS_GPU}")
+
+
+def from_pretrained_kwargs(spec: JobSpec, torch_dtype: Any) -> dict[str, Any]:
+    return {
+        "max_seq_length": spec.train.max_seq_len,
+        "dtype": torch_dtype,
+        "load_in_4bit": spec.train.quant == "4bit",
+        "trust_remote_code": spec.model.trust_remote_code,
+        "attn_implementation": spec.train.attn_implementation,
+        "random_state": spec.train.seed,
+    }
+
+
+def peft_kwargs(spec: JobSpec) -> dict[str, Any]:
+    lora = trl_runner.lora_kwargs(spec)
+    return {
+        "r": lora["r"],
+        "lora_alpha": lora["lora_alpha"],
+        "lora_dropout": lora["lora_dropout"],
+        "target_modules": lora["target_modules"],
+        "bias": lora["bias"],
+        # Unsloth's own offloaded checkpointing when the job asks for checkpointing at all.
+        "use_gradient_checkpointing": "unsloth" if spec.train.gradient_checkpointing else False,
+        "random_state": spec.train.seed,
+    }
+
+
+def sft_kwargs(spec: JobSpec, precision: str, on_gpu: bool) -> dict[str, Any]:
+    # Checkpointing is already applied by get_peft_model; asking the Trainer too would wrap it twice.
+    return trl_runner.sft_kwargs(spec, precision, on_gpu) | {"gradient_checkpointing": False}
+
+
+def train(ctx) -> dict[str, Any]:
+    import datasets
+    import trl
+    from unsloth import FastLanguageModel
+
+    spec: JobSpec = ctx.spec
+    with ctx.timed("model_load_s"):
+        model, tokenizer = FastLanguageModel.from_pretrained(
+            ctx.model_path, **from_pretrained_kwargs(spec, ctx.torch_dtype)
+        )
+        model = FastLanguageModel.get_peft_model(model, **peft_kwargs(spec))
+    trainer = trl.SFTTrainer(
+        model=model,
+        args=trl.SFTConfig(**sft_kwargs(spec, ctx.precision, ctx.on_gpu)),
+        train_dataset=datasets.Dataset.from_list(ctx.train_rows),
+        processing_class=tokenizer,
+        callbacks=ctx.callbacks,
+    )
+    with ctx.timed("train_s"):
+        trainer.train()
+    return {}
