@@ -16,23 +16,37 @@ from transformers import TrainerCallback
 IGNORE_INDEX = -100
 
 
+def packed_lengths(position_ids: list[int]) -> list[int]:
+    """Sequence lengths in a padding-free (packed) row, where positions restart at 0 for each sequence.
+
+    Padding-free collators pad the packed row with position 0, so padding shows up as sequences of length 1;
+    an SFT example (system prompt, question, answer) is never one token long, so those are dropped.
+    """
+    starts = [i for i, p in enumerate(position_ids) if p == 0] + [len(position_ids)]
+    lengths = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    return [n for n in lengths if n > 1]
+
+
 def batch_token_counts(inputs: dict[str, Any]) -> tuple[int, int, int]:
-    """(non-padding tokens, tokens that contribute to the loss, sum of squared row lengths) of one model call.
+    """(non-padding tokens, tokens that contribute to the loss, sum of squared sequence lengths) of one call.
 
     The squared lengths size the attention FLOPs, which grow with each sequence's length squared.
     """
     input_ids = inputs.get("input_ids")
     mask = inputs.get("attention_mask")
+    position_ids = inputs.get("position_ids")
     labels = inputs.get("labels")
-    if mask is not None and mask.dim() == 2:
-        lengths = mask.sum(dim=-1)
-    elif input_ids is not None:
-        lengths = input_ids.new_full(input_ids.shape[:1], input_ids.shape[-1])  # no mask: every token is real
-    else:
+    if input_ids is None:
         return 0, 0, 0
+    if mask is not None and mask.dim() == 2:
+        lengths = mask.sum(dim=-1).tolist()
+    elif position_ids is not None:  # padding-free batch: no mask, sequences packed into rows
+        lengths = [n for row in position_ids.reshape(-1, position_ids.shape[-1]).tolist() for n in packed_lengths(row)]
+    else:
+        lengths = [input_ids.shape[-1]] * (input_ids.numel() // input_ids.shape[-1])
     # Causal LM loss compares position t with label t+1, so the first label of each row never counts.
     trainable = int((labels[..., 1:] != IGNORE_INDEX).sum()) if labels is not None else 0
-    return int(lengths.sum()), trainable, int((lengths.long() ** 2).sum())
+    return int(sum(lengths)), trainable, int(sum(n * n for n in lengths))
 
 
 def model_facts(model) -> dict[str, Any]:
