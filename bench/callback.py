@@ -7,6 +7,8 @@ called with (a forward pre-hook), so they are counted the same way whatever the 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,9 +24,40 @@ def packed_lengths(position_ids: list[int]) -> list[int]:
     Padding-free collators pad the packed row with position 0, so padding shows up as sequences of length 1;
     an SFT example (system prompt, question, answer) is never one token long, so those are dropped.
     """
+    return [n for _, n in packed_segments(position_ids)]
+
+
+def packed_segments(position_ids: list[int]) -> list[tuple[int, int]]:
+    """(start, length) of each sequence in a packed row, padding singletons left out (see packed_lengths)."""
     starts = [i for i, p in enumerate(position_ids) if p == 0] + [len(position_ids)]
-    lengths = [b - a for a, b in zip(starts, starts[1:], strict=False)]
-    return [n for n in lengths if n > 1]
+    return [(a, b - a) for a, b in zip(starts, starts[1:], strict=False) if b - a > 1]
+
+
+def sequences(inputs: dict[str, Any]) -> list[tuple[list[int], list[bool]]]:
+    """Each real (non-padding) sequence of one model call: its token ids and which tokens carry a label.
+
+    Padded batches are cut by their attention mask, padding-free ones by where positions restart, so the
+    same examples give the same sequences whatever layout a framework's collator chose.
+    """
+    input_ids = inputs.get("input_ids")
+    if input_ids is None:
+        return []
+    labels = inputs.get("labels")
+    mask = inputs.get("attention_mask")
+    ids = input_ids.reshape(-1, input_ids.shape[-1]).tolist()
+    labelled = (labels != IGNORE_INDEX).reshape(len(ids), -1).tolist() if labels is not None else None
+    out = []
+    for r, row in enumerate(ids):
+        lab = labelled[r] if labelled else [False] * len(row)
+        if mask is not None and mask.dim() == 2:
+            keep = [i for i, m in enumerate(mask[r].tolist()) if m]
+            out.append(([row[i] for i in keep], [lab[i] for i in keep]))
+        elif inputs.get("position_ids") is not None:
+            positions = inputs["position_ids"].reshape(len(ids), -1)[r].tolist()
+            out.extend((row[a : a + n], lab[a : a + n]) for a, n in packed_segments(positions))
+        else:
+            out.append((row, lab))
+    return out
 
 
 def batch_token_counts(inputs: dict[str, Any]) -> tuple[int, int, int]:
@@ -47,6 +80,46 @@ def batch_token_counts(inputs: dict[str, Any]) -> tuple[int, int, int]:
     # Causal LM loss compares position t with label t+1, so the first label of each row never counts.
     trainable = int((labels[..., 1:] != IGNORE_INDEX).sum()) if labels is not None else 0
     return int(sum(lengths)), trainable, int(sum(n * n for n in lengths))
+
+
+class Fingerprint:
+    """What a run trained on: dataset size and token totals, and a hash of the first batches fed to the model.
+
+    The hash covers each sequence's token ids and label mask in the order the model saw them, so two runs
+    share it only if they fed the same examples, in the same order and batches, rendered, truncated and
+    masked the same way.
+    """
+
+    def __init__(self, batches: int):
+        self.batches = batches
+        self.seen = 0
+        self._hash = hashlib.sha256()
+        self.facts: dict[str, Any] = {}
+
+    def add(self, inputs: dict[str, Any]) -> None:
+        if self.seen >= self.batches:
+            return
+        self.seen += 1
+        self._hash.update(b"B")
+        for ids, labelled in sequences(inputs):
+            self._hash.update(b"S" + ",".join(map(str, ids)).encode() + b"|" + bytes(map(int, labelled)))
+
+    def dataset(self, dataset) -> None:
+        """Sizes of the tokenized training set the framework built (columns vary by framework)."""
+        with contextlib.suppress(Exception):
+            self.facts["examples"] = len(dataset)
+            columns = set(getattr(dataset, "column_names", None) or [])
+            if "input_ids" in columns:
+                self.facts["dataset_tokens"] = sum(len(x) for x in dataset["input_ids"])
+            if "labels" in columns:
+                self.facts["dataset_trainable_tokens"] = sum(
+                    sum(t != IGNORE_INDEX for t in x) for x in dataset["labels"]
+                )
+            elif "completion_mask" in columns:
+                self.facts["dataset_trainable_tokens"] = sum(sum(x) for x in dataset["completion_mask"])
+
+    def result(self) -> dict[str, Any]:
+        return {**self.facts, "batches_hashed": self.seen, "first_batches_sha256": self._hash.hexdigest()}
 
 
 def model_facts(model) -> dict[str, Any]:
@@ -75,8 +148,10 @@ def model_facts(model) -> dict[str, Any]:
 class StepRecorder(TrainerCallback):
     """Writes one event per optimizer step through `emit` (a dict sink)."""
 
-    def __init__(self, emit: Callable[[dict[str, Any]], None]):
+    def __init__(self, emit: Callable[[dict[str, Any]], None], fingerprint_batches: int = 8):
         self.emit = emit
+        self.fingerprint = Fingerprint(fingerprint_batches)
+        self.train_span: tuple[float, float] | None = None  # perf_counter at train begin / end
         self._hook = None
         self._tokens = 0
         self._trainable = 0
@@ -88,20 +163,24 @@ class StepRecorder(TrainerCallback):
 
     def _count_batch(self, module, args, kwargs):
         if module.training:
+            self.fingerprint.add(kwargs)
             tokens, trainable, len_sq = batch_token_counts(kwargs)
             self._tokens += tokens
             self._trainable += trainable
             self._len_sq += len_sq
 
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
         import torch
 
+        if train_dataloader is not None:
+            self.fingerprint.dataset(train_dataloader.dataset)
         if model is not None:
             self._hook = model.register_forward_pre_hook(self._count_batch, with_kwargs=True)
             self.model_facts = model_facts(model)
         if torch.cuda.is_available():
             self._cuda_sync = torch.cuda.synchronize
         self._step_mark = time.perf_counter()
+        self.train_span = (self._step_mark, self._step_mark)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._cuda_sync is not None:
@@ -134,6 +213,8 @@ class StepRecorder(TrainerCallback):
         self._step_mark = time.perf_counter()  # logging is bookkeeping, not training time
 
     def on_train_end(self, args, state, control, **kwargs):
+        if self.train_span is not None:
+            self.train_span = (self.train_span[0], time.perf_counter())
         if self._hook is not None:
             self._hook.remove()
             self._hook = None

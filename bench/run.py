@@ -155,6 +155,7 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "versions": versions,
         "hardware": (worker or {}).get("hardware", {}),
         "effective": {k: (worker or {}).get(k) for k in ("precision", "gradient_checkpointing", "train_examples")},
+        "fingerprint": (worker or {}).get("fingerprint", {}),
         "metrics": summary.metrics(
             run_dir, worker or {}, outcome, spec.skip_steps, spec.train.batch_size * spec.train.grad_accum
         ),

@@ -127,6 +127,37 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def job_key(summary: dict[str, Any]) -> tuple[str, ...]:
+    """The run's overrides less the framework's: runs with the same key ran the same job."""
+    return tuple(sorted(o for o in summary.get("overrides", []) if not o.lstrip("+").startswith("framework")))
+
+
+def parity(summaries: list[dict[str, Any]], rtol: float = 1e-5) -> list[dict[str, Any]]:
+    """For each finished run, whether it trained on the same tokens and started from the same loss as the
+    first finished run of the same job (the reference), so a framework comparison is a fair one."""
+    reference: dict[tuple[str, ...], dict[str, Any]] = {}
+    out = []
+    for s in summaries:
+        ref = reference.setdefault(job_key(s), s) if s.get("status") == "ok" else None
+        if ref is None:
+            out.append({})
+            continue
+        fp, ref_fp = s.get("fingerprint", {}), ref.get("fingerprint", {})
+        loss, ref_loss = s.get("metrics", {}).get("first_loss"), ref.get("metrics", {}).get("first_loss")
+        rel = abs(loss - ref_loss) / abs(ref_loss) if loss is not None and ref_loss else None
+        out.append(
+            {
+                "reference": ref.get("run"),
+                "same_tokens": bool(fp)
+                and fp.get("first_batches_sha256") == ref_fp.get("first_batches_sha256")
+                and all(fp.get(k) == ref_fp.get(k) for k in ("examples", "dataset_tokens", "dataset_trainable_tokens")),
+                "step1_loss_rel_diff": rel,
+                "same_start": rel is not None and rel <= rtol,
+            }
+        )
+    return out
+
+
 def varying_overrides(summaries: list[dict[str, Any]]) -> list[list[str]]:
     """Each run's overrides, less those every run of the sweep shares: what tells the runs apart."""
     shared = set.intersection(*(set(s.get("overrides", [])) for s in summaries)) if summaries else set()
@@ -146,12 +177,13 @@ def sweep_table(summaries: list[dict[str, Any]], title: str = "") -> Table:
         ("peak RSS MB", "right"),
         ("peak VRAM MB", "right"),
         ("loss first→final", "right"),
+        ("data fingerprint", "left"),
         ("wall s", "right"),
     ] + [("reason", "left")] * show_reason
     for col, justify in columns:
         table.add_column(col, justify=justify, overflow="fold")
     styles = {"ok": "green", "skipped": "yellow"}
-    for s, varying in zip(summaries, varying_overrides(summaries), strict=True):
+    for s, varying, par in zip(summaries, varying_overrides(summaries), parity(summaries), strict=True):
         m = s.get("metrics", {})
         vram = m.get("peak_vram_mb")
         loss = f"{m['first_loss']:.3f}→{m['final_loss']:.3f}" if "final_loss" in m else "-"
@@ -164,7 +196,22 @@ def sweep_table(summaries: list[dict[str, Any]], title: str = "") -> Table:
             _fmt(m.get("peak_rss_mb"), ",.0f"),
             _fmt(vram, ",.0f"),
             loss,
+            _parity_cell(s, par),
             _fmt(m.get("wall_s"), ".1f"),
         ]
         table.add_row(*row, *[(s.get("reason") or "")[:100]] * show_reason)
     return table
+
+
+def _parity_cell(summary: dict[str, Any], par: dict[str, Any]) -> str:
+    """Short fingerprint, and against the job's reference run: same tokens (=) or not (≠), and the
+    step-1 loss difference when it exceeds the tolerance."""
+    sha = summary.get("fingerprint", {}).get("first_batches_sha256", "")[:8]
+    if not par:
+        return sha or "-"
+    if par["reference"] == summary.get("run"):
+        return f"{sha} ref"
+    cell = f"{sha} =" if par["same_tokens"] else f"[red]{sha} ≠ tokens[/]"
+    if not par["same_start"] and par["step1_loss_rel_diff"] is not None:
+        cell += f" [red]step-1 loss Δ{par['step1_loss_rel_diff']:.1e}[/]"
+    return cell

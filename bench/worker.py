@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import results
-from bench.data import load_examples, to_conversation
+from bench.data import Example, load_examples, to_conversation
 from bench.spec import JobSpec, resolve_precision
 
 PACKAGES = (
@@ -85,11 +85,16 @@ class RunContext:
 
     spec: JobSpec
     model_path: str
-    train_rows: list[dict[str, Any]]
+    examples: list[Example]  # the validated training rows, in file order
     callbacks: list[Any]
     on_gpu: bool
     precision: str
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def conversations(self) -> list[dict[str, Any]]:
+        """The examples as conversational prompt/completion rows (system + user -> assistant)."""
+        return [to_conversation(ex, self.spec.data.system_prompt) for ex in self.examples]
 
     @property
     def torch_dtype(self):
@@ -141,28 +146,30 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
     ctx = RunContext(
         spec=spec,
         model_path="",
-        train_rows=[
-            to_conversation(ex, spec.data.system_prompt)
-            for ex in load_examples(spec.data.train_files, spec.data.max_rows)
-        ],
+        examples=load_examples(spec.data.train_files, spec.data.max_rows),
         callbacks=[recorder],
         on_gpu=on_gpu,
         precision=precision,
     )
     with ctx.timed("model_prepare_s"):
         ctx.model_path = prepare_model(spec)
+    runner_start = time.perf_counter()
     try:
         extra = runner.train(ctx)
     finally:
         events.close()
+    if recorder.train_span is not None:
+        begin, end = recorder.train_span
+        ctx.timings |= {"setup_s": begin - runner_start, "train_s": end - begin}
     return {
         "status": "ok",
         "reason": "",
         "precision": precision,
         "gradient_checkpointing": spec.train.gradient_checkpointing and on_gpu,
-        "train_examples": len(ctx.train_rows),
+        "train_examples": len(ctx.examples),
         "timings": ctx.timings,
         "model_facts": recorder.model_facts,
+        "fingerprint": recorder.fingerprint.result(),
         "torch_memory": torch_peak_memory(),
         "versions": package_versions(),
         "hardware": hardware(),

@@ -1,7 +1,8 @@
 """The TRL job of a harness run, trained directly: no worker protocol, no callback, no sampler.
 
 Run with the TRL environment's interpreter: `python benchmarks/direct_trl.py RUN_DIR/spec.json`.
-Prints the seconds `trainer.train()` took as JSON.
+Prints the training span as JSON: from the Trainer's on_train_begin to on_train_end, the span the
+harness's own `train_s` covers.
 """
 
 import json
@@ -12,11 +13,20 @@ import datasets
 import peft
 import torch
 import trl
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from bench.data import load_examples, to_conversation
 from bench.runners import trl as runner
 from bench.spec import JobSpec
+
+
+class Span(TrainerCallback):
+    def on_train_begin(self, *args, **kwargs):
+        self.begin = time.perf_counter()
+
+    def on_train_end(self, *args, **kwargs):
+        self.end = time.perf_counter()
+
 
 spec = JobSpec.load(sys.argv[1])
 path = spec.model.path
@@ -30,7 +40,7 @@ trainer = trl.SFTTrainer(
     train_dataset=datasets.Dataset.from_list(rows),
     processing_class=tokenizer,
     peft_config=peft.LoraConfig(**runner.lora_kwargs(spec)),
+    callbacks=[span := Span()],
 )
-start = time.perf_counter()
 trainer.train()
-print(json.dumps({"train_s": time.perf_counter() - start}))
+print(json.dumps({"train_s": span.end - span.begin}))

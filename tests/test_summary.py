@@ -73,3 +73,44 @@ def test_sweep_table_has_a_row_per_run():
         {"run": "1-trl", "framework": "trl", "status": "failed", "reason": "boom", "metrics": {}},
     ]
     assert sweep_table(rows).row_count == 2
+
+
+def run(name, framework, sha="abc", first_loss=6.0, overrides=(), status="ok"):
+    fp = {"examples": 10, "dataset_tokens": 100, "dataset_trainable_tokens": 40, "first_batches_sha256": sha}
+    return {
+        "run": name,
+        "framework": framework,
+        "status": status,
+        "fingerprint": fp,
+        "overrides": [f"framework={framework}", *overrides],
+        "metrics": {"first_loss": first_loss},
+    }
+
+
+def test_parity_compares_each_run_with_the_first_run_of_the_same_job():
+    from bench.summary import parity
+
+    runs = [
+        run("0", "trl"),
+        run("1", "llamafactory", first_loss=6.0 * (1 + 5e-6)),
+        run("2", "trl", overrides=["train.lr=1"], sha="zzz"),
+        run("3", "llamafactory", overrides=["train.lr=1"]),
+    ]
+    p = parity(runs)
+    assert p[0]["reference"] == "0" and p[1]["reference"] == "0"
+    assert p[1]["same_tokens"] and p[1]["same_start"]
+    assert p[2]["reference"] == "2"  # another job: its own reference
+    assert not p[3]["same_tokens"]
+
+
+def test_parity_flags_a_step1_loss_beyond_tolerance():
+    from bench.summary import parity
+
+    p = parity([run("0", "trl"), run("1", "llamafactory", first_loss=6.001)])
+    assert not p[1]["same_start"] and p[1]["step1_loss_rel_diff"] > 1e-5
+
+
+def test_parity_skips_runs_that_did_not_finish():
+    from bench.summary import parity
+
+    assert parity([run("0", "unsloth", status="skipped"), run("1", "trl")])[0] == {}

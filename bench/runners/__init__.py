@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-RUNNERS = ("trl", "unsloth")
+RUNNERS = ("trl", "llamafactory", "unsloth")
 
 
 def load(name: str) -> ModuleType:

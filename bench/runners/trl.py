@@ -111,11 +111,10 @@ def train(ctx) -> dict[str, Any]:
     trainer = trl.SFTTrainer(
         model=model,
         args=trl.SFTConfig(**sft_kwargs(spec, ctx.precision, ctx.on_gpu)),
-        train_dataset=datasets.Dataset.from_list(ctx.train_rows),
+        train_dataset=datasets.Dataset.from_list(ctx.conversations),
         processing_class=tokenizer,
         peft_config=peft.LoraConfig(**lora_kwargs(spec)),
         callbacks=ctx.callbacks,
     )
-    with ctx.timed("train_s"):
-        trainer.train()
+    trainer.train()
     return {"trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}

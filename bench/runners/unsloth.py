@@ -106,10 +106,9 @@ def train(ctx) -> dict[str, Any]:
     trainer = trl.SFTTrainer(
         model=model,
         args=trl.SFTConfig(**sft_kwargs(spec, ctx.precision, ctx.on_gpu)),
-        train_dataset=datasets.Dataset.from_list(ctx.train_rows),
+        train_dataset=datasets.Dataset.from_list(ctx.conversations),
         processing_class=tokenizer,
         callbacks=ctx.callbacks,
     )
-    with ctx.timed("train_s"):
-        trainer.train()
+    trainer.train()
     return {}

@@ -1,0 +1,97 @@
+"""LLaMA-Factory: its Python API (`llamafactory.train.tuner.run_exp`) with the job spec as its arguments.
+
+The training rows are handed over in LLaMA-Factory's own format: an alpaca JSON file plus a
+dataset_info.json, written into the run directory (never next to the user's data). The system prompt goes
+in as a column, so its `qwen` template renders the same system turn the other frameworks render.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.data import Example
+from bench.spec import JobSpec
+
+DATASET = "sftbench_train"
+TEMPLATES = {"qwen2.5": "qwen"}
+ATTENTION = {"sdpa": "sdpa", "eager": "disabled", "flash_attention_2": "fa2"}
+
+
+def unsupported_reason(spec: JobSpec) -> str | None:
+    if spec.train.attn_implementation not in ATTENTION:
+        return f"train.attn_implementation={spec.train.attn_implementation}: LLaMA-Factory offers {sorted(ATTENTION)}"
+    return None
+
+
+def write_dataset(examples: list[Example], system_prompt: str, data_dir: Path) -> None:
+    """The rows as an alpaca file with a system column, registered in a dataset_info.json beside it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    rows = [dataclasses.asdict(ex) | {"system": system_prompt} for ex in examples]
+    (data_dir / "train.json").write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    info = {
+        DATASET: {
+            "file_name": "train.json",
+            "formatting": "alpaca",
+            "columns": {"prompt": "instruction", "query": "input", "response": "output", "system": "system"},
+        }
+    }
+    (data_dir / "dataset_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+
+def run_args(spec: JobSpec, model_path: str, data_dir: Path, precision: str, on_gpu: bool) -> dict[str, Any]:
+    """run_exp's arguments for the job. Every training field of the spec must land here (tested)."""
+    t, lora = spec.train, spec.train.lora
+    return {
+        "model_name_or_path": model_path,
+        "trust_remote_code": spec.model.trust_remote_code,
+        "flash_attn": ATTENTION[t.attn_implementation],
+        "quantization_bit": 4 if t.quant == "4bit" else None,
+        # LLaMA-Factory checkpoints by default; it only costs time on CPU and follows the spec elsewhere.
+        "disable_gradient_checkpointing": not (t.gradient_checkpointing and on_gpu),
+        "stage": "sft",
+        "do_train": True,
+        "finetuning_type": "lora",
+        "lora_rank": lora.r,
+        "lora_alpha": lora.alpha,
+        "lora_dropout": lora.dropout,
+        "lora_target": ",".join(lora.target_modules),
+        "dataset": DATASET,
+        "dataset_dir": str(data_dir),
+        "template": TEMPLATES[t.chat_template],
+        "cutoff_len": t.max_seq_len,
+        "train_on_prompt": False,  # loss on the answer tokens only
+        "packing": False,
+        "overwrite_cache": True,
+        "output_dir": str(Path(spec.run_dir) / "trainer"),
+        "overwrite_output_dir": True,
+        "per_device_train_batch_size": t.batch_size,
+        "gradient_accumulation_steps": t.grad_accum,
+        "learning_rate": t.lr,
+        "lr_scheduler_type": t.scheduler,
+        "warmup_steps": t.warmup_steps,
+        "max_steps": t.max_steps,
+        "seed": t.seed,
+        "data_seed": t.seed,
+        "bf16": precision == "bf16",
+        "fp16": precision == "fp16",
+        "use_cpu": not on_gpu,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "plot_loss": False,
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+    }
+
+
+def train(ctx) -> dict[str, Any]:
+    from llamafactory.train.tuner import run_exp
+
+    spec: JobSpec = ctx.spec
+    data_dir = Path(spec.run_dir) / "llamafactory_data"
+    write_dataset(ctx.examples, spec.data.system_prompt, data_dir)
+    run_exp(args=run_args(spec, ctx.model_path, data_dir, ctx.precision, ctx.on_gpu), callbacks=ctx.callbacks)
+    return {}

@@ -1,0 +1,65 @@
+"""LLaMA-Factory and TRL run the same job: same tokens in, same loss at step 1."""
+
+import json
+
+import pytest
+
+from bench import results
+from tests.integration.test_trl import bench_run, run_dirs
+
+pytestmark = pytest.mark.integration
+
+
+def summaries(tmp_path):
+    return {s["framework"]: s for s in (json.loads((r / results.SUMMARY).read_text()) for r in run_dirs(tmp_path))}
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pair")
+    proc = bench_run(tmp, "framework=trl,llamafactory", "train.max_steps=8")
+    return tmp, proc
+
+
+def test_both_frameworks_finish(pair):
+    tmp, proc = pair
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = summaries(tmp)
+    assert {f: s["status"] for f, s in runs.items()} == {"trl": "ok", "llamafactory": "ok"}, runs
+
+
+def test_fingerprints_are_equal(pair):
+    runs = summaries(pair[0])
+    trl, lf = runs["trl"]["fingerprint"], runs["llamafactory"]["fingerprint"]
+    assert trl["batches_hashed"] == lf["batches_hashed"] > 0
+    assert trl == lf
+
+
+def test_step1_losses_agree(pair):
+    runs = summaries(pair[0])
+    a, b = runs["trl"]["metrics"]["first_loss"], runs["llamafactory"]["metrics"]["first_loss"]
+    assert abs(a - b) / abs(a) < 1e-5
+
+
+def test_every_step_saw_the_same_tokens(pair):
+    events = {r.name.split("-", 1)[1]: results.read_jsonl(r / results.EVENTS) for r in run_dirs(pair[0])}
+    key = [(e["tokens"], e["trainable_tokens"]) for e in events["trl"]]
+    assert key == [(e["tokens"], e["trainable_tokens"]) for e in events["llamafactory"]]
+    assert len(key) == 8
+
+
+def test_the_table_marks_the_pair_as_the_same_job(pair):
+    assert " ref" in pair[1].stdout and " =" in pair[1].stdout and "≠" not in pair[1].stdout
+
+
+def test_failure_inside_llamafactory_is_recorded_and_the_sweep_goes_on(tmp_path):
+    # An invalid value for LLaMA-Factory's own logging switch makes its code raise; TRL ignores it.
+    proc = bench_run(
+        tmp_path, "framework=llamafactory,trl", "++framework.env.LLAMAFACTORY_VERBOSITY=BOGUS", "train.max_steps=3"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = summaries(tmp_path)
+    assert runs["llamafactory"]["status"] == "failed"
+    assert "Unknown logging level: BOGUS" in runs["llamafactory"]["reason"]
+    assert "llamafactory" in runs["llamafactory"]["log_tail"]  # the tail of its stderr, traceback included
+    assert runs["trl"]["status"] == "ok"

@@ -1,0 +1,67 @@
+"""The LLaMA-Factory runner's translation of the job spec: no field may be silently dropped."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.data import Example
+from bench.runners import llamafactory as runner
+from bench.spec import LoraSpec, TrainSpec
+from tests.test_runner_trl import CHANGED, LORA_CHANGED
+from tests.test_spec import make_spec
+
+DATA_DIR = Path("/results/run/llamafactory_data")
+
+
+def args(spec, precision="fp32", on_gpu=True):
+    return runner.run_args(spec, "/models/tiny", DATA_DIR, precision, on_gpu)
+
+
+@pytest.mark.parametrize("field", sorted(CHANGED))
+def test_every_train_field_reaches_run_exp(field):
+    assert args(make_spec(**{field: CHANGED[field]})) != args(make_spec())
+
+
+@pytest.mark.parametrize("field", sorted(LORA_CHANGED))
+def test_every_lora_field_reaches_run_exp(field):
+    lora = dataclasses.replace(LoraSpec(), **{field: LORA_CHANGED[field]})
+    assert args(make_spec(lora=lora)) != args(make_spec())
+
+
+def test_values_land_on_llamafactory_argument_names():
+    spec = make_spec(lr=3e-4, batch_size=3, grad_accum=5, max_seq_len=777, warmup_steps=7, scheduler="cosine")
+    a = args(spec)
+    assert (a["learning_rate"], a["per_device_train_batch_size"], a["gradient_accumulation_steps"]) == (3e-4, 3, 5)
+    assert (a["cutoff_len"], a["warmup_steps"], a["lr_scheduler_type"]) == (777, 7, "cosine")
+    assert a["lora_target"] == ",".join(TrainSpec().lora.target_modules)
+    assert (a["stage"], a["finetuning_type"], a["template"], a["train_on_prompt"]) == ("sft", "lora", "qwen", False)
+    assert a["save_strategy"] == "no" and a["report_to"] == "none"
+
+
+def test_precision_and_checkpointing_are_explicit():
+    a = args(make_spec(gradient_checkpointing=False), precision="bf16")
+    assert (a["bf16"], a["fp16"], a["disable_gradient_checkpointing"]) == (True, False, True)
+    on_cpu = args(make_spec(gradient_checkpointing=True), on_gpu=False)
+    assert on_cpu["disable_gradient_checkpointing"] is True and on_cpu["use_cpu"] is True
+    assert args(make_spec(gradient_checkpointing=True))["disable_gradient_checkpointing"] is False
+
+
+def test_4bit_uses_bitsandbytes_quantization():
+    assert args(make_spec(quant="4bit"))["quantization_bit"] == 4
+    assert args(make_spec())["quantization_bit"] is None
+
+
+def test_dataset_is_written_in_its_own_format_with_the_system_prompt(tmp_path):
+    runner.write_dataset([Example("问", "", "答"), Example("问2", "病例", "答2")], "SYS", tmp_path / "d")
+    info = json.loads((tmp_path / "d" / "dataset_info.json").read_text())
+    entry = info[runner.DATASET]
+    assert entry["formatting"] == "alpaca" and entry["columns"]["system"] == "system"
+    rows = json.loads((tmp_path / "d" / entry["file_name"]).read_text())
+    assert rows[1] == {"instruction": "问2", "input": "病例", "output": "答2", "system": "SYS"}
+
+
+def test_unknown_attention_is_unsupported():
+    assert "attn_implementation" in runner.unsupported_reason(make_spec(attn_implementation="flex_attention"))
+    assert runner.unsupported_reason(make_spec()) is None
