@@ -159,15 +159,17 @@ def parity(summaries: list[dict[str, Any]], rtol: float = 1e-5) -> list[dict[str
 
 
 def varying_overrides(summaries: list[dict[str, Any]]) -> list[list[str]]:
-    """Each run's overrides, less those every run of the sweep shares: what tells the runs apart."""
+    """Each run's overrides, less those every run of the sweep shares and the framework's name (it has its
+    own column): what tells the runs apart."""
     shared = set.intersection(*(set(s.get("overrides", [])) for s in summaries)) if summaries else set()
-    return [[o for o in s.get("overrides", []) if o not in shared] for s in summaries]
+    return [
+        [o for o in s.get("overrides", []) if o not in shared and not o.startswith("framework=")] for s in summaries
+    ]
 
 
 def sweep_table(summaries: list[dict[str, Any]], title: str = "") -> Table:
     """One row per run: status, throughput, peak memory, loss and wall time, fit for one screen."""
     table = Table(title=title, title_justify="left")
-    show_reason = any(s.get("reason") for s in summaries)
     columns = [
         ("run", "left"),
         ("framework", "left"),
@@ -179,7 +181,7 @@ def sweep_table(summaries: list[dict[str, Any]], title: str = "") -> Table:
         ("loss first→final", "right"),
         ("data fingerprint", "left"),
         ("wall s", "right"),
-    ] + [("reason", "left")] * show_reason
+    ]
     for col, justify in columns:
         table.add_column(col, justify=justify, overflow="fold")
     styles = {"ok": "green", "skipped": "yellow"}
@@ -199,7 +201,10 @@ def sweep_table(summaries: list[dict[str, Any]], title: str = "") -> Table:
             _parity_cell(s, par),
             _fmt(m.get("wall_s"), ".1f"),
         ]
-        table.add_row(*row, *[(s.get("reason") or "")[:100]] * show_reason)
+        table.add_row(*row)
+    notes = [f"{s.get('run')} {s['status']}: {s['reason']}" for s in summaries if s.get("reason")]
+    table.caption = "\n".join(notes) or None
+    table.caption_justify = "left"
     return table
 
 
