@@ -113,3 +113,22 @@ def to_conversation(example: Example, system_prompt: str) -> dict[str, list[dict
         ],
         "completion": [{"role": "assistant", "content": example.output}],
     }
+
+
+def tokenize_conversation(tokenizer, conversation: dict[str, list[dict[str, str]]], max_len: int) -> dict | None:
+    """One example tokenized by the harness itself (strict mode): ids and a completion mask.
+
+    Renders with the tokenizer's chat template, then cuts the end past `max_len`; None when no answer token
+    is left. Every framework then trains on exactly these ids and this mask.
+    """
+    prompt = tokenizer.apply_chat_template(conversation["prompt"], tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(conversation["prompt"] + conversation["completion"], tokenize=False)
+    if not full.startswith(prompt):
+        raise DataError("the chat template does not render the prompt as a prefix of the conversation")
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+    if ids[: len(prompt_ids)] != prompt_ids:
+        raise DataError("the prompt tokenizes differently alone and inside the conversation")
+    mask = [0] * len(prompt_ids) + [1] * (len(ids) - len(prompt_ids))
+    ids, mask = ids[:max_len], mask[:max_len]
+    return {"input_ids": ids, "completion_mask": mask} if any(mask) else None

@@ -62,6 +62,7 @@ def data_spec(cfg: DictConfig) -> DataSpec:
         eval_files=tuple(map(str, held_out)),
         system_prompt=d.system_prompt,
         max_rows=d.max_rows,
+        tokenize=d.tokenize,
     )
 
 
@@ -154,7 +155,10 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "python": str(python),
         "versions": versions,
         "hardware": (worker or {}).get("hardware", {}),
-        "effective": {k: (worker or {}).get(k) for k in ("precision", "gradient_checkpointing", "train_examples")},
+        "effective": {
+            k: (worker or {}).get(k)
+            for k in ("precision", "gradient_checkpointing", "train_examples", "tokenize", "dropped_rows")
+        },
         "fingerprint": (worker or {}).get("fingerprint", {}),
         "metrics": summary.metrics(
             run_dir, worker or {}, outcome, spec.skip_steps, spec.train.batch_size * spec.train.grad_accum

@@ -19,6 +19,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 CHAT_TEMPLATES = ("qwen2.5",)
 QUANTS = ("none", "4bit")
+TOKENIZE_MODES = ("framework", "harness")
 MODEL_SOURCES = ("pretrained", "random")
 
 
@@ -68,6 +69,7 @@ class DataSpec:
     eval_files: tuple[str, ...] = ()
     system_prompt: str = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
     max_rows: int | None = None
+    tokenize: str = "framework"  # framework: each renders and tokenizes; harness: tokenized once, same ids for all
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,10 @@ class JobSpec:
             (t.precision in PRECISIONS, f"train.precision={t.precision!r}: expected one of {PRECISIONS}"),
             (t.scheduler in SCHEDULERS, f"train.scheduler={t.scheduler!r}: expected one of {SCHEDULERS}"),
             (t.quant in QUANTS, f"train.quant={t.quant!r}: expected one of {QUANTS}"),
+            (
+                self.data.tokenize in TOKENIZE_MODES,
+                f"dataset.tokenize={self.data.tokenize!r}: expected {TOKENIZE_MODES}",
+            ),
             (t.chat_template in CHAT_TEMPLATES, f"train.chat_template={t.chat_template!r}: expected {CHAT_TEMPLATES}"),
             (self.model.source in MODEL_SOURCES, f"model.source={self.model.source!r}: expected {MODEL_SOURCES}"),
             (t.lr > 0, f"train.lr={t.lr}: must be > 0"),

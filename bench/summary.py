@@ -212,6 +212,8 @@ def _parity_cell(summary: dict[str, Any], par: dict[str, Any]) -> str:
     """Short fingerprint, and against the job's reference run: same tokens (=) or not (≠), and the
     step-1 loss difference when it exceeds the tolerance."""
     sha = summary.get("fingerprint", {}).get("first_batches_sha256", "")[:8]
+    if (summary.get("effective") or {}).get("tokenize") == "harness":
+        sha += " strict"  # tokenized once by the harness
     if not par:
         return sha or "-"
     if par["reference"] == summary.get("run"):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import results
-from bench.data import Example, load_examples, to_conversation
+from bench.data import Example, load_examples, to_conversation, tokenize_conversation
 from bench.spec import JobSpec, resolve_precision
 
 PACKAGES = (
@@ -90,11 +90,26 @@ class RunContext:
     on_gpu: bool
     precision: str
     timings: dict[str, float] = field(default_factory=dict)
+    dropped_rows: int = 0  # rows left with no answer token after truncation (strict mode)
+    _pretokenized: list[dict[str, list[int]]] | None = None
 
     @property
     def conversations(self) -> list[dict[str, Any]]:
         """The examples as conversational prompt/completion rows (system + user -> assistant)."""
         return [to_conversation(ex, self.spec.data.system_prompt) for ex in self.examples]
+
+    def pretokenized(self) -> list[dict[str, list[int]]]:
+        """Strict mode: the examples tokenized once by the harness (dataset.tokenize=harness)."""
+        if self._pretokenized is None:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(
+                self.model_path, trust_remote_code=self.spec.model.trust_remote_code
+            )
+            rows = [tokenize_conversation(tokenizer, c, self.spec.train.max_seq_len) for c in self.conversations]
+            self._pretokenized = [r for r in rows if r is not None]
+            self.dropped_rows = len(rows) - len(self._pretokenized)
+        return self._pretokenized
 
     @property
     def torch_dtype(self):
@@ -167,6 +182,8 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
         "precision": precision,
         "gradient_checkpointing": spec.train.gradient_checkpointing and on_gpu,
         "train_examples": len(ctx.examples),
+        "tokenize": spec.data.tokenize,
+        "dropped_rows": ctx.dropped_rows,
         "timings": ctx.timings,
         "model_facts": recorder.model_facts,
         "fingerprint": recorder.fingerprint.result(),

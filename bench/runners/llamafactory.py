@@ -16,6 +16,7 @@ from bench.data import Example
 from bench.spec import JobSpec
 
 DATASET = "sftbench_train"
+IGNORE_INDEX = -100
 TEMPLATES = {"qwen2.5": "qwen"}
 ATTENTION = {"sdpa": "sdpa", "eager": "disabled", "flash_attention_2": "fa2"}
 
@@ -39,6 +40,17 @@ def write_dataset(examples: list[Example], system_prompt: str, data_dir: Path) -
         }
     }
     (data_dir / "dataset_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+
+def write_tokenized(rows: list[dict[str, list[int]]], path: Path) -> None:
+    """Strict mode: the harness's token ids as a dataset LLaMA-Factory loads as is (`tokenized_path`)."""
+    import datasets
+
+    def as_features(r: dict[str, list[int]]) -> dict[str, list[int]]:
+        labels = [t if m else IGNORE_INDEX for t, m in zip(r["input_ids"], r["completion_mask"], strict=True)]
+        return {"input_ids": r["input_ids"], "attention_mask": [1] * len(r["input_ids"]), "labels": labels}
+
+    datasets.DatasetDict({"train": datasets.Dataset.from_list([as_features(r) for r in rows])}).save_to_disk(path)
 
 
 def run_args(spec: JobSpec, model_path: str, data_dir: Path, precision: str, on_gpu: bool) -> dict[str, Any]:
@@ -65,6 +77,7 @@ def run_args(spec: JobSpec, model_path: str, data_dir: Path, precision: str, on_
         "train_on_prompt": False,  # loss on the answer tokens only
         "packing": False,
         "overwrite_cache": True,
+        **({"tokenized_path": str(data_dir / "tokenized")} if spec.data.tokenize == "harness" else {}),
         "output_dir": str(Path(spec.run_dir) / "trainer"),
         "overwrite_output_dir": True,
         "per_device_train_batch_size": t.batch_size,
@@ -93,5 +106,7 @@ def train(ctx) -> dict[str, Any]:
     spec: JobSpec = ctx.spec
     data_dir = Path(spec.run_dir) / "llamafactory_data"
     write_dataset(ctx.examples, spec.data.system_prompt, data_dir)
+    if spec.data.tokenize == "harness":
+        write_tokenized(ctx.pretokenized(), data_dir / "tokenized")
     run_exp(args=run_args(spec, ctx.model_path, data_dir, ctx.precision, ctx.on_gpu), callbacks=ctx.callbacks)
     return {}

@@ -91,8 +91,16 @@ def model_kwargs(spec: JobSpec, torch_dtype: Any) -> dict[str, Any]:
     }
 
 
-def train(ctx) -> dict[str, Any]:
+def train_dataset(ctx):
+    """Conversational prompt/completion rows for TRL to render and tokenize, or, in strict mode, the
+    harness's own input_ids and completion_mask (TRL then skips its tokenization)."""
     import datasets
+
+    rows = ctx.pretokenized() if ctx.spec.data.tokenize == "harness" else ctx.conversations
+    return datasets.Dataset.from_list(rows)
+
+
+def train(ctx) -> dict[str, Any]:
     import peft
     import trl
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -111,7 +119,7 @@ def train(ctx) -> dict[str, Any]:
     trainer = trl.SFTTrainer(
         model=model,
         args=trl.SFTConfig(**sft_kwargs(spec, ctx.precision, ctx.on_gpu)),
-        train_dataset=datasets.Dataset.from_list(ctx.conversations),
+        train_dataset=train_dataset(ctx),
         processing_class=tokenizer,
         peft_config=peft.LoraConfig(**lora_kwargs(spec)),
         callbacks=ctx.callbacks,

@@ -93,7 +93,6 @@ def sft_kwargs(spec: JobSpec, precision: str, on_gpu: bool) -> dict[str, Any]:
 
 
 def train(ctx) -> dict[str, Any]:
-    import datasets
     import trl
     from unsloth import FastLanguageModel
 
@@ -106,7 +105,7 @@ def train(ctx) -> dict[str, Any]:
     trainer = trl.SFTTrainer(
         model=model,
         args=trl.SFTConfig(**sft_kwargs(spec, ctx.precision, ctx.on_gpu)),
-        train_dataset=datasets.Dataset.from_list(ctx.conversations),
+        train_dataset=trl_runner.train_dataset(ctx),
         processing_class=tokenizer,
         callbacks=ctx.callbacks,
     )
