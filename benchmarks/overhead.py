@@ -1,8 +1,8 @@
 """Harness overhead on the TRL job (CPU, tiny model).
 
 Alternates `python -m bench.run framework=trl` with the same job trained directly in the same environment
-(benchmarks/direct_trl.py) and compares the training span (on_train_begin to on_train_end); also reports the sampler's CPU use and
-the parent's peak RSS from the harness runs' summaries.
+(benchmarks/direct_trl.py) and compares the training span (on_train_begin to on_train_end); also reports
+the sampler's CPU use and the parent's peak RSS from the harness runs' summaries.
 
     python benchmarks/overhead.py [--rounds 3] [--steps 60]
 """
