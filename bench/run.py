@@ -160,6 +160,7 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             for k in ("precision", "gradient_checkpointing", "train_examples", "tokenize", "dropped_rows")
         },
         "fingerprint": (worker or {}).get("fingerprint", {}),
+        "notes": (worker or {}).get("notes", []),  # where a framework does not follow the spec to the letter
         "metrics": summary.metrics(
             run_dir, worker or {}, outcome, spec.skip_steps, spec.train.batch_size * spec.train.grad_accum
         ),

@@ -65,3 +65,4 @@ def test_dataset_is_written_in_its_own_format_with_the_system_prompt(tmp_path):
 def test_unknown_attention_is_unsupported():
     assert "attn_implementation" in runner.unsupported_reason(make_spec(attn_implementation="flex_attention"))
     assert runner.unsupported_reason(make_spec()) is None
+    assert "needs a CUDA GPU" in runner.unsupported_reason(make_spec(quant="4bit"), False, lambda name: object())

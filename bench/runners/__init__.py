@@ -13,7 +13,10 @@ It imports its framework inside those functions: the module itself is importable
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
+
+from bench.spec import JobSpec
 
 RUNNERS = ("trl", "llamafactory", "unsloth")
 
@@ -22,3 +25,18 @@ def load(name: str) -> ModuleType:
     if name not in RUNNERS:
         raise KeyError(f"unknown framework {name!r}; known: {', '.join(RUNNERS)}")
     return importlib.import_module(f"bench.runners.{name}")
+
+
+def quant_unsupported(
+    spec: JobSpec, cuda_available: bool | None = None, find_spec=importlib.util.find_spec
+) -> str | None:
+    """Why 4-bit (bitsandbytes) base weights cannot be used here, or None. Shared by the runners that offer it."""
+    if spec.train.quant != "4bit":
+        return None
+    if find_spec("bitsandbytes") is None:
+        return "train.quant=4bit: bitsandbytes is not installed in this environment"
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    return None if cuda_available else "train.quant=4bit: bitsandbytes 4-bit training needs a CUDA GPU"

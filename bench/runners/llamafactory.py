@@ -8,11 +8,13 @@ in as a column, so its `qwen` template renders the same system turn the other fr
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 from bench.data import Example
+from bench.runners import quant_unsupported
 from bench.spec import JobSpec
 
 DATASET = "sftbench_train"
@@ -21,10 +23,12 @@ TEMPLATES = {"qwen2.5": "qwen"}
 ATTENTION = {"sdpa": "sdpa", "eager": "disabled", "flash_attention_2": "fa2"}
 
 
-def unsupported_reason(spec: JobSpec) -> str | None:
+def unsupported_reason(
+    spec: JobSpec, cuda_available: bool | None = None, find_spec=importlib.util.find_spec
+) -> str | None:
     if spec.train.attn_implementation not in ATTENTION:
         return f"train.attn_implementation={spec.train.attn_implementation}: LLaMA-Factory offers {sorted(ATTENTION)}"
-    return None
+    return quant_unsupported(spec, cuda_available, find_spec)
 
 
 def write_dataset(examples: list[Example], system_prompt: str, data_dir: Path) -> None:

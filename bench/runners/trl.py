@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.models import QWEN25_CHAT_TEMPLATE
+from bench.runners import quant_unsupported
 from bench.spec import JobSpec
 
 PAD_TO_MULTIPLE_OF = 8  # what LLaMA-Factory's SFT collator does; identical padding keeps losses bit-comparable
@@ -16,15 +17,7 @@ def unsupported_reason(
     spec: JobSpec, cuda_available: bool | None = None, find_spec=importlib.util.find_spec
 ) -> str | None:
     """TRL trains on CPU and GPU alike; 4-bit base weights need bitsandbytes and a CUDA GPU."""
-    if spec.train.quant != "4bit":
-        return None
-    if find_spec("bitsandbytes") is None:
-        return "train.quant=4bit: bitsandbytes is not installed in this environment"
-    if cuda_available is None:
-        import torch
-
-        cuda_available = torch.cuda.is_available()
-    return None if cuda_available else "train.quant=4bit: bitsandbytes 4-bit training needs a CUDA GPU"
+    return quant_unsupported(spec, cuda_available, find_spec)
 
 
 def quantization_kwargs(spec: JobSpec) -> dict[str, Any] | None:

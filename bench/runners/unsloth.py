@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bench.runners import quant_unsupported
 from bench.runners import trl as trl_runner
 from bench.spec import JobSpec
 
@@ -49,7 +50,7 @@ def unsupported_reason(
         cuda_available = torch.cuda.is_available()
     if not cuda_available:
         return f"{NEEDS_GPU}; torch sees none (its CPU fallback would not be an Unsloth result)"
-    return None
+    return quant_unsupported(spec, cuda_available, find_spec)
 
 
 def setup() -> None:
@@ -110,4 +111,4 @@ def train(ctx) -> dict[str, Any]:
         callbacks=ctx.callbacks,
     )
     trainer.train()
-    return {}
+    return {"notes": ["Unsloth picks its own attention kernels: train.attn_implementation is not applied"]}
