@@ -1,43 +1,19 @@
 """The Unsloth runner: translation of the job spec and deciding "cannot run here" before importing it."""
 
-import dataclasses
-
-import pytest
-
 from bench.runners import unsloth as runner
-from bench.spec import LoraSpec
-from tests.test_runner_trl import CHANGED, LORA_CHANGED
 from tests.test_spec import make_spec
-
-
-def translate(spec):
-    return {
-        "load": runner.from_pretrained_kwargs(spec, torch_dtype="bfloat16"),
-        "peft": runner.peft_kwargs(spec),
-        "sft": runner.sft_kwargs(spec, precision="bf16", on_gpu=True),
-    }
-
-
-@pytest.mark.parametrize("field", sorted(CHANGED))
-def test_every_train_field_reaches_unsloth(field):
-    assert translate(make_spec(**{field: CHANGED[field]})) != translate(make_spec())
-
-
-@pytest.mark.parametrize("field", sorted(LORA_CHANGED))
-def test_every_lora_field_reaches_get_peft_model(field):
-    lora = dataclasses.replace(LoraSpec(), **{field: LORA_CHANGED[field]})
-    assert translate(make_spec(lora=lora))["peft"] != translate(make_spec())["peft"]
+from tests.test_translation import TRANSLATORS
 
 
 def test_gradient_checkpointing_is_unsloths_own_not_the_trainers():
-    t = translate(make_spec(gradient_checkpointing=True))
+    t = TRANSLATORS["unsloth"](make_spec(gradient_checkpointing=True))
     assert t["peft"]["use_gradient_checkpointing"] == "unsloth"
     assert t["sft"]["gradient_checkpointing"] is False
 
 
 def test_4bit_loads_quantized_base_weights():
-    assert translate(make_spec(quant="4bit"))["load"]["load_in_4bit"] is True
-    assert translate(make_spec())["load"]["load_in_4bit"] is False
+    assert TRANSLATORS["unsloth"](make_spec(quant="4bit"))["load"]["load_in_4bit"] is True
+    assert TRANSLATORS["unsloth"](make_spec())["load"]["load_in_4bit"] is False
 
 
 def test_no_gpu_is_unsupported_even_when_installed():
