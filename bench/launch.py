@@ -62,7 +62,7 @@ def worker_env(pythonpath: Path, extra: dict[str, str]) -> dict[str, str]:
             "DISABLE_VERSION_CHECK": "1",
         }
     )
-    env.update({k: str(v) for k, v in extra.items()})
+    env.update({k: str(v) for k, v in extra.items() if v not in (None, "")})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(pythonpath), env.get("PYTHONPATH", "")) if p)
     return env
 

@@ -97,3 +97,19 @@ def test_sweep_size_counts_command_line_over_sweeper_params():
         }
     )
     assert sweep_size(c) == 6
+
+
+def test_offline_runner_python_and_site_per_framework_from_the_environment(monkeypatch):
+    monkeypatch.setenv("SFTBENCH_LLAMAFACTORY_PYTHON", "/opt/py/bin/python")
+    monkeypatch.setenv("SFTBENCH_LLAMAFACTORY_PYTHONPATH", "/opt/sites/llamafactory")
+    lf, trl = cfg("framework=llamafactory").framework, cfg("framework=trl").framework
+    assert lf.python == "/opt/py/bin/python" and lf.env.PYTHONPATH == "/opt/sites/llamafactory"
+    assert trl.python is None and trl.env.PYTHONPATH == ""
+
+
+def test_worker_env_keeps_the_inherited_pythonpath_when_the_framework_sets_none(monkeypatch, tmp_path):
+    from bench.launch import worker_env
+
+    monkeypatch.setenv("PYTHONPATH", "/tmp/site")
+    assert worker_env(tmp_path, {"PYTHONPATH": ""})["PYTHONPATH"] == f"{tmp_path}:/tmp/site"
+    assert worker_env(tmp_path, {"PYTHONPATH": "/opt/lf"})["PYTHONPATH"] == f"{tmp_path}:/opt/lf"

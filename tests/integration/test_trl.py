@@ -86,3 +86,15 @@ def test_bad_dataset_stops_with_one_line_and_no_finished_run(tmp_path, write_jso
 def test_unknown_framework_is_a_clear_error(tmp_path):
     proc = bench_run(tmp_path, "framework=nosuch")
     assert proc.returncode != 0 and "nosuch" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_run_past_its_timeout_is_killed_and_recorded(tmp_path):
+    import psutil
+
+    proc = bench_run(tmp_path, "framework=trl", "timeout_s=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    summary = json.loads((run / results.SUMMARY).read_text())
+    assert summary["status"] == "timeout" and "timeout_s" in summary["reason"]
+    spec = str(run / results.SPEC)
+    assert not [p for p in psutil.process_iter(["cmdline"]) if spec in " ".join(p.info["cmdline"] or [])]
