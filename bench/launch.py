@@ -119,6 +119,7 @@ def launch(
     task = progress.add_task("starting", total=max_steps) if progress else None
     steps = StepTail(events_path)
     timed_out = interrupted = False
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a terminated parent takes its worker down too
     try:
         while proc.poll() is None:
             if time.perf_counter() - start > timeout_s:
@@ -132,11 +133,17 @@ def launch(
         interrupted = True
         kill_tree(proc)
     finally:
+        signal.signal(signal.SIGTERM, previous)
+        kill_tree(proc)  # whatever the worker left behind in its process group (compile workers, ...)
         stats = sampler.stop()
         if progress is not None:
             _show_steps(progress, task, steps)
             progress.remove_task(task)
     return Outcome(proc.returncode, timed_out, interrupted, time.perf_counter() - start, stats, _tail(log_path))
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 class StepTail:

@@ -118,7 +118,8 @@ def framework_python(cfg: DictConfig, cache_dir: Path) -> tuple[Path, float | No
 def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """One run, start to summary. Never raises for a run that fails: the failure is its result."""
     spec = job_spec(cfg, run_dir)
-    load_examples(spec.data.train_files, spec.data.max_rows)  # bad rows stop the sweep before any run starts
+    for files in (spec.data.train_files, spec.data.eval_files):  # bad rows stop the sweep before this run starts
+        load_examples(files, spec.data.max_rows)
     results.write_text_atomic(run_dir / results.SPEC, spec.to_json())
     results.write_text_atomic(run_dir / results.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     cache_dir = Path(cfg.cache_dir).expanduser()
@@ -144,9 +145,10 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     columns = [TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=True) as progress:
         outcome = launch.launch(python, run_dir, env, cfg.timeout_s, cfg.sampler, spec.train.max_steps, progress)
-    worker = summary.read_worker(run_dir)
-    status, reason = summary.status_of(worker, outcome)
-    versions = (worker or {}).get("versions", {})
+    report = summary.read_worker(run_dir)  # None when the worker died before reporting
+    status, reason = summary.status_of(report, outcome)
+    worker = report or {}
+    versions = worker.get("versions", {})
     base["framework_version"] = versions.get(spec.framework, spec.framework_version)  # what really ran
     out = {
         **base,
@@ -154,15 +156,15 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "reason": reason,
         "python": str(python),
         "versions": versions,
-        "hardware": (worker or {}).get("hardware", {}),
+        "hardware": worker.get("hardware", {}),
         "effective": {
-            k: (worker or {}).get(k)
+            k: worker.get(k)
             for k in ("precision", "gradient_checkpointing", "train_examples", "tokenize", "dropped_rows")
         },
-        "fingerprint": (worker or {}).get("fingerprint", {}),
-        "notes": (worker or {}).get("notes", []),  # where a framework does not follow the spec to the letter
+        "fingerprint": worker.get("fingerprint", {}),
+        "notes": worker.get("notes", []),  # where a framework does not follow the spec to the letter
         "metrics": summary.metrics(
-            run_dir, worker or {}, outcome, spec.skip_steps, spec.train.batch_size * spec.train.grad_accum
+            run_dir, worker, outcome, spec.skip_steps, spec.train.batch_size * spec.train.grad_accum
         ),
     }
     if build_s is not None:
@@ -170,9 +172,6 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     out["metrics"]["parent_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if status != "ok":
         out["log_tail"] = outcome.log_tail
-    if outcome.interrupted:
-        results.write_json_atomic(run_dir / results.SUMMARY, out)
-        raise KeyboardInterrupt
     return out
 
 
@@ -186,6 +185,9 @@ def main(cfg: DictConfig) -> str:
         console.print(f"[red]error:[/] {e}")
         sys.exit(2)  # SystemExit passes through Hydra's launcher: the sweep stops, no traceback
     results.write_json_atomic(run_dir / results.SUMMARY, out)
+    if out["status"] == "interrupted":
+        console.print(f"[red]interrupted:[/] {run_dir} recorded as interrupted; finished runs are intact")
+        sys.exit(130)  # the sweep stops here, without a traceback
     style = "green" if out["status"] == "ok" else "yellow" if out["status"] == "skipped" else "red"
     of = f"/{SWEEP_SIZE}" if SWEEP_SIZE else ""
     console.print(

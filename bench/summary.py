@@ -89,7 +89,7 @@ def metrics(run_dir: Path, worker: dict[str, Any], outcome, skip_steps: int, sam
 def status_of(worker: dict[str, Any] | None, outcome) -> tuple[str, str]:
     """The run's status and reason, trusting the parent's view over the worker's when they disagree."""
     if outcome.interrupted:
-        return "interrupted", "interrupted by the user (Ctrl-C)"
+        return "interrupted", "interrupted (Ctrl-C or SIGTERM); worker process tree stopped"
     if outcome.timed_out:
         return "timeout", f"exceeded timeout_s after {outcome.wall_s:.0f} s; worker process tree killed"
     if worker is None:

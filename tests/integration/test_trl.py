@@ -98,3 +98,32 @@ def test_a_run_past_its_timeout_is_killed_and_recorded(tmp_path):
     assert summary["status"] == "timeout" and "timeout_s" in summary["reason"]
     spec = str(run / results.SPEC)
     assert not [p for p in psutil.process_iter(["cmdline"]) if spec in " ".join(p.info["cmdline"] or [])]
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_sweep_stops_its_worker_and_records_the_run(tmp_path, sig):
+    import signal
+    import time
+
+    import psutil
+
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "bench.run", f"results_dir={tmp_path}", "framework=trl", "train.max_steps=500"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(
+        len(results.read_jsonl(p)) >= 2 for p in tmp_path.glob("*/*/events.jsonl")
+    ):
+        time.sleep(0.2)
+    parent.send_signal(getattr(signal, sig))
+    _, stderr = parent.communicate(timeout=60)
+    assert parent.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr
+    (run,) = run_dirs(tmp_path)
+    assert json.loads((run / results.SUMMARY).read_text())["status"] == "interrupted"
+    spec = str(run / results.SPEC)
+    assert not [p for p in psutil.process_iter(["cmdline"]) if spec in " ".join(p.info["cmdline"] or [])]
