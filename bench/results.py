@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +19,25 @@ SAMPLES = "samples.jsonl"  # resource samples of the worker's process tree, writ
 WORKER = "worker.json"  # what the worker reports about itself
 SUMMARY = "summary.json"  # the run's outcome; present only once the run has finished
 STDERR = "worker.log"  # the worker's stdout and stderr
+RUN_FILES = (SPEC, CONFIG, EVENTS, SAMPLES, WORKER, SUMMARY, STDERR)
+
+
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|CREDENTIAL", re.IGNORECASE)
+
+
+def redact(text: str, environ: Mapping[str, str] = os.environ) -> str:
+    """`text` with the values of secret-looking environment variables (HF_TOKEN, ...) replaced by ***."""
+    for name, value in environ.items():
+        if SECRET_NAME.search(name) and len(value) >= 6:
+            text = text.replace(value, "***")
+    return text
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary name in the same directory, then rename: readers never see half a file."""
+    """Write to a temporary name in the same directory, then rename: readers never see half a file.
+    Secrets from the environment never reach a results file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_text(redact(text), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -41,3 +56,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return rows
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove what an earlier attempt of this run wrote, so events and samples never mix two attempts."""
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)

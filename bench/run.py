@@ -8,9 +8,12 @@ no run could use (unknown names, unreadable data) stops the sweep with one line 
 from __future__ import annotations
 
 import math
+import os
+import re
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,16 @@ from bench.spec import DataSpec, JobSpec, ModelSpec, SpecError, TrainSpec, from_
 REPO = Path(__file__).resolve().parent.parent
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)  # logs: no wrap at 80 columns
 SWEEP_SIZE = 0  # set when the sweep starts (same process with Hydra's basic launcher)
+
+
+def safe_name(value: str) -> str:
+    """A path component from a config value: no separators, no leading dots (no `framework.name=../x`)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", str(value)).lstrip(".") or "_"
+
+
+# Resolvers for the sweep directory layout in conf/config.yaml.
+OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
+OmegaConf.register_new_resolver("safe", safe_name, replace=True)
 
 
 class UserError(Exception):
@@ -68,8 +81,8 @@ def data_spec(cfg: DictConfig) -> DataSpec:
 
 def job_spec(cfg: DictConfig, run_dir: Path) -> JobSpec:
     """The framework-neutral job spec of one run, validated."""
-    if cfg.framework.name not in runners.RUNNERS:
-        raise UserError(f"framework={cfg.framework.name}: no runner; known: {', '.join(runners.RUNNERS)}")
+    if cfg.framework.name not in runners.available():
+        raise UserError(f"framework={cfg.framework.name}: no runner; known: {', '.join(runners.available())}")
     cache_dir = Path(cfg.cache_dir).expanduser()
     return JobSpec(
         framework=cfg.framework.name,
@@ -115,9 +128,16 @@ def framework_python(cfg: DictConfig, cache_dir: Path) -> tuple[Path, float | No
         return envs.ensure_env(env, requirements, show)
 
 
+def finished_ok(run_dir: Path) -> dict[str, Any] | None:
+    """The run's summary when a previous attempt finished it with status ok (for resume)."""
+    prior = summary.read_json(run_dir / results.SUMMARY)
+    return prior if prior and prior.get("status") == "ok" else None
+
+
 def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """One run, start to summary. Never raises for a run that fails: the failure is its result."""
     spec = job_spec(cfg, run_dir)
+    results.clear_run(run_dir)  # a rerun in the same directory starts from nothing
     for files in (spec.data.train_files, spec.data.eval_files):  # bad rows stop the sweep before this run starts
         load_examples(files, spec.data.max_rows)
     results.write_text_atomic(run_dir / results.SPEC, spec.to_json())
@@ -125,6 +145,7 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     cache_dir = Path(cfg.cache_dir).expanduser()
     base = {
         "run": run_dir.name,
+        "started_at": time.time(),
         "framework": spec.framework,
         "framework_version": spec.framework_version,
         "overrides": list(HydraConfig.get().overrides.task),
@@ -145,6 +166,7 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     columns = [TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=True) as progress:
         outcome = launch.launch(python, run_dir, env, cfg.timeout_s, cfg.sampler, spec.train.max_steps, progress)
+    base["ended_at"] = time.time()
     report = summary.read_worker(run_dir)  # None when the worker died before reporting
     status, reason = summary.status_of(report, outcome)
     worker = report or {}
@@ -179,6 +201,9 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 def main(cfg: DictConfig) -> str:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
+    if cfg.resume and (prior := finished_ok(run_dir)):
+        console.print(f"run {hc.job.num + 1}: {prior['framework']} ok in an earlier attempt, kept ({run_dir})")
+        return "ok"
     try:
         out = execute(cfg, run_dir)
     except (UserError, SpecError, DataError) as e:

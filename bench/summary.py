@@ -99,23 +99,22 @@ def status_of(worker: dict[str, Any] | None, outcome) -> tuple[str, str]:
     return worker["status"], worker.get("reason", "")
 
 
-def read_worker(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / results.WORKER
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from `path`, or None when it is missing or unreadable (a run that died mid-way)."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
 
+def read_worker(run_dir: Path) -> dict[str, Any] | None:
+    return read_json(run_dir / results.WORKER)
+
+
 def load_summaries(sweep_dir: Path) -> list[dict[str, Any]]:
     """Every finished run's summary in a sweep directory, in run order."""
-    found = []
-    for path in sorted(sweep_dir.glob(f"*/{results.SUMMARY}"), key=lambda p: _run_index(p.parent.name)):
-        try:
-            found.append(json.loads(path.read_text(encoding="utf-8")))
-        except json.JSONDecodeError:
-            continue
-    return found
+    paths = sorted(sweep_dir.glob(f"*/{results.SUMMARY}"), key=lambda p: _run_index(p.parent.name))
+    return [s for s in map(read_json, paths) if s is not None]
 
 
 def _run_index(name: str) -> tuple[int, str]:

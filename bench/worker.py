@@ -194,6 +194,12 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
     }
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """A GPU out-of-memory error, recognised without importing torch (torch.OutOfMemoryError and kin)."""
+    names = {cls.__name__ for cls in type(error).__mro__}
+    return "OutOfMemoryError" in names or "CUDA out of memory" in str(error)
+
+
 def main(argv: list[str]) -> int:
     spec_path = Path(argv[0])
     spec = JobSpec.load(spec_path)
@@ -204,7 +210,8 @@ def main(argv: list[str]) -> int:
         code = 0
     except Exception as e:  # recorded for the summary; the parent also keeps the stderr tail
         traceback.print_exc()
-        result = {"status": "failed", "reason": f"{type(e).__name__}: {e}", "versions": package_versions()}
+        status = "oom" if is_out_of_memory(e) else "failed"
+        result = {"status": status, "reason": f"{type(e).__name__}: {e}", "versions": package_versions()}
         code = 1
     result["worker_wall_s"] = time.perf_counter() - start
     results.write_json_atomic(run_dir / results.WORKER, result)

@@ -113,3 +113,10 @@ def test_worker_env_keeps_the_inherited_pythonpath_when_the_framework_sets_none(
     monkeypatch.setenv("PYTHONPATH", "/tmp/site")
     assert worker_env(tmp_path, {"PYTHONPATH": ""})["PYTHONPATH"] == f"{tmp_path}:/tmp/site"
     assert worker_env(tmp_path, {"PYTHONPATH": "/opt/lf"})["PYTHONPATH"] == f"{tmp_path}:/opt/lf"
+
+
+def test_run_directory_names_cannot_escape_the_sweep():
+    from bench.run import safe_name
+
+    assert safe_name("../../etc") == "_.._etc"
+    assert "/" not in safe_name("a/b") and safe_name("trl") == "trl"

@@ -14,17 +14,29 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from types import ModuleType
 
 from bench.spec import JobSpec
 
 RUNNERS = ("trl", "llamafactory", "unsloth")
+EXTRA_RUNNERS = "SFTBENCH_EXTRA_RUNNERS"  # name=module,... : runners from outside the package (test doubles)
+
+
+def available() -> dict[str, str]:
+    """Framework name -> runner module."""
+    found = {name: f"bench.runners.{name}" for name in RUNNERS}
+    for item in filter(None, os.environ.get(EXTRA_RUNNERS, "").split(",")):
+        name, _, module = item.partition("=")
+        found[name.strip()] = module.strip()
+    return found
 
 
 def load(name: str) -> ModuleType:
-    if name not in RUNNERS:
-        raise KeyError(f"unknown framework {name!r}; known: {', '.join(RUNNERS)}")
-    return importlib.import_module(f"bench.runners.{name}")
+    modules = available()
+    if name not in modules:
+        raise KeyError(f"unknown framework {name!r}; known: {', '.join(modules)}")
+    return importlib.import_module(modules[name])
 
 
 def quant_unsupported(

@@ -1,0 +1,32 @@
+"""A runner that fails on purpose, the way real workers fail: chosen by the MISBEHAVE variable.
+
+Registered only in tests (SFTBENCH_EXTRA_RUNNERS=misbehave=tests.doubles.misbehave).
+"""
+
+import os
+import signal
+import subprocess
+import time
+
+
+def unsupported_reason(spec):
+    return None
+
+
+def train(ctx):
+    mode = os.environ.get("MISBEHAVE", "raise")
+    ctx.callbacks[0].emit({"step": 1, "loss": 1.0, "tokens": 1, "trainable_tokens": 1, "step_time_s": 0.1})
+    if mode == "raise":
+        raise RuntimeError("the framework broke")
+    if mode == "exit":
+        os._exit(3)
+    if mode == "kill9":  # what the OOM killer does
+        os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "hang":
+        subprocess.Popen(["sleep", "600"])  # a child of its own: the whole tree must go
+        time.sleep(600)
+    if mode == "oom":
+        import torch
+
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    return {}

@@ -1,0 +1,139 @@
+"""Workers that fail the ways real ones do; the sweep records each and goes on. Uses the test double
+tests/doubles/misbehave.py, run in the TRL environment (it needs torch)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from bench import results
+from tests.conftest import REPO
+from tests.integration.test_trl import run_dirs
+
+pytestmark = pytest.mark.integration
+
+
+def sweep(tmp_path, trl_python, *overrides, env=None):
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            f"results_dir={tmp_path}",
+            f"hydra.searchpath=[file://{REPO}/tests/conf]",
+            "framework=misbehave",
+            f"framework.python={trl_python}",
+            *overrides,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ
+        | {
+            "SFTBENCH_EXTRA_RUNNERS": "misbehave=tests.doubles.misbehave",
+            "SFTBENCH_TEST_REPO": str(REPO),
+            **(env or {}),
+        },
+    )
+
+
+def summaries(tmp_path):
+    return [json.loads((r / results.SUMMARY).read_text()) for r in run_dirs(tmp_path)]
+
+
+@pytest.fixture(scope="module")
+def failures(tmp_path_factory, trl_python):
+    tmp = tmp_path_factory.mktemp("failures")
+    proc = sweep(tmp, trl_python, "framework.env.MISBEHAVE=raise,exit,kill9,hang,oom", "timeout_s=8")
+    return proc, {mode(s): s for s in summaries(tmp)}
+
+
+def mode(summary):
+    (override,) = [o for o in summary["overrides"] if o.startswith("framework.env.MISBEHAVE=")]
+    return override.split("=", 1)[1]
+
+
+def test_the_sweep_survives_every_failure(failures):
+    proc, runs = failures
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert set(runs) == {"raise", "exit", "kill9", "hang", "oom"}
+
+
+def test_an_exception_is_a_failed_run_with_reason_and_stderr_tail(failures):
+    run = failures[1]["raise"]
+    assert run["status"] == "failed" and "RuntimeError: the framework broke" in run["reason"]
+    assert "Traceback" in run["log_tail"]
+
+
+def test_a_nonzero_exit_is_a_failed_run(failures):
+    run = failures[1]["exit"]
+    assert run["status"] == "failed" and "exited with code 3" in run["reason"]
+
+
+def test_sigkill_as_from_the_oom_killer_is_a_failed_run(failures):
+    run = failures[1]["kill9"]
+    assert run["status"] == "failed" and "killed by signal 9" in run["reason"]
+
+
+def test_a_hung_worker_is_timed_out_and_its_whole_tree_killed(failures):
+    run = failures[1]["hang"]
+    assert run["status"] == "timeout"
+    orphans = [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [])[:2] == ["sleep", "600"]]
+    assert not orphans
+
+
+def test_cuda_out_of_memory_is_recognised(failures):
+    run = failures[1]["oom"]
+    assert run["status"] == "oom" and "CUDA out of memory" in run["reason"]
+
+
+def test_the_next_run_starts_within_seconds_of_a_death(failures):
+    runs = sorted(failures[1].values(), key=lambda s: s["started_at"])
+    gaps = [b["started_at"] - a["ended_at"] for a, b in zip(runs, runs[1:], strict=False)]
+    assert max(gaps) < 5, gaps
+
+
+def test_resume_reruns_only_the_runs_that_did_not_finish_ok(tmp_path, trl_python):
+    first = sweep(tmp_path, trl_python, "framework.env.MISBEHAVE=ok", "train.seed=range(6)")
+    assert first.returncode == 0, first.stderr[-2000:]
+    (sweep_dir,) = tmp_path.iterdir()
+    before = {s["run"]: s for s in summaries(tmp_path)}
+    assert len(before) == 6 and all(s["status"] == "ok" for s in before.values())
+    for s in list(before.values())[3:]:  # three runs that did not finish: failed, or no summary at all
+        path = sweep_dir / s["run"] / results.SUMMARY
+        path.unlink() if s["run"].startswith("5") else results.write_json_atomic(path, s | {"status": "failed"})
+    again = sweep(
+        tmp_path,
+        trl_python,
+        "framework.env.MISBEHAVE=ok",
+        "train.seed=range(6)",
+        "resume=true",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    after = {s["run"]: s for s in summaries(tmp_path)}
+    rerun = sorted(r for r in after if after[r]["started_at"] != before[r]["started_at"])
+    assert rerun == sorted(list(before)[3:]) and all(s["status"] == "ok" for s in after.values())
+    assert again.stderr.count("ok in an earlier attempt") == 3
+
+
+def test_secrets_in_the_environment_never_reach_results_files(tmp_path, trl_python):
+    secret = "hf_thisIsNotARealToken123"
+    proc = sweep(tmp_path, trl_python, "framework.env.MISBEHAVE=raise", env={"HF_TOKEN": secret})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert files and not [p for p in files if secret in p.read_text(errors="replace")]
+
+
+def test_wrong_typed_override_is_a_one_line_error(tmp_path, trl_python):
+    proc = sweep(tmp_path, trl_python, "train.lr=abc")
+    assert proc.returncode == 2 and "train.lr='abc': expected float" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_config_key_is_rejected(tmp_path, trl_python):
+    proc = sweep(tmp_path, trl_python, "train.learning_rate=1e-4")
+    assert proc.returncode != 0 and "learning_rate" in proc.stderr and "Traceback" not in proc.stderr
