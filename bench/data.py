@@ -7,12 +7,15 @@ each framework's environment with the same code.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ASSETS = Path(__file__).parent / "assets"
 BUNDLED_MEDICAL = ASSETS / "medical"
 REQUIRED_FIELDS = ("instruction", "output")
+ON_BAD_ROW = ("error", "skip")
 
 
 class DataError(ValueError):
@@ -45,14 +48,51 @@ def resolve_files(path: str | Path, pattern: str) -> list[Path]:
     raise DataError(f"{p}: dataset file not found")
 
 
-def _parse(path: Path) -> list[tuple[int, object]]:
-    """(line number, parsed row) pairs from a JSON array or a JSON Lines file (either extension)."""
+class BadRow(DataError):
+    """One row that cannot be used; `kind` names the problem for the skip counts (dataset.on_bad_row=skip)."""
+
+    def __init__(self, where: str, kind: str):
+        super().__init__(f"{where}: {kind}")
+        self.kind = kind
+
+
+@dataclass
+class DataReport:
+    """What loading did to the rows: how many were read and kept, and why the others were left out."""
+
+    rows: int = 0
+    kept: int = 0
+    duplicates: int = 0  # exact repeats of an earlier row: counted and left out
+    skipped: dict[str, int] = field(default_factory=dict)  # bad rows by problem (on_bad_row=skip)
+
+    def skip(self, kind: str) -> None:
+        self.skipped[kind] = self.skipped.get(kind, 0) + 1
+
+
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataError(f"{path}: dataset file not found") from None
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+
+
+def _parse(path: Path) -> Iterator[tuple[int, object]]:
+    """(line or row number, parsed row) pairs of a JSON array, JSON Lines (either extension) or Parquet file.
+    A JSON Lines line that does not parse comes as a BadRow in place of its row."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except FileNotFoundError:
+            raise DataError(f"{path}: dataset file not found") from None
+        except Exception as e:  # pyarrow raises its own types for damaged files
+            raise DataError(f"{path}: not a readable Parquet file ({e})") from None
+        yield from enumerate(rows, start=1)
+        return
+    text = _read_text(path)
     stripped = text.lstrip()
     if not stripped:
         raise DataError(f"{path}: file is empty")
@@ -60,47 +100,78 @@ def _parse(path: Path) -> list[tuple[int, object]]:
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-        return [(i + 1, row) for i, row in enumerate(rows)]
-    parsed = []
+            raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); is the file truncated?") from None
+        yield from enumerate(rows, start=1)
+        return
     for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            parsed.append((lineno, json.loads(line)))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-    return parsed
+        if line.strip():
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as e:
+                yield lineno, BadRow(f"{path}:{lineno}", f"not valid JSON ({e.msg})")
 
 
-def _example(path: Path, lineno: int, row: object) -> Example:
-    where = f"{path}:{lineno}"
+def _example(where: str, row: object) -> Example:
+    if isinstance(row, BadRow):
+        raise row
     if not isinstance(row, dict):
-        raise DataError(f"{where}: row is a {type(row).__name__}, expected an object with instruction/input/output")
+        raise BadRow(where, f"row is a {type(row).__name__}, expected an object with instruction/input/output")
     for key in REQUIRED_FIELDS:
         if key not in row:
-            raise DataError(f"{where}: field {key!r} is missing")
+            raise BadRow(where, f"field {key!r} is missing")
     values = {}
     for key in ("instruction", "input", "output"):
         value = row.get(key, "")
         if value is None and key == "input":
             value = ""
         if not isinstance(value, str):
-            raise DataError(f"{where}: field {key!r} is {type(value).__name__}, expected a string")
+            raise BadRow(where, f"field {key!r} is {type(value).__name__}, expected a string")
         if key in REQUIRED_FIELDS and not value.strip():
-            raise DataError(f"{where}: field {key!r} is empty")
+            raise BadRow(where, f"field {key!r} is empty")
         values[key] = value
     return Example(**values)
 
 
-def load_examples(files: list[Path] | tuple[str, ...], max_rows: int | None = None) -> list[Example]:
-    """Every row of `files`, in order, validated; stops after `max_rows` rows when set."""
+def load_examples(
+    files: list[Path] | tuple[str, ...],
+    max_rows: int | None = None,
+    on_bad_row: str = "error",
+    shuffle_seed: int | None = None,
+    report: DataReport | None = None,
+) -> list[Example]:
+    """The usable rows of `files`, validated, in order (or shuffled with `shuffle_seed`), at most `max_rows`.
+
+    A bad row raises BadRow naming file, line and field, or with on_bad_row="skip" is counted in `report`
+    and left out. Exact duplicates of an earlier row are always counted and left out.
+    """
+    if on_bad_row not in ON_BAD_ROW:
+        raise DataError(f"dataset.on_bad_row={on_bad_row!r}: expected one of {ON_BAD_ROW}")
+    report = report if report is not None else DataReport()
     examples: list[Example] = []
+    seen: set[Example] = set()
+    enough = shuffle_seed is None and max_rows is not None  # unshuffled: stop reading once there are enough
     for f in map(Path, files):
         for lineno, row in _parse(f):
-            examples.append(_example(f, lineno, row))
-            if max_rows is not None and len(examples) >= max_rows:
+            report.rows += 1
+            try:
+                ex = _example(f"{f}:{lineno}", row)
+            except BadRow as bad:
+                if on_bad_row == "error":
+                    raise
+                report.skip(bad.kind)
+                continue
+            if ex in seen:
+                report.duplicates += 1
+                continue
+            seen.add(ex)
+            examples.append(ex)
+            if enough and len(examples) >= max_rows:
+                report.kept = len(examples)
                 return examples
+    if shuffle_seed is not None:
+        random.Random(shuffle_seed).shuffle(examples)
+    examples = examples[:max_rows] if max_rows is not None else examples
+    report.kept = len(examples)
     return examples
 
 
@@ -115,11 +186,10 @@ def to_conversation(example: Example, system_prompt: str) -> dict[str, list[dict
     }
 
 
-def tokenize_conversation(tokenizer, conversation: dict[str, list[dict[str, str]]], max_len: int) -> dict | None:
-    """One example tokenized by the harness itself (strict mode): ids and a completion mask.
+def tokenize_conversation(tokenizer, conversation: dict[str, list[dict[str, str]]], max_len: int | None) -> dict:
+    """One example tokenized by the harness itself: ids and a completion mask (strict mode trains on these).
 
-    Renders with the tokenizer's chat template, then cuts the end past `max_len`; None when no answer token
-    is left. Every framework then trains on exactly these ids and this mask.
+    Renders with the tokenizer's chat template, then cuts the end past `max_len` (None: no cut).
     """
     prompt = tokenizer.apply_chat_template(conversation["prompt"], tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(conversation["prompt"] + conversation["completion"], tokenize=False)
@@ -130,5 +200,6 @@ def tokenize_conversation(tokenizer, conversation: dict[str, list[dict[str, str]
     if ids[: len(prompt_ids)] != prompt_ids:
         raise DataError("the prompt tokenizes differently alone and inside the conversation")
     mask = [0] * len(prompt_ids) + [1] * (len(ids) - len(prompt_ids))
-    ids, mask = ids[:max_len], mask[:max_len]
-    return {"input_ids": ids, "completion_mask": mask} if any(mask) else None
+    if max_len is not None:
+        ids, mask = ids[:max_len], mask[:max_len]
+    return {"input_ids": ids, "completion_mask": mask}

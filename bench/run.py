@@ -59,16 +59,35 @@ def model_spec(cfg: DictConfig, cache_dir: Path) -> ModelSpec:
     return from_mapping(ModelSpec, m, "model")
 
 
+def hub_files(d: DictConfig) -> tuple[list[Path], list[Path]]:
+    """Train and held-out files of a hub dataset, downloaded once into the Hugging Face cache."""
+    from huggingface_hub import hf_hub_download
+
+    def fetch(filename: str) -> Path:
+        try:
+            return Path(hf_hub_download(repo_id=d.hub_id, filename=filename, repo_type="dataset"))
+        except Exception as e:  # offline, unknown repo or file: all end the same way for the user
+            raise UserError(
+                f"dataset={d.name}: cannot fetch {filename} from the hub dataset {d.hub_id} ({type(e).__name__}); "
+                f"download it once and set dataset.path to the local copy (see conf/dataset/{d.name}.yaml)"
+            ) from None
+
+    return [fetch(d.hub_files.train)], [fetch(d.hub_files.eval)] if d.hub_files.get("eval") else []
+
+
 def data_spec(cfg: DictConfig) -> DataSpec:
     d = cfg.dataset
-    path = d.path or BUNDLED_MEDICAL
-    train = resolve_files(path, d.train_glob)
-    if d.eval_path:
-        held_out = resolve_files(d.eval_path, d.eval_glob)
-    elif Path(path).is_dir():
-        held_out = resolve_files(path, d.eval_glob)
+    if not d.path and d.get("hub_id"):
+        train, held_out = hub_files(d)
     else:
-        held_out = []
+        path = d.path or BUNDLED_MEDICAL
+        train = resolve_files(path, d.train_glob)
+        if d.eval_path:
+            held_out = resolve_files(d.eval_path, d.eval_glob)
+        elif Path(path).is_dir():
+            held_out = resolve_files(path, d.eval_glob)
+        else:
+            held_out = []
     return DataSpec(
         name=d.name,
         train_files=tuple(map(str, train)),
@@ -76,6 +95,8 @@ def data_spec(cfg: DictConfig) -> DataSpec:
         system_prompt=d.system_prompt,
         max_rows=d.max_rows,
         tokenize=d.tokenize,
+        on_bad_row=d.on_bad_row,
+        shuffle_seed=d.shuffle_seed,
     )
 
 
@@ -139,7 +160,7 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     spec = job_spec(cfg, run_dir)
     results.clear_run(run_dir)  # a rerun in the same directory starts from nothing
     for files in (spec.data.train_files, spec.data.eval_files):  # bad rows stop the sweep before this run starts
-        load_examples(files, spec.data.max_rows)
+        load_examples(files, spec.data.max_rows, spec.data.on_bad_row, spec.data.shuffle_seed)
     results.write_text_atomic(run_dir / results.SPEC, spec.to_json())
     results.write_text_atomic(run_dir / results.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     cache_dir = Path(cfg.cache_dir).expanduser()
@@ -179,10 +200,8 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "python": str(python),
         "versions": versions,
         "hardware": worker.get("hardware", {}),
-        "effective": {
-            k: worker.get(k)
-            for k in ("precision", "gradient_checkpointing", "train_examples", "tokenize", "dropped_rows")
-        },
+        "effective": {k: worker.get(k) for k in ("precision", "gradient_checkpointing", "train_examples", "tokenize")},
+        "data": worker.get("data", {}),  # rows read, kept, duplicates, skipped by problem, over max length
         "fingerprint": worker.get("fingerprint", {}),
         "notes": worker.get("notes", []),  # where a framework does not follow the spec to the letter
         "metrics": summary.metrics(

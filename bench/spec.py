@@ -70,6 +70,8 @@ class DataSpec:
     system_prompt: str = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
     max_rows: int | None = None
     tokenize: str = "framework"  # framework: each renders and tokenizes; harness: tokenized once, same ids for all
+    on_bad_row: str = "error"  # error: stop naming file, line and field; skip: leave it out and count it
+    shuffle_seed: int | None = None  # shuffle before taking max_rows
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ timings, torch peak memory, package versions, hardware). The parent turns those 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import results
-from bench.data import Example, load_examples, to_conversation, tokenize_conversation
+from bench.data import DataReport, Example, load_examples, to_conversation, tokenize_conversation
 from bench.spec import JobSpec, resolve_precision
 
 PACKAGES = (
@@ -91,25 +92,36 @@ class RunContext:
     precision: str
     timings: dict[str, float] = field(default_factory=dict)
     dropped_rows: int = 0  # rows left with no answer token after truncation (strict mode)
-    _pretokenized: list[dict[str, list[int]]] | None = None
+    _tokenized: list[dict[str, list[int]]] | None = None
 
     @property
     def conversations(self) -> list[dict[str, Any]]:
         """The examples as conversational prompt/completion rows (system + user -> assistant)."""
         return [to_conversation(ex, self.spec.data.system_prompt) for ex in self.examples]
 
-    def pretokenized(self) -> list[dict[str, list[int]]]:
-        """Strict mode: the examples tokenized once by the harness (dataset.tokenize=harness)."""
-        if self._pretokenized is None:
+    def tokenized(self) -> list[dict[str, list[int]]]:
+        """The examples tokenized once by the harness with the model's tokenizer, uncut."""
+        if self._tokenized is None:
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(
                 self.model_path, trust_remote_code=self.spec.model.trust_remote_code
             )
-            rows = [tokenize_conversation(tokenizer, c, self.spec.train.max_seq_len) for c in self.conversations]
-            self._pretokenized = [r for r in rows if r is not None]
-            self.dropped_rows = len(rows) - len(self._pretokenized)
-        return self._pretokenized
+            self._tokenized = [tokenize_conversation(tokenizer, c, None) for c in self.conversations]
+        return self._tokenized
+
+    def over_length_rows(self) -> int:
+        """Rows longer than train.max_seq_len: each framework (or strict mode) truncates them its way."""
+        return sum(len(r["input_ids"]) > self.spec.train.max_seq_len for r in self.tokenized())
+
+    def pretokenized(self) -> list[dict[str, list[int]]]:
+        """Strict mode (dataset.tokenize=harness): the harness's ids cut at max_seq_len, rows left without
+        an answer token dropped and counted; every framework trains on exactly these."""
+        cut = self.spec.train.max_seq_len
+        rows = [{k: v[:cut] for k, v in r.items()} for r in self.tokenized()]
+        kept = [r for r in rows if any(r["completion_mask"])]
+        self.dropped_rows = len(rows) - len(kept)
+        return kept
 
     @property
     def torch_dtype(self):
@@ -158,10 +170,13 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
         events.flush()
 
     recorder = StepRecorder(emit)
+    data_report = DataReport()
     ctx = RunContext(
         spec=spec,
         model_path="",
-        examples=load_examples(spec.data.train_files, spec.data.max_rows),
+        examples=load_examples(
+            spec.data.train_files, spec.data.max_rows, spec.data.on_bad_row, spec.data.shuffle_seed, data_report
+        ),
         callbacks=[recorder],
         on_gpu=on_gpu,
         precision=precision,
@@ -183,7 +198,8 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
         "gradient_checkpointing": spec.train.gradient_checkpointing and on_gpu,
         "train_examples": len(ctx.examples),
         "tokenize": spec.data.tokenize,
-        "dropped_rows": ctx.dropped_rows,
+        "data": dataclasses.asdict(data_report)
+        | {"over_length_rows": ctx.over_length_rows(), "dropped_rows": ctx.dropped_rows},
         "timings": ctx.timings,
         "model_facts": recorder.model_facts,
         "fingerprint": recorder.fingerprint.result(),

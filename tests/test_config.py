@@ -120,3 +120,45 @@ def test_run_directory_names_cannot_escape_the_sweep():
 
     assert safe_name("../../etc") == "_.._etc"
     assert "/" not in safe_name("a/b") and safe_name("trl") == "trl"
+
+
+def test_medical_dataset_reads_a_local_copy(tmp_path, write_jsonl):
+    finetune = tmp_path / "finetune"
+    finetune.mkdir()
+    for name in ("train_zh_0.json", "valid_zh_0.json"):
+        (finetune / name).write_text('{"instruction": "q", "input": "", "output": "a"}\n', encoding="utf-8")
+    spec = job_spec(cfg("dataset=medical", f"dataset.path={finetune}"), tmp_path)
+    assert [Path(f).name for f in spec.data.train_files] == ["train_zh_0.json"]
+    assert (spec.data.max_rows, spec.data.shuffle_seed) == (2000, 42)
+
+
+def test_medical_dataset_comes_from_the_hub_without_a_local_copy(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    fetched = []
+
+    def fake_download(repo_id, filename, repo_type):
+        fetched.append((repo_id, filename, repo_type))
+        path = tmp_path / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text('{"instruction": "q", "input": "", "output": "a"}\n', encoding="utf-8")
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    spec = job_spec(cfg("dataset=medical"), tmp_path)
+    assert fetched == [
+        ("shibing624/medical", "finetune/train_zh_0.json", "dataset"),
+        ("shibing624/medical", "finetune/valid_zh_0.json", "dataset"),
+    ]
+    assert spec.data.train_files == (str(tmp_path / "finetune" / "train_zh_0.json"),)
+
+
+def test_unreachable_hub_says_how_to_use_a_local_copy(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    def offline(**kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(UserError, match="download it once and set dataset.path"):
+        job_spec(cfg("dataset=medical"), tmp_path)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from bench.data import BUNDLED_MEDICAL, DataError, Example, load_examples, resolve_files, to_conversation
+from bench.data import BUNDLED_MEDICAL, DataError, DataReport, Example, load_examples, resolve_files, to_conversation
 
 ROW = {"instruction": "肺炎有什么症状？", "input": "", "output": "咳嗽、咳痰、发热、胸痛。"}
 
@@ -28,9 +28,20 @@ def test_missing_input_field_means_empty_input(write_jsonl):
     assert load_examples([path]) == [Example("a", "", "b")]
 
 
+def rows(n):
+    return [{"instruction": f"问题{i}", "input": "", "output": f"回答{i}"} for i in range(n)]
+
+
 def test_max_rows_stops_early(write_jsonl):
-    path = write_jsonl([ROW] * 5)
-    assert len(load_examples([path], max_rows=3)) == 3
+    path = write_jsonl(rows(5))
+    assert [ex.output for ex in load_examples([path], max_rows=3)] == ["回答0", "回答1", "回答2"]
+
+
+def test_shuffle_seed_picks_a_fixed_sample(write_jsonl):
+    path = write_jsonl(rows(50))
+    a = load_examples([path], max_rows=10, shuffle_seed=7)
+    assert a == load_examples([path], max_rows=10, shuffle_seed=7)
+    assert a != load_examples([path], max_rows=10) and len(a) == 10
 
 
 def test_user_turn_appends_input_on_a_new_line_only_when_present():
@@ -83,3 +94,87 @@ def test_empty_file_is_rejected(tmp_path):
     path.write_text("\n", encoding="utf-8")
     with pytest.raises(DataError, match="empty.jsonl: file is empty"):
         load_examples([path])
+
+
+def test_truncated_json_array_is_named(tmp_path):
+    path = tmp_path / "cut.json"
+    path.write_text(json.dumps([ROW, ROW], ensure_ascii=False)[:-20], encoding="utf-8")
+    with pytest.raises(DataError, match=r"cut.json:1: not valid JSON .*truncated"):
+        load_examples([path])
+
+
+@pytest.mark.parametrize("value, kind", [(42, "int"), (["a"], "list"), (None, "NoneType")])
+def test_wrong_types_name_the_type(write_jsonl, value, kind):
+    path = write_jsonl([ROW | {"output": value}])
+    with pytest.raises(DataError, match=rf"data.jsonl:1: field 'output' is {kind}, expected a string"):
+        load_examples([path])
+
+
+def test_whitespace_only_instruction_is_empty(write_jsonl):
+    path = write_jsonl([ROW | {"instruction": " \t\n"}])
+    with pytest.raises(DataError, match=r"data.jsonl:1: field 'instruction' is empty"):
+        load_examples([path])
+
+
+def test_non_utf8_bytes_are_named(tmp_path):
+    path = tmp_path / "gbk.jsonl"
+    path.write_bytes(json.dumps(ROW, ensure_ascii=False).encode("gbk") + b"\n")
+    with pytest.raises(DataError, match=r"gbk.jsonl: not UTF-8 text \(byte \d+\)"):
+        load_examples([path])
+
+
+def test_duplicates_are_counted_and_left_out(write_jsonl):
+    report = DataReport()
+    examples = load_examples([write_jsonl([ROW, ROW, ROW | {"input": "x"}, ROW])], report=report)
+    assert len(examples) == 2 and report.duplicates == 2 and report.rows == 4
+
+
+def test_skip_policy_counts_each_bad_row_by_its_problem(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    lines = [
+        json.dumps(ROW, ensure_ascii=False),
+        "{broken",
+        json.dumps({"instruction": "q"}),
+        json.dumps(ROW | {"output": ""}),
+        json.dumps(ROW | {"output": 1, "instruction": "q2"}),
+        json.dumps({"instruction": "q3", "output": "a"}),
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = DataReport()
+    examples = load_examples([path], on_bad_row="skip", report=report)
+    assert len(examples) == 2 and report.kept == 2 and report.rows == 6
+    assert report.skipped == {
+        "not valid JSON (Expecting property name enclosed in double quotes)": 1,
+        "field 'output' is missing": 1,
+        "field 'output' is empty": 1,
+        "field 'output' is int, expected a string": 1,
+    }
+
+
+def test_error_policy_names_the_broken_jsonl_line(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(json.dumps(ROW) + "\n" + json.dumps(ROW | {"input": "b"}) + "\n{broken\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"mixed.jsonl:3: not valid JSON"):
+        load_examples([path])
+
+
+def test_parquet_files_load_like_json(tmp_path, write_jsonl):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [ROW, ROW | {"input": "病例"}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train.parquet")
+    assert load_examples([tmp_path / "train.parquet"]) == load_examples([write_jsonl(rows)])
+
+
+def test_shibing624_medical_layout_is_read_from_a_local_copy(tmp_path):
+    finetune = tmp_path / "medical" / "finetune"
+    finetune.mkdir(parents=True)
+    for name, n in [("train_zh_0.json", 5), ("valid_zh_0.json", 2), ("test_zh_0.json", 2), ("train_en_1.json", 3)]:
+        (finetune / name).write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows(n)), encoding="utf-8"
+        )
+    train = resolve_files(finetune, "train_zh*.json*")
+    held_out = resolve_files(finetune, "valid_zh*.json*")
+    assert [p.name for p in train] == ["train_zh_0.json"] and [p.name for p in held_out] == ["valid_zh_0.json"]
+    assert len(load_examples(train)) == 5

@@ -127,3 +127,26 @@ def test_an_interrupted_sweep_stops_its_worker_and_records_the_run(tmp_path, sig
     assert json.loads((run / results.SUMMARY).read_text())["status"] == "interrupted"
     spec = str(run / results.SPEC)
     assert not [p for p in psutil.process_iter(["cmdline"]) if spec in " ".join(p.info["cmdline"] or [])]
+
+
+def test_bad_rows_skipped_by_policy_and_long_rows_are_counted_in_the_summary(tmp_path):
+    rows = [{"instruction": f"问题{i}", "input": "", "output": f"回答{i}，请及时就医。"} for i in range(12)]
+    rows += [{"instruction": "q"}, {"instruction": "q2", "output": 3}, rows[0]]  # two bad rows, one duplicate
+    rows += [{"instruction": "长问题" * 200, "input": "", "output": "长回答" * 200}]  # far past max_seq_len
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    proc = bench_run(
+        tmp_path / "out",
+        f"dataset.path={path}",
+        "dataset.on_bad_row=skip",
+        "train.max_steps=4",
+        "train.max_seq_len=256",
+        "framework=trl",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = run_dirs(tmp_path / "out")
+    summary = json.loads((run / results.SUMMARY).read_text())
+    assert summary["status"] == "ok", summary.get("log_tail")
+    data = summary["data"]
+    assert (data["rows"], data["kept"], data["duplicates"], data["over_length_rows"]) == (16, 13, 1, 1)
+    assert data["skipped"] == {"field 'output' is missing": 1, "field 'output' is int, expected a string": 1}
