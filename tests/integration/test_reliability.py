@@ -137,3 +137,23 @@ def test_wrong_typed_override_is_a_one_line_error(tmp_path, trl_python):
 def test_unknown_config_key_is_rejected(tmp_path, trl_python):
     proc = sweep(tmp_path, trl_python, "train.learning_rate=1e-4")
     assert proc.returncode != 0 and "learning_rate" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_two_sweeps_at_once_write_to_different_directories(tmp_path, trl_python):
+    env = os.environ | {"SFTBENCH_EXTRA_RUNNERS": "misbehave=tests.doubles.misbehave", "SFTBENCH_TEST_REPO": str(REPO)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.run",
+        f"results_dir={tmp_path}",
+        f"hydra.searchpath=[file://{REPO}/tests/conf]",
+        "framework=misbehave",
+        f"framework.python={trl_python}",
+        "framework.env.MISBEHAVE=ok",
+    ]
+    procs = [
+        subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)
+    ]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    assert len(list(tmp_path.iterdir())) == 2
+    assert len(run_dirs(tmp_path)) == 2
