@@ -152,6 +152,8 @@ class StepRecorder(TrainerCallback):
         self.emit = emit
         self.fingerprint = Fingerprint(fingerprint_batches)
         self.train_span: tuple[float, float] | None = None  # perf_counter at train begin / end
+        self.train_window: tuple[float, float] | None = None  # the same in wall-clock time, for the samples
+        self.model = None  # the model being trained, for evaluation afterwards
         self._hook = None
         self._tokens = 0
         self._trainable = 0
@@ -175,12 +177,14 @@ class StepRecorder(TrainerCallback):
         if train_dataloader is not None:
             self.fingerprint.dataset(train_dataloader.dataset)
         if model is not None:
+            self.model = model
             self._hook = model.register_forward_pre_hook(self._count_batch, with_kwargs=True)
             self.model_facts = model_facts(model)
         if torch.cuda.is_available():
             self._cuda_sync = torch.cuda.synchronize
         self._step_mark = time.perf_counter()
         self.train_span = (self._step_mark, self._step_mark)
+        self.train_window = (time.time(), time.time())
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._cuda_sync is not None:
@@ -215,6 +219,7 @@ class StepRecorder(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.train_span is not None:
             self.train_span = (self.train_span[0], time.perf_counter())
+            self.train_window = (self.train_window[0], time.time())
         if self._hook is not None:
             self._hook.remove()
             self._hook = None

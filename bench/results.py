@@ -19,7 +19,9 @@ SAMPLES = "samples.jsonl"  # resource samples of the worker's process tree, writ
 WORKER = "worker.json"  # what the worker reports about itself
 SUMMARY = "summary.json"  # the run's outcome; present only once the run has finished
 STDERR = "worker.log"  # the worker's stdout and stderr
-RUN_FILES = (SPEC, CONFIG, EVENTS, SAMPLES, WORKER, SUMMARY, STDERR)
+GENERATIONS = "generations.jsonl"  # held-out prompts, reference answers and the trained model's answers
+BASE_GENERATIONS = "base_generations.jsonl"  # the same for the base model (the sweep's first run)
+RUN_FILES = (SPEC, CONFIG, EVENTS, SAMPLES, WORKER, SUMMARY, STDERR, GENERATIONS, BASE_GENERATIONS)
 
 
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|CREDENTIAL", re.IGNORECASE)
@@ -62,3 +64,7 @@ def clear_run(run_dir: Path) -> None:
     """Remove what an earlier attempt of this run wrote, so events and samples never mix two attempts."""
     for name in RUN_FILES:
         (run_dir / name).unlink(missing_ok=True)
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

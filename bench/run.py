@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bench import envs, launch, results, runners, summary
 from bench.data import BUNDLED_MEDICAL, DataError, load_examples, resolve_files
 from bench.models import built_model_dir
-from bench.spec import DataSpec, JobSpec, ModelSpec, SpecError, TrainSpec, from_mapping
+from bench.spec import DataSpec, EvalSpec, JobSpec, ModelSpec, SpecError, TrainSpec, from_mapping
 
 REPO = Path(__file__).resolve().parent.parent
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)  # logs: no wrap at 80 columns
@@ -113,7 +113,13 @@ def job_spec(cfg: DictConfig, run_dir: Path) -> JobSpec:
         train=from_mapping(TrainSpec, OmegaConf.to_container(cfg.train, resolve=True), "train"),
         run_dir=str(run_dir.resolve()),
         skip_steps=cfg.skip_steps,
+        # The base model is the same for every run: evaluated once, in the sweep's first run.
+        evaluation=EvalSpec(**OmegaConf.to_container(cfg.eval, resolve=True), base=hydra_job_num() == 0),
     ).validate()
+
+
+def hydra_job_num() -> int:
+    return HydraConfig.get().job.num if HydraConfig.initialized() else 0
 
 
 def git_commit() -> str | None:
@@ -129,17 +135,17 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def framework_requirements(fw: DictConfig) -> list[str]:
-    """The framework's requirements plus the companion pins of its release."""
+def framework_requirements(fw: DictConfig, worker: list[str] = ()) -> list[str]:
+    """The framework's requirements, the companion pins of its release and the harness's worker needs."""
     companions = fw.get("companions") or {}
-    return [*fw.requirements, *companions.get(str(fw.version), companions.get("default", []))]
+    return [*fw.requirements, *companions.get(str(fw.version), companions.get("default", [])), *worker]
 
 
 def framework_python(cfg: DictConfig, cache_dir: Path) -> tuple[Path, float | None]:
     fw = cfg.framework
     if fw.python:
         return envs.check_python(fw.python), None
-    requirements = framework_requirements(fw)
+    requirements = framework_requirements(fw, list(cfg.worker_requirements))
     env = envs.env_dir(cache_dir, fw.name, str(fw.version), requirements)
     with console.status(f"[bold]{fw.name} {fw.version}[/]: environment") as status:
 
@@ -201,6 +207,8 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "versions": versions,
         "hardware": worker.get("hardware", {}),
         "effective": {k: worker.get(k) for k in ("precision", "gradient_checkpointing", "train_examples", "tokenize")},
+        "quality": worker.get("quality", {}),  # held-out loss, perplexity, ROUGE-L, BLEU-4 after training
+        "base_quality": worker.get("base_quality", {}),  # the same for the base model (first run of a sweep)
         "data": worker.get("data", {}),  # rows read, kept, duplicates, skipped by problem, over max length
         "fingerprint": worker.get("fingerprint", {}),
         "notes": worker.get("notes", []),  # where a framework does not follow the spec to the letter

@@ -75,6 +75,15 @@ class DataSpec:
 
 
 @dataclass(frozen=True)
+class EvalSpec:
+    enabled: bool = True
+    prompts: int = 8  # held-out prompts answered greedily and scored
+    max_new_tokens: int = 64
+    batch_size: int = 8  # for the held-out loss
+    base: bool = False  # also evaluate the base model (adapter disabled): the sweep's reference point
+
+
+@dataclass(frozen=True)
 class JobSpec:
     framework: str
     framework_version: str
@@ -82,7 +91,10 @@ class JobSpec:
     data: DataSpec
     train: TrainSpec
     run_dir: str
-    skip_steps: int = 3  # steps excluded from steady-state throughput (compilation, allocator warm-up)
+    skip_steps: int = 3
+    evaluation: EvalSpec = field(
+        default_factory=EvalSpec
+    )  # steps excluded from steady-state throughput (compilation, allocator warm-up)
 
     def validate(self) -> JobSpec:
         t = self.train

@@ -40,6 +40,9 @@ def gpu_metrics(
     steady: list[dict[str, Any]], samples: list[dict[str, Any]], worker: dict[str, Any], baseline: list[float] | None
 ) -> dict[str, Any]:
     """Peak VRAM, energy and MFU of a GPU run; empty on CPU."""
+    window = worker.get("train_window")
+    if window:  # training's peak: model loading and the evaluation afterwards are not the job being compared
+        samples = [s for s in samples if window[0] <= s.get("time", 0) <= window[1]] or samples
     vram, vram_method = measure.peak_vram(samples, baseline)
     if vram is None:
         return {}

@@ -138,6 +138,38 @@ class RunContext:
             self.timings[name] = time.perf_counter() - start
 
 
+def evaluate_run(ctx: RunContext, model, run_dir: Path) -> dict[str, Any]:
+    """The trained model's held-out quality (and the base model's, with the adapter disabled, when asked);
+    generations go to the run directory. A failing evaluation is recorded without failing the run."""
+    spec = ctx.spec
+    if model is None or not spec.data.eval_files:
+        return {}
+    try:
+        from transformers import AutoTokenizer
+
+        from bench.evaluate import evaluate
+
+        tokenizer = AutoTokenizer.from_pretrained(ctx.model_path, trust_remote_code=spec.model.trust_remote_code)
+        held_out = load_examples(spec.data.eval_files, None, spec.data.on_bad_row)
+        conversations = [to_conversation(ex, spec.data.system_prompt) for ex in held_out]
+        with ctx.timed("eval_s"):
+            out: dict[str, Any] = {}
+            out["quality"], generations = evaluate(
+                model, tokenizer, conversations, spec.train.max_seq_len, spec.evaluation
+            )
+            results.write_jsonl(run_dir / results.GENERATIONS, generations)
+            if spec.evaluation.base and hasattr(model, "disable_adapter"):
+                with model.disable_adapter():  # LoRA off: the base model the sweep started from
+                    out["base_quality"], base_gen = evaluate(
+                        model, tokenizer, conversations, spec.train.max_seq_len, spec.evaluation
+                    )
+                results.write_jsonl(run_dir / results.BASE_GENERATIONS, base_gen)
+        return out
+    except Exception as e:  # quality is measured after the fact; the training result stands
+        traceback.print_exc()
+        return {"notes": [f"evaluation failed: {type(e).__name__}: {e}"]}
+
+
 def prepare_model(spec: JobSpec) -> str:
     if spec.model.source == "random":
         from bench.models import ensure_built
@@ -188,9 +220,11 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
         extra = runner.train(ctx)
     finally:
         events.close()
+    torch_memory = torch_peak_memory()  # training's peak, before evaluation allocates anything
     if recorder.train_span is not None:
         begin, end = recorder.train_span
         ctx.timings |= {"setup_s": begin - runner_start, "train_s": end - begin}
+    quality = evaluate_run(ctx, recorder.model, run_dir) if spec.evaluation.enabled else {}
     return {
         "status": "ok",
         "reason": "",
@@ -203,10 +237,13 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
         "timings": ctx.timings,
         "model_facts": recorder.model_facts,
         "fingerprint": recorder.fingerprint.result(),
-        "torch_memory": torch_peak_memory(),
+        "torch_memory": torch_memory,
+        "train_window": recorder.train_window,
         "versions": package_versions(),
         "hardware": hardware(),
         **extra,
+        **quality,
+        "notes": extra.get("notes", []) + quality.get("notes", []),
     }
 
 

@@ -14,8 +14,9 @@ from tests.conftest import REPO
 def trl_python() -> Path:
     """The default TRL environment's interpreter, built on first use like a run would."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        fw = compose(config_name="config", overrides=["framework=trl"]).framework
-    requirements = framework_requirements(fw)
+        cfg = compose(config_name="config", overrides=["framework=trl"])
+    fw = cfg.framework
+    requirements = framework_requirements(fw, list(cfg.worker_requirements))
     python, _ = envs.ensure_env(envs.env_dir(cache_root(), fw.name, str(fw.version), requirements), requirements)
     return python
 

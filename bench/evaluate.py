@@ -1,0 +1,117 @@
+"""Framework-neutral quality evaluation on the held-out split, run by the worker after training.
+
+Held-out loss and perplexity on the answer tokens (the harness tokenizes, as in strict mode), and greedy
+generation for the first N held-out prompts scored against the reference answers with ROUGE-L (rouge-score)
+and BLEU-4 (sacrebleu's `zh` tokenizer), both at the character level for Chinese text.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+class CharTokenizer:
+    """rouge-score tokenizer: one token per non-space character (Chinese has no spaces between words)."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return [c for c in text if not c.isspace()]
+
+
+def rouge_l(predictions: list[str], references: list[str]) -> float:
+    """Mean character-level ROUGE-L F1."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=CharTokenizer())
+    scores = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references, strict=True)]
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def bleu4(predictions: list[str], references: list[str]) -> float:
+    """Corpus BLEU-4 in [0, 1], Chinese split into characters by sacrebleu's `zh` tokenizer."""
+    import sacrebleu
+
+    return sacrebleu.corpus_bleu(predictions, [references], tokenize="zh").score / 100
+
+
+def answer_loss(model, rows: list[dict[str, list[int]]], pad_id: int, batch_size: int) -> tuple[float, int]:
+    """Mean negative log-likelihood per answer token over `rows` (input_ids + completion_mask), and the count."""
+    import torch
+
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(rows), batch_size):
+            batch = rows[i : i + batch_size]
+            width = max(len(r["input_ids"]) for r in batch)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            answer = torch.zeros((len(batch), width), dtype=torch.bool)
+            for j, r in enumerate(batch):
+                n = len(r["input_ids"])
+                ids[j, :n] = torch.tensor(r["input_ids"])
+                attention[j, :n] = 1
+                answer[j, :n] = torch.tensor(r["completion_mask"], dtype=torch.bool)
+            ids, attention, answer = ids.to(device), attention.to(device), answer.to(device)
+            logits = model(input_ids=ids, attention_mask=attention).logits.float()
+            nll = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none"
+            ).view(len(batch), -1)
+            target = answer[:, 1:]  # token t+1 is predicted at position t
+            total += float(nll[target].sum())
+            count += int(target.sum())
+    return total / max(count, 1), count
+
+
+def generate(model, tokenizer, prompts: list[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
+    """Greedy answers to chat prompts, one at a time (no padding effects on the result)."""
+    import torch
+
+    device = next(model.parameters()).device
+    answers = []
+    with torch.no_grad():
+        for messages in prompts:
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            answers.append(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip())
+    return answers
+
+
+def evaluate(model, tokenizer, conversations: list[dict[str, Any]], max_len: int, cfg) -> tuple[dict, list[dict]]:
+    """Held-out metrics of `model` and its generations (prompt, reference, prediction)."""
+    from bench.data import tokenize_conversation
+
+    was_training = model.training
+    model.eval()
+    try:
+        rows = [tokenize_conversation(tokenizer, c, max_len) for c in conversations]
+        loss, tokens = answer_loss(
+            model, [r for r in rows if any(r["completion_mask"])], tokenizer.pad_token_id, cfg.batch_size
+        )
+        sample = conversations[: cfg.prompts]
+        predictions = generate(model, tokenizer, [c["prompt"] for c in sample], cfg.max_new_tokens)
+    finally:
+        model.train(was_training)
+    references = [c["completion"][0]["content"] for c in sample]
+    metrics = {
+        "heldout_examples": len(rows),
+        "heldout_answer_tokens": tokens,
+        "heldout_loss": loss,
+        "heldout_ppl": math.exp(min(loss, 50.0)),
+        "generated": len(predictions),
+        "rouge_l": rouge_l(predictions, references),
+        "bleu4": bleu4(predictions, references),
+    }
+    generations = [
+        {"prompt": c["prompt"][-1]["content"], "reference": ref, "prediction": pred}
+        for c, ref, pred in zip(sample, references, predictions, strict=True)
+    ]
+    return metrics, generations
