@@ -269,9 +269,15 @@ class SweepTable(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        Console(width=None if sys.stdout.isatty() else 160).print(
-            summary.sweep_table(summary.load_summaries(sweep_dir), title=f"sweep {sweep_dir}")
-        )
+        out = Console(width=None if sys.stdout.isatty() else 160)
+        out.print(summary.sweep_table(summary.load_summaries(sweep_dir), title=f"sweep {sweep_dir}"))
+        try:
+            from bench import report  # pandas and matplotlib: loaded only now, after the runs
+
+            paths = report.build(sweep_dir, baseline=config.report.baseline)
+            out.print(f"report: {paths['report.html']}  (rebuild: python -m bench.report {sweep_dir})")
+        except Exception as e:  # the runs are recorded; a report can be rebuilt from them
+            console.print(f"[yellow]report not built:[/] {type(e).__name__}: {e}")
 
 
 if __name__ == "__main__":

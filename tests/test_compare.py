@@ -1,0 +1,76 @@
+"""The regression gate's exit codes on an improved, an equal and a regressed candidate."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench import compare, results
+
+FIXTURE = Path(__file__).parent / "fixtures" / "h200-sweep"
+
+
+def candidate(tmp_path, name="cand", **changes):
+    """A copy of the recorded sweep with the TRL run's metrics (or status) changed."""
+    d = tmp_path / name
+    shutil.copytree(FIXTURE, d)
+    path = d / "0-trl" / results.SUMMARY
+    summary = json.loads(path.read_text())
+    status = changes.pop("status", None)
+    summary["metrics"] |= changes
+    if status:
+        summary["status"] = status
+    results.write_json_atomic(path, summary)
+    return d
+
+
+def test_equal_candidate_passes():
+    assert compare.main([str(FIXTURE), str(FIXTURE)]) == 0
+
+
+def test_improved_candidate_passes(tmp_path):
+    assert compare.main([str(FIXTURE), str(candidate(tmp_path, tokens_per_s=3338 * 1.2, peak_vram_mb=5000))]) == 0
+
+
+def test_within_tolerance_passes(tmp_path):
+    assert compare.main([str(FIXTURE), str(candidate(tmp_path, tokens_per_s=3338 * 0.97))]) == 0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"tokens_per_s": 3338 * 0.9}, {"peak_vram_mb": 5844 * 1.1}, {"final_loss": 11.5}, {"status": "failed"}],
+)
+def test_regressed_candidate_fails_the_gate(tmp_path, change):
+    assert compare.main([str(FIXTURE), str(candidate(tmp_path, **change))]) == 1
+
+
+def test_markdown_summary_says_why(tmp_path):
+    summary = tmp_path / "summary.md"
+    code = compare.main([str(FIXTURE), str(candidate(tmp_path, tokens_per_s=1000.0)), "--summary", str(summary)])
+    text = summary.read_text()
+    assert code == 1 and "regression" in text and "| tokens_per_s | 3338 | 1000 | -70.0 % | 5 % | regressed |" in text
+
+
+@pytest.mark.parametrize("which", ["missing", "empty"])
+def test_unusable_input_exits_2(tmp_path, which):
+    target = tmp_path / "nope" if which == "missing" else tmp_path
+    assert compare.main([str(FIXTURE), str(target)]) == 2
+
+
+def test_nothing_in_common_exits_2(tmp_path):
+    other = candidate(tmp_path)
+    for run in other.iterdir():
+        if run.is_dir():
+            spec = json.loads((run / results.SPEC).read_text())
+            spec["train"]["lr"] = 1.0
+            results.write_json_atomic(run / results.SPEC, spec)
+    assert compare.main([str(FIXTURE), str(other)]) == 2
+
+
+def test_tolerances_are_configurable(tmp_path):
+    loose = tmp_path / "loose.yaml"
+    loose.write_text("tokens_per_s: {better: higher, rel_tol: 0.5}\n")
+    assert (
+        compare.main([str(FIXTURE), str(candidate(tmp_path, tokens_per_s=3338 * 0.7)), "--tolerances", str(loose)]) == 0
+    )
