@@ -257,7 +257,13 @@ def to_html(frame: pd.DataFrame, ratios, reps, unreadable, images, title) -> str
         "body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;font-size:12px}"
         " td,th{padding:2px 6px;border-bottom:1px solid #ddd}"
     )
-    head = f"<meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>"
+    # Marks on <body> what actually rendered, for a headless browser to read back (tests/test_report_html.py).
+    script = (
+        "<script>addEventListener('load',()=>{const b=document.body,i=[...document.images];"
+        "b.dataset.tables=document.querySelectorAll('table').length;b.dataset.images=i.length;"
+        "b.dataset.imagesLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).length;})</script>"
+    )
+    head = f"<meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>{script}"
     return f"<!doctype html><html><head>{head}</head><body>{''.join(body)}</body></html>\n"
 
 
