@@ -193,22 +193,26 @@ def plots(sweep_dir: Path, frame: pd.DataFrame) -> dict[str, bytes]:
     return out
 
 
+SUMMARY_COLUMNS = (
+    "run", "framework", "framework_version", "status", "tokens_per_s", "peak_vram_mb", "peak_rss_mb",
+    "energy_j_per_1k_tokens", "mfu", "first_loss", "final_loss", "base_heldout_loss", "heldout_loss", "rouge_l",
+    "bleu4", "fingerprint", "same_tokens_as_reference",
+)  # fmt: skip
+
+
+def summary_table(frame: pd.DataFrame, ratios: pd.DataFrame) -> pd.DataFrame:
+    """The columns a reader compares first, with the ratios against the baseline framework."""
+    table = ratios if not ratios.empty else frame
+    cols = [c for c in SUMMARY_COLUMNS if c in table] + [c for c in table if "_vs_" in c]
+    return table[cols].dropna(axis=1, how="all")
+
+
 def markdown(frame: pd.DataFrame, ratios: pd.DataFrame, reps: pd.DataFrame, unreadable, images, title) -> str:
     parts = [f"# {title}", ""]
     if frame.empty:
         parts += ["No finished runs in this sweep.", ""]
     else:
-        cols = ["run", "framework", "framework_version", "status", "tokens_per_s", "peak_vram_mb", "peak_rss_mb",
-                "first_loss", "final_loss", "base_heldout_loss", "heldout_loss", "rouge_l", "bleu4", "fingerprint",
-                "same_tokens_as_reference"]  # fmt: skip
-        summary = ratios if not ratios.empty else frame
-        cols += [c for c in summary if "_vs_" in c]
-        parts += [
-            "## Runs",
-            "",
-            summary[[c for c in cols if c in summary]].to_markdown(index=False, floatfmt=".4g"),
-            "",
-        ]
+        parts += ["## Runs", "", summary_table(frame, ratios).to_markdown(index=False, floatfmt=".4g"), ""]
         if not reps.empty and (reps["n"] > 1).any():
             parts += [
                 "## Repeats (mean, 95 % CI half-width, CV)",
@@ -240,7 +244,13 @@ def to_html(frame: pd.DataFrame, ratios, reps, unreadable, images, title) -> str
     if frame.empty:
         body.append("<p>No finished runs in this sweep.</p>")
     else:
-        body += ["<h2>Runs</h2>", table(ratios if not ratios.empty else frame)]
+        body += [
+            "<h2>Runs</h2>",
+            table(summary_table(frame, ratios)),
+            "<details><summary>All columns (runs.csv)</summary>",
+            table(frame),
+            "</details>",
+        ]
         if not reps.empty and (reps["n"] > 1).any():
             body += ["<h2>Repeats (mean, 95 % CI half-width, CV)</h2>", table(reps)]
         bad = frame[frame["status"] != "ok"]
