@@ -16,29 +16,23 @@ from tests.integration.test_trl import run_dirs
 pytestmark = pytest.mark.integration
 
 
-def sweep(tmp_path, trl_python, *overrides, env=None):
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.run",
-            f"results_dir={tmp_path}",
-            f"hydra.searchpath=[file://{REPO}/tests/conf]",
-            "framework=misbehave",
-            f"framework.python={trl_python}",
-            *overrides,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=os.environ
-        | {
-            "SFTBENCH_EXTRA_RUNNERS": "misbehave=tests.doubles.misbehave",
-            "SFTBENCH_TEST_REPO": str(REPO),
-            **(env or {}),
-        },
+def sweep_cmd(tmp_path, trl_python, *overrides) -> list[str]:
+    """bench.run with the test double registered, in the TRL environment, results under tmp_path."""
+    return [sys.executable, "-m", "bench.run", f"results_dir={tmp_path}", f"hydra.searchpath=[file://{REPO}/tests/conf]",
+            "framework=misbehave", f"framework.python={trl_python}", *overrides]  # fmt: skip
+
+
+def sweep_env(**extra: str) -> dict[str, str]:
+    return (
+        os.environ
+        | {"SFTBENCH_EXTRA_RUNNERS": "misbehave=tests.doubles.misbehave", "SFTBENCH_TEST_REPO": str(REPO)}
+        | extra
     )
+
+
+def sweep(tmp_path, trl_python, *overrides, env=None):
+    return subprocess.run(sweep_cmd(tmp_path, trl_python, *overrides), cwd=REPO, capture_output=True, text=True,
+                          timeout=600, env=sweep_env(**(env or {})))  # fmt: skip
 
 
 def summaries(tmp_path):
@@ -140,17 +134,7 @@ def test_unknown_config_key_is_rejected(tmp_path, trl_python):
 
 
 def test_two_sweeps_at_once_write_to_different_directories(tmp_path, trl_python):
-    env = os.environ | {"SFTBENCH_EXTRA_RUNNERS": "misbehave=tests.doubles.misbehave", "SFTBENCH_TEST_REPO": str(REPO)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench.run",
-        f"results_dir={tmp_path}",
-        f"hydra.searchpath=[file://{REPO}/tests/conf]",
-        "framework=misbehave",
-        f"framework.python={trl_python}",
-        "framework.env.MISBEHAVE=ok",
-    ]
+    cmd, env = sweep_cmd(tmp_path, trl_python, "framework.env.MISBEHAVE=ok"), sweep_env()
     procs = [
         subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)
     ]
