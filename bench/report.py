@@ -207,8 +207,20 @@ def summary_table(frame: pd.DataFrame, ratios: pd.DataFrame) -> pd.DataFrame:
     return table[cols].dropna(axis=1, how="all")
 
 
-def markdown(frame: pd.DataFrame, ratios: pd.DataFrame, reps: pd.DataFrame, unreadable, images, title) -> str:
-    parts = [f"# {title}", ""]
+def base_line(sweep_dir: Path) -> str | None:
+    """The base model's held-out quality (evaluated once per sweep, in its first run): the reference point."""
+    for run_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
+        base = (_read(run_dir / results.SUMMARY) or {}).get("base_quality")
+        if base:
+            scores = (
+                f"held-out loss {base['heldout_loss']:.4g}, ROUGE-L {base['rouge_l']:.4g}, BLEU-4 {base['bleu4']:.4g}"
+            )
+            return f"Base model before fine-tuning (evaluated in {run_dir.name}): {scores}"
+    return None
+
+
+def markdown(frame: pd.DataFrame, ratios: pd.DataFrame, reps: pd.DataFrame, unreadable, images, title, base) -> str:
+    parts = [f"# {title}", ""] + ([base, ""] if base else [])
     if frame.empty:
         parts += ["No finished runs in this sweep.", ""]
     else:
@@ -234,13 +246,13 @@ def markdown(frame: pd.DataFrame, ratios: pd.DataFrame, reps: pd.DataFrame, unre
     return "\n".join(parts) + "\n"
 
 
-def to_html(frame: pd.DataFrame, ratios, reps, unreadable, images, title) -> str:
+def to_html(frame: pd.DataFrame, ratios, reps, unreadable, images, title, base) -> str:
     """A self-contained page: tables as HTML, plots as inline PNG data URIs, no network needed."""
 
     def table(df: pd.DataFrame) -> str:
         return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-", border=0)
 
-    body = [f"<h1>{html.escape(title)}</h1>"]
+    body = [f"<h1>{html.escape(title)}</h1>"] + ([f"<p>{html.escape(base)}</p>"] if base else [])
     if frame.empty:
         body.append("<p>No finished runs in this sweep.</p>")
     else:
@@ -284,14 +296,15 @@ def build(sweep_dir: Path, baseline: str = "trl") -> dict[str, Path]:
     reps = repeats(frame) if not frame.empty else pd.DataFrame()
     images = plots(sweep_dir, frame)
     title = f"sftbench report: {sweep_dir.name}"
+    base = base_line(sweep_dir)
     frame.to_csv(sweep_dir / "runs.csv", index=False)
     frame.astype({c: "string" for c in frame.columns if frame[c].dtype == object}).to_parquet(
         sweep_dir / "runs.parquet", index=False
     )
     for name, png in images.items():
         (sweep_dir / name).write_bytes(png)
-    results.write_text_atomic(sweep_dir / "report.md", markdown(frame, ratios, reps, unreadable, images, title))
-    results.write_text_atomic(sweep_dir / "report.html", to_html(frame, ratios, reps, unreadable, images, title))
+    results.write_text_atomic(sweep_dir / "report.md", markdown(frame, ratios, reps, unreadable, images, title, base))
+    results.write_text_atomic(sweep_dir / "report.html", to_html(frame, ratios, reps, unreadable, images, title, base))
     return {n: sweep_dir / n for n in ("runs.csv", "runs.parquet", "report.md", "report.html")}
 
 

@@ -1,5 +1,6 @@
 """Reports built from recorded runs (tests/fixtures/h200-sweep) plus failed, skipped and broken ones."""
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -95,3 +96,12 @@ def test_repeats_give_mean_95ci_and_cv():
     assert row["tokens_per_s_ci95"] == pytest.approx(4.302653 * 10 / math.sqrt(3), rel=1e-5)
     assert row["tokens_per_s_cv"] == pytest.approx(10 / 110)
     assert row["peak_rss_mb_cv"] == 0.0
+
+
+def test_the_base_model_reference_is_stated(sweep):
+    summary_path = sweep / "0-trl" / results.SUMMARY
+    summary = json.loads(summary_path.read_text())
+    summary["base_quality"] = {"heldout_loss": 12.1, "rouge_l": 0.005, "bleu4": 0.0}
+    results.write_json_atomic(summary_path, summary)
+    report.build(sweep)
+    assert "Base model before fine-tuning (evaluated in 0-trl): held-out loss 12.1" in (sweep / "report.md").read_text()
