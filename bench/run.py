@@ -40,7 +40,7 @@ def safe_name(value: str) -> str:
 
 
 # Resolvers for the sweep directory layout in conf/config.yaml.
-OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
+OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)  # one value per sweep
 OmegaConf.register_new_resolver("safe", safe_name, replace=True)
 
 
@@ -224,8 +224,8 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return out
 
 
-@hydra.main(version_base="1.3", config_path=str(REPO / "conf"), config_name="config")
-def main(cfg: DictConfig) -> str:
+def run_job(cfg: DictConfig) -> str:
+    """One run of the sweep (Hydra's task function)."""
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     if cfg.resume and (prior := finished_ok(run_dir)):
@@ -258,6 +258,11 @@ def sweep_size(config: DictConfig) -> int:
     for o in OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task]):
         counts[o.get_key_element()] = len(list(o.sweep_string_iterator())) if o.is_sweep_override() else 1
     return math.prod(counts.values())
+
+
+# Hydra's entry point. The task function stays importable as bench.run.run_job, so launchers that pickle it
+# (submitit) send a reference rather than the module's state.
+main = hydra.main(version_base="1.3", config_path=str(REPO / "conf"), config_name="config")(run_job)
 
 
 class SweepTable(Callback):

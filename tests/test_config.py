@@ -162,3 +162,12 @@ def test_unreachable_hub_says_how_to_use_a_local_copy(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
     with pytest.raises(UserError, match="download it once and set dataset.path"):
         job_spec(cfg("dataset=medical"), tmp_path)
+
+
+def test_the_slurm_launcher_group_is_composable():
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        launcher = compose(
+            config_name="config", overrides=["hydra/launcher=slurm"], return_hydra_config=True
+        ).hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.partition, launcher.gpus_per_task, launcher.timeout_min) == ("gpu", 1, 120)

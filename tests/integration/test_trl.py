@@ -150,3 +150,17 @@ def test_bad_rows_skipped_by_policy_and_long_rows_are_counted_in_the_summary(tmp
     data = summary["data"]
     assert (data["rows"], data["kept"], data["duplicates"], data["over_length_rows"]) == (16, 13, 1, 1)
     assert data["skipped"] == {"field 'output' is missing": 1, "field 'output' is int, expected a string": 1}
+
+
+def test_a_sweep_through_the_submitit_launcher_lands_in_the_usual_layout(tmp_path):
+    from bench import report
+
+    proc = bench_run(
+        tmp_path, "hydra/launcher=submitit_local", "framework=trl", "train.lr=1e-3,2e-3", "train.max_steps=4"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dirs = run_dirs(tmp_path)
+    assert len(dirs) == 2 and len({d.parent for d in dirs}) == 1  # both jobs in one sweep directory
+    assert all(json.loads((d / results.SUMMARY).read_text())["status"] == "ok" for d in dirs)
+    frame, _ = report.load_runs(dirs[0].parent)
+    assert sorted(frame["lr"]) == [1e-3, 2e-3]
