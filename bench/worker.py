@@ -225,6 +225,12 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
         begin, end = recorder.train_span
         ctx.timings |= {"setup_s": begin - runner_start, "train_s": end - begin}
     quality = evaluate_run(ctx, recorder.model, run_dir) if spec.evaluation.enabled else {}
+    notes = extra.get("notes", []) + quality.get("notes", [])
+    try:
+        over_length = ctx.over_length_rows()
+    except Exception as e:  # counted after training; a tokenizer without a chat template cannot say
+        over_length = None
+        notes.append(f"over-length rows not counted: {type(e).__name__}: {e}")
     return {
         "status": "ok",
         "reason": "",
@@ -233,7 +239,7 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
         "train_examples": len(ctx.examples),
         "tokenize": spec.data.tokenize,
         "data": dataclasses.asdict(data_report)
-        | {"over_length_rows": ctx.over_length_rows(), "dropped_rows": ctx.dropped_rows},
+        | {"over_length_rows": over_length, "dropped_rows": ctx.dropped_rows},
         "timings": ctx.timings,
         "model_facts": recorder.model_facts,
         "fingerprint": recorder.fingerprint.result(),
@@ -243,7 +249,7 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
         "hardware": hardware(),
         **extra,
         **quality,
-        "notes": extra.get("notes", []) + quality.get("notes", []),
+        "notes": notes,
     }
 
 
