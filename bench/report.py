@@ -48,6 +48,7 @@ METRIC_COLUMNS = (
 )  # fmt: skip
 QUALITY_COLUMNS = ("heldout_loss", "heldout_ppl", "rouge_l", "bleu4")
 VERSION_COLUMNS = ("torch", "transformers", "trl", "peft", "llamafactory", "unsloth")
+FRONTIER_METHOD = "torch.cuda.set_per_process_memory_fraction(budget / card memory) in each probe's worker"
 REPEATED = ("tokens_per_s", "peak_vram_mb", "peak_rss_mb")  # shown with mean, 95 % CI and CV over seeds
 
 
@@ -63,6 +64,8 @@ def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[dict[str, str]]]:
     summaries = []
     for run_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         summary = _read(run_dir / results.SUMMARY)
+        if summary is None and (run_dir / results.FRONTIER).exists():
+            continue  # a frontier search: its probes are reported as the frontier table
         if summary is None:
             why = (
                 "no summary.json (did not finish)"
@@ -219,8 +222,20 @@ def base_line(sweep_dir: Path) -> str | None:
     return None
 
 
-def markdown(frame: pd.DataFrame, ratios: pd.DataFrame, reps: pd.DataFrame, unreadable, images, title, base) -> str:
+def frontier_section(sweep_dir: Path) -> pd.DataFrame | None:
+    """A memory-frontier sweep's table (bench.frontier), when this is one."""
+    from bench import frontier
+
+    found = frontier.load(sweep_dir)
+    return frontier.frame(found) if found else None
+
+
+def markdown(frame: pd.DataFrame, ratios: pd.DataFrame, reps: pd.DataFrame, unreadable, images, title, base,
+             front=None) -> str:  # fmt: skip
     parts = [f"# {title}", ""] + ([base, ""] if base else [])
+    if front is not None:
+        parts += ["## Memory frontier (largest value that trains)", "", f"Budget enforced with {FRONTIER_METHOD}.",
+                  "", front.to_markdown(index=False), ""]  # fmt: skip
     if frame.empty:
         parts += ["No finished runs in this sweep.", ""]
     else:
@@ -246,13 +261,16 @@ def markdown(frame: pd.DataFrame, ratios: pd.DataFrame, reps: pd.DataFrame, unre
     return "\n".join(parts) + "\n"
 
 
-def to_html(frame: pd.DataFrame, ratios, reps, unreadable, images, title, base) -> str:
+def to_html(frame: pd.DataFrame, ratios, reps, unreadable, images, title, base, front=None) -> str:
     """A self-contained page: tables as HTML, plots as inline PNG data URIs, no network needed."""
 
     def table(df: pd.DataFrame) -> str:
         return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-", border=0)
 
     body = [f"<h1>{html.escape(title)}</h1>"] + ([f"<p>{html.escape(base)}</p>"] if base else [])
+    if front is not None:
+        body += ["<h2>Memory frontier (largest value that trains)</h2>",
+                 f"<p>Budget enforced with {html.escape(FRONTIER_METHOD)}.</p>", table(front)]  # fmt: skip
     if frame.empty:
         body.append("<p>No finished runs in this sweep.</p>")
     else:
@@ -297,14 +315,19 @@ def build(sweep_dir: Path, baseline: str = "trl") -> dict[str, Path]:
     images = plots(sweep_dir, frame)
     title = f"sftbench report: {sweep_dir.name}"
     base = base_line(sweep_dir)
+    front = frontier_section(sweep_dir)
     frame.to_csv(sweep_dir / "runs.csv", index=False)
     frame.astype({c: "string" for c in frame.columns if frame[c].dtype == object}).to_parquet(
         sweep_dir / "runs.parquet", index=False
     )
     for name, png in images.items():
         (sweep_dir / name).write_bytes(png)
-    results.write_text_atomic(sweep_dir / "report.md", markdown(frame, ratios, reps, unreadable, images, title, base))
-    results.write_text_atomic(sweep_dir / "report.html", to_html(frame, ratios, reps, unreadable, images, title, base))
+    results.write_text_atomic(
+        sweep_dir / "report.md", markdown(frame, ratios, reps, unreadable, images, title, base, front)
+    )
+    results.write_text_atomic(
+        sweep_dir / "report.html", to_html(frame, ratios, reps, unreadable, images, title, base, front)
+    )
     return {n: sweep_dir / n for n in ("runs.csv", "runs.parquet", "report.md", "report.html")}
 
 

@@ -21,6 +21,7 @@ SUMMARY = "summary.json"  # the run's outcome; present only once the run has fin
 STDERR = "worker.log"  # the worker's stdout and stderr
 GENERATIONS = "generations.jsonl"  # held-out prompts, reference answers and the trained model's answers
 BASE_GENERATIONS = "base_generations.jsonl"  # the same for the base model (the sweep's first run)
+FRONTIER = "frontier.json"  # a memory-frontier search's result, in its job directory (bench.frontier)
 RUN_FILES = (SPEC, CONFIG, EVENTS, SAMPLES, WORKER, SUMMARY, STDERR, GENERATIONS, BASE_GENERATIONS)
 
 

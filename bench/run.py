@@ -97,6 +97,7 @@ def data_spec(cfg: DictConfig) -> DataSpec:
         tokenize=d.tokenize,
         on_bad_row=d.on_bad_row,
         shuffle_seed=d.shuffle_seed,
+        fill_to=d.get("fill_to"),
     )
 
 

@@ -49,6 +49,7 @@ class TrainSpec:
     precision: str = "auto"  # auto: bf16 where the GPU supports it, else fp32
     gradient_checkpointing: bool = False  # forced off on CPU, where it only costs time
     quant: str = "none"  # none | 4bit (bitsandbytes NF4 base weights, QLoRA)
+    vram_budget_gb: float | None = None  # cap this process's GPU memory (emulates a smaller card)
     attn_implementation: str = "sdpa"
     chat_template: str = "qwen2.5"
 
@@ -72,6 +73,7 @@ class DataSpec:
     tokenize: str = "framework"  # framework: each renders and tokenizes; harness: tokenized once, same ids for all
     on_bad_row: str = "error"  # error: stop naming file, line and field; skip: leave it out and count it
     shuffle_seed: int | None = None  # shuffle before taking max_rows
+    fill_to: int | None = None  # strict mode only: pack the tokenized rows into sequences of exactly this length
 
 
 @dataclass(frozen=True)

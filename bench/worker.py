@@ -116,7 +116,10 @@ class RunContext:
 
     def pretokenized(self) -> list[dict[str, list[int]]]:
         """Strict mode (dataset.tokenize=harness): the harness's ids cut at max_seq_len, rows left without
-        an answer token dropped and counted; every framework trains on exactly these."""
+        an answer token dropped and counted; every framework trains on exactly these. With dataset.fill_to,
+        the rows are packed end to end into sequences of exactly that length (memory probes)."""
+        if self.spec.data.fill_to:
+            return packed(self.tokenized(), self.spec.data.fill_to)
         cut = self.spec.train.max_seq_len
         rows = [{k: v[:cut] for k, v in r.items()} for r in self.tokenized()]
         kept = [r for r in rows if any(r["completion_mask"])]
@@ -136,6 +139,31 @@ class RunContext:
             yield
         finally:
             self.timings[name] = time.perf_counter() - start
+
+
+def packed(rows: list[dict[str, list[int]]], length: int) -> list[dict[str, list[int]]]:
+    """Rows concatenated and cut into sequences of exactly `length` tokens (cycling when there are too few)."""
+    ids = [t for r in rows for t in r["input_ids"]]
+    mask = [m for r in rows for m in r["completion_mask"]]
+    repeat = -(-length // len(ids)) if ids else 0
+    ids, mask = ids * max(repeat, 1), mask * max(repeat, 1)
+    return [
+        {"input_ids": ids[i : i + length], "completion_mask": mask[i : i + length]}
+        for i in range(0, len(ids) - length + 1, length)
+    ]
+
+
+def apply_vram_budget(budget_gb: float | None, on_gpu: bool) -> str | None:
+    """Cap this process's CUDA memory so one large GPU can answer for a smaller card; a note when it cannot."""
+    if budget_gb is None:
+        return None
+    if not on_gpu:
+        return f"train.vram_budget_gb={budget_gb} ignored: no GPU"
+    import torch
+
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, budget_gb * 2**30 / total), 0)
+    return None
 
 
 def evaluate_run(ctx: RunContext, model, run_dir: Path) -> dict[str, Any]:
@@ -215,6 +243,7 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
     )
     with ctx.timed("model_prepare_s"):
         ctx.model_path = prepare_model(spec)
+    budget_note = apply_vram_budget(spec.train.vram_budget_gb, on_gpu)
     runner_start = time.perf_counter()
     try:
         extra = runner.train(ctx)
@@ -225,7 +254,7 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
         begin, end = recorder.train_span
         ctx.timings |= {"setup_s": begin - runner_start, "train_s": end - begin}
     quality = evaluate_run(ctx, recorder.model, run_dir) if spec.evaluation.enabled else {}
-    notes = extra.get("notes", []) + quality.get("notes", [])
+    notes = extra.get("notes", []) + quality.get("notes", []) + ([budget_note] if budget_note else [])
     try:
         over_length = ctx.over_length_rows()
     except Exception as e:  # counted after training; a tokenizer without a chat template cannot say
@@ -238,8 +267,7 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
         "gradient_checkpointing": spec.train.gradient_checkpointing and on_gpu,
         "train_examples": len(ctx.examples),
         "tokenize": spec.data.tokenize,
-        "data": dataclasses.asdict(data_report)
-        | {"over_length_rows": over_length, "dropped_rows": ctx.dropped_rows},
+        "data": dataclasses.asdict(data_report) | {"over_length_rows": over_length, "dropped_rows": ctx.dropped_rows},
         "timings": ctx.timings,
         "model_facts": recorder.model_facts,
         "fingerprint": recorder.fingerprint.result(),

@@ -15,6 +15,13 @@ def unsupported_reason(spec):
 
 def train(ctx):
     mode = os.environ.get("MISBEHAVE", "raise")
+    if mode == "oom_above":  # a card that holds sequences up to MISBEHAVE_LIMIT tokens
+        if ctx.spec.train.max_seq_len > int(os.environ["MISBEHAVE_LIMIT"]):
+            import torch
+
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        assert all(len(r["input_ids"]) == ctx.spec.data.fill_to for r in ctx.pretokenized())
+        return {}
     ctx.callbacks[0].emit({"step": 1, "loss": 1.0, "tokens": 1, "trainable_tokens": 1, "step_time_s": 0.1})
     if mode == "raise":
         raise RuntimeError("the framework broke")

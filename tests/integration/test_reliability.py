@@ -141,3 +141,31 @@ def test_two_sweeps_at_once_write_to_different_directories(tmp_path, trl_python)
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     assert len(list(tmp_path.iterdir())) == 2
     assert len(run_dirs(tmp_path)) == 2
+
+
+def test_memory_frontier_against_a_simulated_out_of_memory_threshold(tmp_path, trl_python):
+    cmd = sweep_cmd(tmp_path, trl_python, "framework.env.MISBEHAVE=oom_above", "+framework.env.MISBEHAVE_LIMIT=1000",
+                    "frontier.start=128", "frontier.granularity=64", "frontier.limit=4096",
+                    "frontier.vram_budget_gb=24,80")  # fmt: skip
+    cmd[cmd.index("bench.run")] = "bench.frontier"
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=sweep_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = tmp_path.iterdir()
+    found = json.loads((sweep / "frontier.json").read_text())
+    assert sorted(f["budget_gb"] for f in found) == [24.0, 80.0]
+    for f in found:
+        assert f["largest"] == 960 and f["axis"] == "seq_len"
+        assert [p["value"] for p in f["probes"]] == [128, 256, 512, 1024, 768, 896, 960]
+        assert [p["status"] for p in f["probes"]].count("oom") == 1
+    assert "960" in proc.stdout and "Memory frontier" in (sweep / "report.md").read_text()
+
+
+def test_a_frontier_that_does_not_fit_at_minimum_says_so(tmp_path, trl_python):
+    cmd = sweep_cmd(tmp_path, trl_python, "framework.env.MISBEHAVE=oom_above", "+framework.env.MISBEHAVE_LIMIT=100",
+                    "frontier.start=128", "frontier.limit=4096")  # fmt: skip
+    cmd[cmd.index("bench.run")] = "bench.frontier"
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=sweep_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (found,) = json.loads((next(tmp_path.iterdir()) / "frontier.json").read_text())
+    assert found["largest"] is None and len(found["probes"]) == 1
+    assert "does not fit at minimum" in proc.stdout

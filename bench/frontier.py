@@ -1,0 +1,201 @@
+"""Memory frontier: the largest sequence length (or batch) that trains without running out of memory.
+
+    python -m bench.frontier framework=trl,unsloth model=qwen2.5-0.5b-arch \
+        frontier.axis=seq_len frontier.vram_budget_gb=24,48,80
+
+Per framework and memory budget (one Hydra job each) a bounded search: doubling from `frontier.start` until
+a probe runs out of memory or `frontier.limit` is reached, then bisection down to `frontier.granularity`,
+never more than `frontier.max_probes` probes. Each probe is a few training steps in a fresh worker
+(`probe-<value>/` in the job's directory, a run like any other). A budget smaller than the card is enforced
+with torch.cuda.set_per_process_memory_fraction, so one large GPU answers for smaller cards. Seq-len probes
+pack the tokenized data into sequences of exactly that length (strict mode), so every probe is full.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, open_dict
+from rich.console import Console
+from rich.table import Table
+
+from bench import results
+from bench.data import DataError
+from bench.report import FRONTIER_METHOD as METHOD
+from bench.run import REPO, UserError, console, execute
+from bench.spec import SpecError
+
+FRONTIER = results.FRONTIER
+
+
+class ProbeFailed(RuntimeError):
+    """A probe failed for another reason than memory: the search cannot say anything."""
+
+
+@dataclass
+class Frontier:
+    framework: str
+    axis: str
+    budget_gb: float | None
+    largest: int | None  # None: does not fit at the smallest probe
+    probes: list[dict[str, Any]] = field(default_factory=list)
+    method: str = METHOD
+
+
+def search(fits: Callable[[int], bool], start: int, limit: int, granularity: int, max_probes: int):
+    """Largest value in [start, limit] for which `fits` holds (assumed monotone), and the probes made.
+
+    Doubling until the first failure, then bisection to `granularity`, at most `max_probes` calls.
+    """
+    probes: list[tuple[int, bool]] = []
+
+    def probe(value: int) -> bool:
+        ok = fits(value)
+        probes.append((value, ok))
+        return ok
+
+    best, failed, value = None, None, start
+    while len(probes) < max_probes:
+        if not probe(value):
+            failed = value
+            break
+        best = value
+        if value >= limit:
+            return best, probes
+        value = min(value * 2, limit)
+    if best is None:
+        return None, probes
+    while failed is not None and failed - best > granularity and len(probes) < max_probes:
+        mid = best + (failed - best) // 2 // granularity * granularity
+        if probe(mid):
+            best = mid
+        else:
+            failed = mid
+    return best, probes
+
+
+def probe_config(cfg: DictConfig, axis: str, value: int, budget: float | None) -> DictConfig:
+    """The job's config for one probe: a few steps at `value`, no evaluation, the budget applied."""
+    probe = cfg.copy()
+    with open_dict(probe):
+        probe.train.max_steps = cfg.frontier.probe_steps
+        probe.train.vram_budget_gb = budget
+        probe.skip_steps = 0
+        probe.eval.enabled = False
+        if axis == "seq_len":
+            probe.train.max_seq_len = value
+            probe.dataset.tokenize = "harness"
+            probe.dataset.fill_to = value
+        else:
+            probe.train.batch_size = value
+    return probe
+
+
+def run_search(cfg: DictConfig, job_dir: Path) -> Frontier:
+    f = cfg.frontier
+    if f.axis not in ("seq_len", "batch"):
+        raise UserError(f"frontier.axis={f.axis}: expected seq_len or batch")
+    budget = None if f.vram_budget_gb is None else float(f.vram_budget_gb)
+    found = Frontier(cfg.framework.name, f.axis, budget, None)
+
+    def fits(value: int) -> bool:
+        run_dir = job_dir / f"probe-{value}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        out = execute(probe_config(cfg, f.axis, value, budget), run_dir)
+        results.write_json_atomic(run_dir / results.SUMMARY, out)
+        found.probes.append({"value": value, "status": out["status"], "reason": out.get("reason", "")})
+        console.print(f"  probe {f.axis}={value}: {out['status']}")
+        if out["status"] not in ("ok", "oom"):
+            raise ProbeFailed(f"probe {f.axis}={value} {out['status']}: {out.get('reason', '')}")
+        return out["status"] == "ok"
+
+    found.largest, _ = search(fits, f.start, f.limit, f.granularity, f.max_probes)
+    return found
+
+
+def frontier_job(cfg: DictConfig) -> str:
+    """One framework x budget search (Hydra's task function)."""
+    job_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        found = run_search(cfg, job_dir)
+    except (UserError, SpecError, DataError) as e:
+        console.print(f"[red]error:[/] {e}")
+        sys.exit(2)
+    except ProbeFailed as e:
+        console.print(f"[red]search stopped:[/] {e}")
+        found = Frontier(cfg.framework.name, cfg.frontier.axis, cfg.frontier.vram_budget_gb, None, [{"error": str(e)}])
+    results.write_json_atomic(job_dir / FRONTIER, asdict(found))
+    return "ok"
+
+
+main = hydra.main(version_base="1.3", config_path=str(REPO / "conf"), config_name="frontier")(frontier_job)
+
+
+def load(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Every search's result in a frontier sweep."""
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(sweep_dir.glob(f"*/{FRONTIER}"))]
+
+
+def frame(found: list[dict[str, Any]]):
+    """The frontier table as a DataFrame (framework rows, budget columns) for the report."""
+    import pandas as pd
+
+    rows = [
+        {
+            "framework": f["framework"],
+            "budget": "card" if f["budget_gb"] is None else f"{f['budget_gb']:g} GB",
+            "largest": "does not fit at minimum" if f["largest"] is None else f["largest"],
+        }
+        for f in found
+    ]
+    return pd.DataFrame(rows).pivot(index="framework", columns="budget", values="largest").reset_index()
+
+
+def table(found: list[dict[str, Any]]) -> Table:
+    """Framework x budget -> the largest value that trained, like Unsloth's context-length tables."""
+    budgets = sorted({f["budget_gb"] for f in found}, key=lambda b: (b is None, b or 0))
+    axis = found[0]["axis"] if found else "seq_len"
+    t = Table(title=f"largest {axis} that trains", caption=f"budget enforced with {METHOD}", title_justify="left")
+    t.add_column("framework")
+    for b in budgets:
+        t.add_column("card" if b is None else f"{b:g} GB", justify="right")
+    for fw in sorted({f["framework"] for f in found}):
+        cells = []
+        for b in budgets:
+            hit = [f for f in found if f["framework"] == fw and f["budget_gb"] == b]
+            if not hit:
+                cells.append("-")
+            elif any("error" in p for p in hit[0]["probes"]):
+                cells.append("error")
+            else:
+                cells.append("does not fit at minimum" if hit[0]["largest"] is None else f"{hit[0]['largest']:,}")
+        t.add_row(fw, *cells)
+    return t
+
+
+class FrontierTable(Callback):
+    """Prints and saves the frontier table once every search of the sweep has finished."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        found = load(sweep_dir)
+        results.write_json_atomic(sweep_dir / FRONTIER, found)
+        Console(width=None if sys.stdout.isatty() else 160).print(table(found))
+        from bench import report
+
+        paths = report.build(sweep_dir, baseline=config.report.baseline)
+        Console().print(f"report: {paths['report.html']}")
+
+
+if __name__ == "__main__":
+    from bench import frontier  # one module object for Hydra's callback and the task function
+
+    frontier.main()

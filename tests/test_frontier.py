@@ -1,0 +1,40 @@
+"""The frontier search against a simulated out-of-memory threshold."""
+
+import pytest
+
+from bench.frontier import search
+
+
+def threshold(limit):
+    calls = []
+
+    def fits(value):
+        calls.append(value)
+        return value <= limit
+
+    return fits, calls
+
+
+def test_doubling_then_bisection_finds_the_threshold_to_the_granularity():
+    fits, calls = threshold(1000)
+    best, probes = search(fits, start=128, limit=32768, granularity=64, max_probes=12)
+    assert best == 960 and calls == [128, 256, 512, 1024, 768, 896, 960]
+    assert probes == [(v, v <= 1000) for v in calls]
+
+
+def test_everything_fits_up_to_the_limit():
+    fits, calls = threshold(10**9)
+    assert search(fits, 512, 4096, 256, 12) == (4096, [(512, True), (1024, True), (2048, True), (4096, True)])
+
+
+def test_does_not_fit_at_minimum():
+    fits, calls = threshold(100)
+    assert search(fits, 128, 4096, 64, 12) == (None, [(128, False)])
+
+
+@pytest.mark.parametrize("max_probes", [1, 3, 5])
+def test_the_number_of_probes_is_bounded(max_probes):
+    fits, calls = threshold(1000)
+    best, probes = search(fits, 128, 32768, 1, max_probes)
+    assert len(calls) == len(probes) <= max_probes
+    assert best is None or best <= 1000
