@@ -186,9 +186,23 @@ class StepRecorder(TrainerCallback):
         self.train_span = (self._step_mark, self._step_mark)
         self.train_window = (time.time(), time.time())
 
+    def _all_ranks(self, *counts: int) -> list[int]:
+        """Counts summed over data-parallel ranks (each rank only sees its own batches)."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return list(counts)
+        import torch
+
+        device = next(self.model.parameters()).device if self.model is not None else "cpu"
+        t = torch.tensor(counts, dtype=torch.float64, device=device if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(t)
+        return [int(v) for v in t.tolist()]
+
     def on_step_end(self, args, state, control, **kwargs):
         if self._cuda_sync is not None:
             self._cuda_sync()  # step time is wall time of finished GPU work, not of queued kernels
+        self._tokens, self._trainable, self._len_sq = self._all_ranks(self._tokens, self._trainable, self._len_sq)
         now = time.perf_counter()
         # Wall time since the previous step ended: data loading, forward/backward and optimizer step.
         self._pending[state.global_step] = {
@@ -209,6 +223,7 @@ class StepRecorder(TrainerCallback):
                 self._pending[state.global_step] = event
             return
         event.update(
+            gpus=args.world_size,
             loss=float(logs["loss"]),
             lr=float(logs.get("learning_rate", float("nan"))),
             grad_norm=float(logs["grad_norm"]) if logs.get("grad_norm") is not None else None,

@@ -92,6 +92,14 @@ def _tail(path: Path, lines: int = 40) -> str:
         return "".join(deque(fh, maxlen=lines))
 
 
+def worker_command(python: Path, spec_path: Path, num_gpus: int = 1) -> list[str]:
+    """The worker's command line: one process, or one per GPU under torchrun for data parallelism."""
+    worker = ["-m", "bench.worker", str(spec_path)]
+    if num_gpus <= 1:
+        return [str(python), *worker]
+    return [str(python), "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={num_gpus}", *worker]
+
+
 def launch(
     python: Path,
     run_dir: Path,
@@ -100,6 +108,7 @@ def launch(
     sampler_cfg: Any,
     max_steps: int,
     progress: Progress | None = None,
+    num_gpus: int = 1,
 ) -> Outcome:
     """Run `python -m bench.worker spec.json` in `run_dir` and watch it until it ends."""
     log_path = run_dir / results.STDERR
@@ -108,7 +117,7 @@ def launch(
     start = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(
-            [str(python), "-m", "bench.worker", str(run_dir / results.SPEC)],
+            worker_command(python, run_dir / results.SPEC, num_gpus),
             cwd=run_dir,
             env=env,
             stdout=log,

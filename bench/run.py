@@ -193,7 +193,9 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     env = launch.worker_env(launch.worker_pythonpath(cache_dir), dict(cfg.framework.env))
     columns = [TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=True) as progress:
-        outcome = launch.launch(python, run_dir, env, cfg.timeout_s, cfg.sampler, spec.train.max_steps, progress)
+        outcome = launch.launch(
+            python, run_dir, env, cfg.timeout_s, cfg.sampler, spec.train.max_steps, progress, spec.train.num_gpus
+        )
     base["ended_at"] = time.time()
     report = summary.read_worker(run_dir)  # None when the worker died before reporting
     status, reason = summary.status_of(report, outcome)

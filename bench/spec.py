@@ -50,6 +50,7 @@ class TrainSpec:
     gradient_checkpointing: bool = False  # forced off on CPU, where it only costs time
     quant: str = "none"  # none | 4bit (bitsandbytes NF4 base weights, QLoRA)
     vram_budget_gb: float | None = None  # cap this process's GPU memory (emulates a smaller card)
+    num_gpus: int = 1  # > 1: data parallel, the worker launched with torchrun (one process per GPU)
     attn_implementation: str = "sdpa"
     chat_template: str = "qwen2.5"
 
@@ -111,6 +112,7 @@ class JobSpec:
             (t.chat_template in CHAT_TEMPLATES, f"train.chat_template={t.chat_template!r}: expected {CHAT_TEMPLATES}"),
             (self.model.source in MODEL_SOURCES, f"model.source={self.model.source!r}: expected {MODEL_SOURCES}"),
             (t.lr > 0, f"train.lr={t.lr}: must be > 0"),
+            (t.num_gpus >= 1, f"train.num_gpus={t.num_gpus}: must be >= 1"),
             (t.max_steps > 0, f"train.max_steps={t.max_steps}: must be > 0"),
             (t.batch_size > 0 and t.grad_accum > 0, "train.batch_size and train.grad_accum must be > 0"),
             (t.max_seq_len > 0, f"train.max_seq_len={t.max_seq_len}: must be > 0"),

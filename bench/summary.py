@@ -15,16 +15,19 @@ STATUSES = ("ok", "failed", "timeout", "skipped", "interrupted")
 
 
 def steady_state(events: list[dict[str, Any]], skip_steps: int, samples_per_step: int) -> dict[str, float]:
+    # samples_per_step is per process; a data-parallel step feeds it on every GPU (event["gpus"]).
     """Throughput over the steps after the first `skip_steps` (compilation and allocator warm-up)."""
     steady = [e for e in events if e["step"] > skip_steps]
     seconds = sum(e["step_time_s"] for e in steady)
     if not steady or seconds <= 0:
         return {}
+    tokens_per_s = sum(e["tokens"] for e in steady) / seconds
     return {
         "steady_steps": len(steady),
-        "tokens_per_s": sum(e["tokens"] for e in steady) / seconds,
+        "tokens_per_s": tokens_per_s,  # over all GPUs of a data-parallel run
+        "tokens_per_s_per_gpu": tokens_per_s / max(steady[-1].get("gpus", 1), 1),
         "trainable_tokens_per_s": sum(e["trainable_tokens"] for e in steady) / seconds,
-        "samples_per_s": samples_per_step * len(steady) / seconds,
+        "samples_per_s": samples_per_step * sum(e.get("gpus", 1) for e in steady) / seconds,
         "step_time_s_mean": seconds / len(steady),
     }
 

@@ -23,6 +23,7 @@ from bench import results
 from bench.data import DataReport, Example, load_examples, to_conversation, tokenize_conversation
 from bench.spec import JobSpec, resolve_precision
 
+RANK = int(os.environ.get("RANK", "0"))  # set by torchrun for data-parallel runs (train.num_gpus > 1)
 PACKAGES = (
     "torch",
     "transformers",
@@ -226,8 +227,9 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
     events = open(run_dir / results.EVENTS, "a", encoding="utf-8")
 
     def emit(event: dict[str, Any]) -> None:
-        events.write(json.dumps(event) + "\n")
-        events.flush()
+        if RANK == 0:  # under torchrun every rank trains; rank 0 speaks for the run
+            events.write(json.dumps(event) + "\n")
+            events.flush()
 
     recorder = StepRecorder(emit)
     data_report = DataReport()
@@ -253,7 +255,7 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
     if recorder.train_span is not None:
         begin, end = recorder.train_span
         ctx.timings |= {"setup_s": begin - runner_start, "train_s": end - begin}
-    quality = evaluate_run(ctx, recorder.model, run_dir) if spec.evaluation.enabled else {}
+    quality = evaluate_run(ctx, recorder.model, run_dir) if spec.evaluation.enabled and RANK == 0 else {}
     notes = extra.get("notes", []) + quality.get("notes", []) + ([budget_note] if budget_note else [])
     try:
         over_length = ctx.over_length_rows()
@@ -265,6 +267,7 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
         "reason": "",
         "precision": precision,
         "gradient_checkpointing": spec.train.gradient_checkpointing and on_gpu,
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
         "train_examples": len(ctx.examples),
         "tokenize": spec.data.tokenize,
         "data": dataclasses.asdict(data_report) | {"over_length_rows": over_length, "dropped_rows": ctx.dropped_rows},
@@ -301,7 +304,8 @@ def main(argv: list[str]) -> int:
         result = {"status": status, "reason": f"{type(e).__name__}: {e}", "versions": package_versions()}
         code = 1
     result["worker_wall_s"] = time.perf_counter() - start
-    results.write_json_atomic(run_dir / results.WORKER, result)
+    if RANK == 0:
+        results.write_json_atomic(run_dir / results.WORKER, result)
     return code
 
 

@@ -171,3 +171,18 @@ def test_the_slurm_launcher_group_is_composable():
         ).hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.partition, launcher.gpus_per_task, launcher.timeout_min) == ("gpu", 1, 120)
+
+
+def test_data_parallel_runs_launch_the_worker_with_torchrun():
+    from bench.launch import worker_command
+
+    assert worker_command(Path("/env/bin/python"), Path("/r/spec.json")) == [
+        "/env/bin/python",
+        "-m",
+        "bench.worker",
+        "/r/spec.json",
+    ]
+    assert worker_command(Path("/env/bin/python"), Path("/r/spec.json"), num_gpus=2) == [
+        "/env/bin/python", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "bench.worker", "/r/spec.json",
+    ]  # fmt: skip

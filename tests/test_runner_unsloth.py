@@ -35,3 +35,8 @@ def test_preflight_skips_without_any_gpu(monkeypatch):
     assert "requires an NVIDIA/AMD/Intel GPU" in runner.preflight(make_spec())
     monkeypatch.setattr(runner, "host_has_gpu", lambda: True)
     assert runner.preflight(make_spec()) is None
+
+
+def test_more_than_one_gpu_is_unsupported_not_faked():
+    reason = runner.unsupported_reason(make_spec(num_gpus=2), cuda_available=True, find_spec=lambda name: object())
+    assert "one GPU" in reason

@@ -16,7 +16,7 @@ from tests.test_spec import make_spec
 # Reaches the frameworks by another road, checked in the runners' own tests: precision is resolved first
 # (bench.spec.resolve_precision), chat_template has a single allowed value, and the worker itself applies
 # vram_budget_gb (torch.cuda.set_per_process_memory_fraction) whatever the framework.
-ELSEWHERE = {"precision", "chat_template", "vram_budget_gb"}
+ELSEWHERE = {"precision", "chat_template", "vram_budget_gb", "num_gpus"}  # num_gpus: torchrun, by the launcher
 CHANGED = {
     "lr": 1.234e-4, "scheduler": "cosine", "warmup_steps": 7, "batch_size": 3, "grad_accum": 5,
     "max_seq_len": 777, "max_steps": 11, "seed": 1234, "gradient_checkpointing": True,

@@ -41,6 +41,8 @@ def preflight(spec: JobSpec) -> str | None:
 def unsupported_reason(
     spec: JobSpec, cuda_available: bool | None = None, find_spec=importlib.util.find_spec
 ) -> str | None:
+    if spec.train.num_gpus > 1:
+        return "train.num_gpus > 1: the harness runs Unsloth on one GPU (no data-parallel launch for it)"
     missing = [p for p in PACKAGES if find_spec(p) is None]
     if missing:
         return f"not installed in this environment: {', '.join(missing)}"

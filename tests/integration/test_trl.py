@@ -164,3 +164,18 @@ def test_a_sweep_through_the_submitit_launcher_lands_in_the_usual_layout(tmp_pat
     assert all(json.loads((d / results.SUMMARY).read_text())["status"] == "ok" for d in dirs)
     frame, _ = report.load_runs(dirs[0].parent)
     assert sorted(frame["lr"]) == [1e-3, 2e-3]
+
+
+def test_two_process_data_parallel_run_on_cpu_counts_both_ranks(tmp_path):
+    """train.num_gpus=2 on CPU: torchrun starts two gloo ranks; the step counts cover both."""
+    proc = bench_run(tmp_path, "framework=trl", "train.num_gpus=2", "train.max_steps=4", "eval.enabled=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    summary = json.loads((run / results.SUMMARY).read_text())
+    assert summary["status"] == "ok", summary.get("log_tail")
+    events = results.read_jsonl(run / results.EVENTS)
+    assert [e["gpus"] for e in events] == [2] * 4
+    # The seeded order gives the two ranks the examples a single process sees in its first two steps (470, 550).
+    assert events[0]["tokens"] == 470 + 550
+    m = summary["metrics"]
+    assert m["tokens_per_s_per_gpu"] == pytest.approx(m["tokens_per_s"] / 2)
