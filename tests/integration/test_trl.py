@@ -179,3 +179,21 @@ def test_two_process_data_parallel_run_on_cpu_counts_both_ranks(tmp_path):
     assert events[0]["tokens"] == 470 + 550
     m = summary["metrics"]
     assert m["tokens_per_s_per_gpu"] == pytest.approx(m["tokens_per_s"] / 2)
+
+
+def test_a_slurm_submission_error_surfaces_the_schedulers_message(tmp_path):
+    """A stand-in sbatch that refuses the job the way Slurm does; srun only needs to exist."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    message = "sbatch: error: Batch job submission failed: Invalid partition name specified"
+    (bin_dir / "sbatch").write_text(f"#!/bin/sh\necho '{message}' >&2\nexit 1\n")
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    for tool in ("sbatch", "srun"):
+        (bin_dir / tool).chmod(0o755)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", f"results_dir={tmp_path / 'out'}", "hydra/launcher=slurm", "framework=trl"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=os.environ | {"PATH": f"{bin_dir}:{os.environ['PATH']}"},
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert message in proc.stderr
