@@ -12,7 +12,6 @@ import argparse
 import base64
 import html
 import io
-import json
 import math
 import sys
 from pathlib import Path
@@ -63,7 +62,7 @@ def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[dict[str, str]]]:
     rows, unreadable = [], []
     summaries = []
     for run_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        summary = _read(run_dir / results.SUMMARY)
+        summary = results.read_json(run_dir / results.SUMMARY)
         if summary is None and (run_dir / results.FRONTIER).exists():
             continue  # a frontier search: its probes are reported as the frontier table
         if summary is None:
@@ -75,7 +74,7 @@ def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[dict[str, str]]]:
             unreadable.append({"run": run_dir.name, "why": why})
             continue
         summaries.append(summary)
-        spec = _read(run_dir / results.SPEC) or {}
+        spec = results.read_json(run_dir / results.SPEC) or {}
         m, q = summary.get("metrics", {}), summary.get("quality", {})
         row = {
             "run": summary.get("run", run_dir.name),
@@ -98,14 +97,6 @@ def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[dict[str, str]]]:
         same = [p.get("same_tokens") for p in parity(summaries)]
         frame["same_tokens_as_reference"] = same
     return frame, unreadable
-
-
-def _read(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) else None
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def repeats(frame: pd.DataFrame) -> pd.DataFrame:
@@ -213,7 +204,7 @@ def summary_table(frame: pd.DataFrame, ratios: pd.DataFrame) -> pd.DataFrame:
 def base_line(sweep_dir: Path) -> str | None:
     """The base model's held-out quality (evaluated once per sweep, in its first run): the reference point."""
     for run_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
-        base = (_read(run_dir / results.SUMMARY) or {}).get("base_quality")
+        base = (results.read_json(run_dir / results.SUMMARY) or {}).get("base_quality")
         if base:
             scores = (
                 f"held-out loss {base['heldout_loss']:.4g}, ROUGE-L {base['rouge_l']:.4g}, BLEU-4 {base['bleu4']:.4g}"

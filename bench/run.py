@@ -158,7 +158,7 @@ def framework_python(cfg: DictConfig, cache_dir: Path) -> tuple[Path, float | No
 
 def finished_ok(run_dir: Path) -> dict[str, Any] | None:
     """The run's summary when a previous attempt finished it with status ok (for resume)."""
-    prior = summary.read_json(run_dir / results.SUMMARY)
+    prior = results.read_json(run_dir / results.SUMMARY)
     return prior if prior and prior.get("status") == "ok" else None
 
 

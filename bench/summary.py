@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,15 @@ from bench import flops, measure, results
 STATUSES = ("ok", "failed", "timeout", "skipped", "interrupted")
 
 
+def steady_events(events: list[dict[str, Any]], skip_steps: int) -> list[dict[str, Any]]:
+    """The steps after the first `skip_steps` (compilation and allocator warm-up)."""
+    return [e for e in events if e["step"] > skip_steps]
+
+
 def steady_state(events: list[dict[str, Any]], skip_steps: int, samples_per_step: int) -> dict[str, float]:
-    # samples_per_step is per process; a data-parallel step feeds it on every GPU (event["gpus"]).
-    """Throughput over the steps after the first `skip_steps` (compilation and allocator warm-up)."""
-    steady = [e for e in events if e["step"] > skip_steps]
+    """Throughput over the steady-state steps. `samples_per_step` is per process: a data-parallel step
+    feeds that many on every GPU (event["gpus"])."""
+    steady = steady_events(events, skip_steps)
     seconds = sum(e["step_time_s"] for e in steady)
     if not steady or seconds <= 0:
         return {}
@@ -75,7 +79,7 @@ def gpu_metrics(
 def metrics(run_dir: Path, worker: dict[str, Any], outcome, skip_steps: int, samples_per_step: int) -> dict[str, Any]:
     events = results.read_jsonl(run_dir / results.EVENTS)
     samples = results.read_jsonl(run_dir / results.SAMPLES)
-    steady = [e for e in events if e["step"] > skip_steps]
+    steady = steady_events(events, skip_steps)
     m: dict[str, Any] = {
         "wall_s": outcome.wall_s,
         **worker.get("timings", {}),
@@ -105,22 +109,14 @@ def status_of(worker: dict[str, Any] | None, outcome) -> tuple[str, str]:
     return worker["status"], worker.get("reason", "")
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object from `path`, or None when it is missing or unreadable (a run that died mid-way)."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 def read_worker(run_dir: Path) -> dict[str, Any] | None:
-    return read_json(run_dir / results.WORKER)
+    return results.read_json(run_dir / results.WORKER)
 
 
 def load_summaries(sweep_dir: Path) -> list[dict[str, Any]]:
     """Every finished run's summary in a sweep directory, in run order."""
     paths = sorted(sweep_dir.glob(f"*/{results.SUMMARY}"), key=lambda p: _run_index(p.parent.name))
-    return [s for s in map(read_json, paths) if s is not None]
+    return [s for s in map(results.read_json, paths) if s is not None]
 
 
 def _run_index(name: str) -> tuple[int, str]:
