@@ -195,5 +195,6 @@ def test_a_slurm_submission_error_surfaces_the_schedulers_message(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=300,
         env=os.environ | {"PATH": f"{bin_dir}:{os.environ['PATH']}"},
     )  # fmt: skip
-    assert proc.returncode != 0
-    assert message in proc.stderr
+    assert proc.returncode == 2
+    assert f"error: Slurm: {message}" in proc.stderr
+    assert "Traceback" not in proc.stderr  # one line, not Hydra's stack
