@@ -48,6 +48,7 @@ class Frontier:
     largest: int | None  # None: does not fit at the smallest probe
     probes: list[dict[str, Any]] = field(default_factory=list)
     method: str = METHOD
+    budget_note: str | None = None  # the worker's word when the budget was not applied as asked (no GPU, small card)
 
 
 def search(fits: Callable[[int], bool], start: int, limit: int, granularity: int, max_probes: int):
@@ -112,6 +113,7 @@ def run_search(cfg: DictConfig, job_dir: Path) -> Frontier:
         out = execute(probe_config(cfg, f.axis, value, budget), run_dir)
         results.write_json_atomic(run_dir / results.SUMMARY, out)
         found.probes.append({"value": value, "status": out["status"], "reason": out.get("reason", "")})
+        found.budget_note = next((n for n in out.get("notes", []) if n.startswith("train.vram_budget_gb")), None)
         console.print(f"  probe {f.axis}={value}: {out['status']}")
         if out["status"] not in ("ok", "oom"):
             raise ProbeFailed(f"probe {f.axis}={value} {out['status']}: {out.get('reason', '')}")
@@ -144,40 +146,39 @@ def load(sweep_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(sweep_dir.glob(f"*/{FRONTIER}"))]
 
 
+def cell(found: dict[str, Any]) -> str:
+    """One framework x budget entry of the table."""
+    if any("error" in p for p in found["probes"]):
+        return "error"
+    text = "does not fit at minimum" if found["largest"] is None else f"{found['largest']:,}"
+    return text + (" (budget not applied)" if found.get("budget_note") else "")
+
+
 def frame(found: list[dict[str, Any]]):
     """The frontier table as a DataFrame (framework rows, budget columns) for the report."""
     import pandas as pd
 
-    rows = [
-        {
-            "framework": f["framework"],
-            "budget": "card" if f["budget_gb"] is None else f"{f['budget_gb']:g} GB",
-            "largest": "does not fit at minimum" if f["largest"] is None else f["largest"],
-        }
-        for f in found
-    ]
+    rows = [{"framework": f["framework"], "budget": budget_label(f["budget_gb"]), "largest": cell(f)} for f in found]
     return pd.DataFrame(rows).pivot(index="framework", columns="budget", values="largest").reset_index()
+
+
+def budget_label(budget_gb: float | None) -> str:
+    return "card" if budget_gb is None else f"{budget_gb:g} GB"
 
 
 def table(found: list[dict[str, Any]]) -> Table:
     """Framework x budget -> the largest value that trained, like Unsloth's context-length tables."""
     budgets = sorted({f["budget_gb"] for f in found}, key=lambda b: (b is None, b or 0))
     axis = found[0]["axis"] if found else "seq_len"
-    t = Table(title=f"largest {axis} that trains", caption=f"budget enforced with {METHOD}", title_justify="left")
+    notes = sorted({f["budget_note"] for f in found if f.get("budget_note")})
+    caption = "\n".join([f"budget enforced with {METHOD}", *notes])
+    t = Table(title=f"largest {axis} that trains", caption=caption, title_justify="left")
     t.add_column("framework")
     for b in budgets:
-        t.add_column("card" if b is None else f"{b:g} GB", justify="right")
+        t.add_column(budget_label(b), justify="right")
     for fw in sorted({f["framework"] for f in found}):
-        cells = []
-        for b in budgets:
-            hit = [f for f in found if f["framework"] == fw and f["budget_gb"] == b]
-            if not hit:
-                cells.append("-")
-            elif any("error" in p for p in hit[0]["probes"]):
-                cells.append("error")
-            else:
-                cells.append("does not fit at minimum" if hit[0]["largest"] is None else f"{hit[0]['largest']:,}")
-        t.add_row(fw, *cells)
+        hits = {f["budget_gb"]: f for f in found if f["framework"] == fw}
+        t.add_row(fw, *(cell(hits[b]) if b in hits else "-" for b in budgets))
     return t
 
 

@@ -213,20 +213,23 @@ def base_line(sweep_dir: Path) -> str | None:
     return None
 
 
-def frontier_section(sweep_dir: Path) -> pd.DataFrame | None:
-    """A memory-frontier sweep's table (bench.frontier), when this is one."""
+def frontier_section(sweep_dir: Path) -> tuple[pd.DataFrame, str] | None:
+    """A memory-frontier sweep's table (bench.frontier) and how its budgets were applied, when this is one."""
     from bench import frontier
 
     found = frontier.load(sweep_dir)
-    return frontier.frame(found) if found else None
+    if not found:
+        return None
+    notes = sorted({f["budget_note"] for f in found if f.get("budget_note")})
+    return frontier.frame(found), " ".join([f"Budget enforced with {FRONTIER_METHOD}.", *notes])
 
 
 def markdown(frame: pd.DataFrame, ratios: pd.DataFrame, reps: pd.DataFrame, unreadable, images, title, base,
              front=None) -> str:  # fmt: skip
     parts = [f"# {title}", ""] + ([base, ""] if base else [])
     if front is not None:
-        parts += ["## Memory frontier (largest value that trains)", "", f"Budget enforced with {FRONTIER_METHOD}.",
-                  "", front.to_markdown(index=False), ""]  # fmt: skip
+        parts += ["## Memory frontier (largest value that trains)", "", front[1], "", front[0].to_markdown(index=False),
+                  ""]  # fmt: skip
     if frame.empty:
         parts += ["No finished runs in this sweep.", ""]
     else:
@@ -260,8 +263,8 @@ def to_html(frame: pd.DataFrame, ratios, reps, unreadable, images, title, base, 
 
     body = [f"<h1>{html.escape(title)}</h1>"] + ([f"<p>{html.escape(base)}</p>"] if base else [])
     if front is not None:
-        body += ["<h2>Memory frontier (largest value that trains)</h2>",
-                 f"<p>Budget enforced with {html.escape(FRONTIER_METHOD)}.</p>", table(front)]  # fmt: skip
+        body += ["<h2>Memory frontier (largest value that trains)</h2>", f"<p>{html.escape(front[1])}</p>",
+                 table(front[0])]  # fmt: skip
     if frame.empty:
         body.append("<p>No finished runs in this sweep.</p>")
     else:

@@ -164,6 +164,8 @@ def apply_vram_budget(budget_gb: float | None, on_gpu: bool) -> str | None:
 
     total = torch.cuda.get_device_properties(0).total_memory
     torch.cuda.set_per_process_memory_fraction(min(1.0, budget_gb * 2**30 / total), 0)
+    if budget_gb * 2**30 > total:  # the card is smaller than the budget: say so rather than label it as met
+        return f"train.vram_budget_gb={budget_gb} is more than this card's {total / 2**30:.1f} GiB: whole card used"
     return None
 
 

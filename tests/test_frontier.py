@@ -38,3 +38,30 @@ def test_the_number_of_probes_is_bounded(max_probes):
     best, probes = search(fits, 128, 32768, 1, max_probes)
     assert len(calls) == len(probes) <= max_probes
     assert best is None or best <= 1000
+
+
+def found(framework, budget, largest, note=None, error=False):
+    probes = [{"error": "probe seq_len=512 failed"}] if error else [{"value": 512, "status": "ok"}]
+    return {"framework": framework, "axis": "seq_len", "budget_gb": budget, "largest": largest, "probes": probes,
+            "budget_note": note}  # fmt: skip
+
+
+def test_the_table_marks_budgets_that_were_not_applied_and_failed_searches():
+    from rich.console import Console
+
+    from bench.frontier import frame, table
+
+    note = "train.vram_budget_gb=80 is more than this card's 79.2 GiB: whole card used"
+    searches = [
+        found("trl", 24.0, 12288),
+        found("trl", 80.0, 4096, note=note),
+        found("unsloth", 24.0, None),
+        found("unsloth", 80.0, None, error=True),
+    ]
+    df = frame(searches).set_index("framework")
+    assert df.loc["trl", "24 GB"] == "12,288" and df.loc["trl", "80 GB"] == "4,096 (budget not applied)"
+    assert df.loc["unsloth", "24 GB"] == "does not fit at minimum" and df.loc["unsloth", "80 GB"] == "error"
+    console = Console(width=200, record=True)
+    console.print(table(searches))
+    text = " ".join(console.export_text().split())  # the caption wraps at the table's width
+    assert "79.2 GiB: whole card used" in text and "set_per_process_memory_fraction" in text

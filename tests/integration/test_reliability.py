@@ -157,7 +157,10 @@ def test_memory_frontier_against_a_simulated_out_of_memory_threshold(tmp_path, t
         assert f["largest"] == 960 and f["axis"] == "seq_len"
         assert [p["value"] for p in f["probes"]] == [128, 256, 512, 1024, 768, 896, 960]
         assert [p["status"] for p in f["probes"]].count("oom") == 1
-    assert "960" in proc.stdout and "Memory frontier" in (sweep / "report.md").read_text()
+        assert f["budget_note"] == f"train.vram_budget_gb={f['budget_gb']} ignored: no GPU"  # CPU: not applied
+    assert "960 (budget not applied)" in proc.stdout
+    report_md = (sweep / "report.md").read_text()
+    assert "Memory frontier" in report_md and "train.vram_budget_gb=24.0 ignored: no GPU" in report_md
 
 
 def test_a_frontier_that_does_not_fit_at_minimum_says_so(tmp_path, trl_python):
