@@ -67,6 +67,20 @@ def worker_env(pythonpath: Path, extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def pin_gpus(env: dict[str, str], num_gpus: int) -> list[str]:
+    """Pin the run to its GPUs in the worker's environment; they are the ones the sampler watches.
+
+    The first `num_gpus` of CUDA_VISIBLE_DEVICES (of 0, 1, ... when unset). PCI bus order makes CUDA's
+    numbering NVML's, so an index means the same card to the worker and the sampler.
+    """
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    ids = [str(i) for i in range(num_gpus)] if visible is None else [d.strip() for d in visible.split(",") if d.strip()]
+    chosen = ids[: max(num_gpus, 1)]
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(chosen)
+    env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    return chosen
+
+
 def kill_tree(proc: subprocess.Popen) -> None:
     """Stop the worker and everything it started (its own process group, plus any stragglers)."""
     stragglers: list[psutil.Process] = []
@@ -113,7 +127,9 @@ def launch(
     """Run `python -m bench.worker spec.json` in `run_dir` and watch it until it ends."""
     log_path = run_dir / results.STDERR
     events_path = run_dir / results.EVENTS
-    sampler = Sampler(run_dir / results.SAMPLES, sampler_cfg.interval_s, gpu=sampler_cfg.gpu)  # reads idle VRAM
+    env = dict(env)
+    devices = pin_gpus(env, num_gpus)
+    sampler = Sampler(run_dir / results.SAMPLES, sampler_cfg.interval_s, sampler_cfg.gpu, devices)  # reads idle VRAM
     start = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(

@@ -12,22 +12,36 @@ def peak_rss_mb(samples: list[dict[str, Any]]) -> float | None:
     return max((s["rss_mb"] for s in samples), default=None)
 
 
-def peak_vram(samples: list[dict[str, Any]], baseline_used_mb: list[float] | None) -> tuple[float | None, str | None]:
-    """Peak VRAM of the worker's process tree and how it was measured.
+def vram_per_gpu(
+    samples: list[dict[str, Any]], baseline_used_mb: list[float] | None
+) -> tuple[list[list[float]], str | None]:
+    """The worker tree's VRAM on each of the run's GPUs, per sample, and how it was measured.
 
-    `nvml_process`: NVML's per-process figures for the tree, summed over GPUs. Where the driver gives none
-    (containers without the host PID namespace), `device_minus_baseline`: device-used memory minus what was
-    used before the worker started, which also counts any other process that allocated meanwhile.
+    `nvml_process`: NVML's per-process figures for the tree. Where the driver gives none (containers without
+    the host PID namespace), `device_minus_baseline`: device-used memory minus what was used before the worker
+    started, which also counts any other process that allocated meanwhile.
     """
     gpu_rows = [s["gpus"] for s in samples if s.get("gpus")]
     if not gpu_rows:
-        return None, None
-    per_process = [[g["proc_mb"] for g in gpus if g.get("proc_mb") is not None] for gpus in gpu_rows]
-    if any(per_process):
-        return max(sum(p) for p in per_process), "nvml_process"
+        return [], None
+    if any(g.get("proc_mb") is not None for gpus in gpu_rows for g in gpus):
+        return [[g.get("proc_mb") or 0.0 for g in gpus] for gpus in gpu_rows], "nvml_process"
     base = baseline_used_mb or [0.0] * len(gpu_rows[0])
-    used = [sum(max(0.0, g["used_mb"] - b) for g, b in zip(gpus, base, strict=False)) for gpus in gpu_rows]
-    return max(used), "device_minus_baseline"
+    return [[max(0.0, g["used_mb"] - b) for g, b in zip(gpus, base, strict=False)] for gpus in gpu_rows], (
+        "device_minus_baseline"
+    )
+
+
+def peak_vram(samples: list[dict[str, Any]], baseline_used_mb: list[float] | None) -> tuple[float | None, str | None]:
+    """Peak VRAM of the worker's process tree, summed over the run's GPUs, and the method (see vram_per_gpu)."""
+    rows, method = vram_per_gpu(samples, baseline_used_mb)
+    return (max(sum(r) for r in rows), method) if rows else (None, None)
+
+
+def peak_vram_per_gpu(samples: list[dict[str, Any]], baseline_used_mb: list[float] | None) -> float | None:
+    """The highest VRAM any one of the run's GPUs held for the tree: what must fit on each card."""
+    rows, _ = vram_per_gpu(samples, baseline_used_mb)
+    return max((max(r) for r in rows if r), default=None)
 
 
 def energy_j(samples: list[dict[str, Any]], start: float, end: float) -> tuple[float | None, str | None]:

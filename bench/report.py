@@ -42,8 +42,9 @@ CONFIG_COLUMNS = {  # column -> path in spec.json
     "seed": ("train", "seed"),
 }
 METRIC_COLUMNS = (
-    "tokens_per_s", "samples_per_s", "step_time_s_mean", "peak_vram_mb", "vram_method", "peak_rss_mb",
-    "torch_max_allocated_mb", "energy_j_per_1k_tokens", "mfu", "first_loss", "final_loss", "wall_s", "train_s",
+    "tokens_per_s", "tokens_per_s_per_gpu", "samples_per_s", "step_time_s_mean", "peak_vram_mb",
+    "peak_vram_mb_per_gpu", "vram_method", "peak_rss_mb", "torch_max_allocated_mb", "energy_j_per_1k_tokens", "mfu",
+    "first_loss", "final_loss", "wall_s", "train_s",
 )  # fmt: skip
 QUALITY_COLUMNS = ("heldout_loss", "heldout_ppl", "rouge_l", "bleu4")
 VERSION_COLUMNS = ("torch", "transformers", "trl", "peft", "llamafactory", "unsloth")

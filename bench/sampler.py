@@ -1,8 +1,8 @@
 """Resource sampling of a worker's process tree, in a background thread of the parent.
 
-CPU: RSS and CPU percent of the whole tree via psutil. NVIDIA GPUs: via NVML (nvidia-ml-py) the tree's own
-VRAM where the driver reports per-process figures, and each device's used memory, utilisation, power and
-total energy counter.
+CPU: RSS and CPU percent of the whole tree via psutil. NVIDIA GPUs: via NVML (nvidia-ml-py), on each of the
+run's GPUs (the devices it was pinned to; every GPU of the machine when not told), the tree's own VRAM where the
+driver reports per-process figures, the device's used memory, utilisation, power and total energy counter.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ class SamplerStats:
 class Sampler(threading.Thread):
     """Samples a process tree every `interval_s` seconds into a JSON Lines file."""
 
-    def __init__(self, out: Path, interval_s: float = 0.1, gpu: bool = True):
+    def __init__(self, out: Path, interval_s: float = 0.1, gpu: bool = True, devices: list[str] | None = None):
+        """`devices`: the run's GPUs as CUDA_VISIBLE_DEVICES names them (PCI-ordered indices or UUIDs)."""
         super().__init__(daemon=True, name="sftbench-sampler")
         self.root: psutil.Process | None = None
         self.out = out
@@ -49,11 +50,21 @@ class Sampler(threading.Thread):
         self.nvml = _nvml() if gpu else None
         self.handles = []
         if self.nvml is not None:
-            self.handles = [self.nvml.nvmlDeviceGetHandleByIndex(i) for i in range(self.nvml.nvmlDeviceGetCount())]
+            ids = devices if devices is not None else [str(i) for i in range(self.nvml.nvmlDeviceGetCount())]
+            self.handles = [h for h in map(self._handle, ids) if h is not None]
         self.stats = SamplerStats(baseline_used_mb=self.baseline_used_mb())
         self._procs: dict[int, psutil.Process] = {}
         self._halt = threading.Event()
         self._t0 = time.perf_counter()
+
+    def _handle(self, device: str):
+        nv = self.nvml
+        try:
+            if device.isdigit():
+                return nv.nvmlDeviceGetHandleByIndex(int(device))
+            return nv.nvmlDeviceGetHandleByUUID(device)  # GPU-... or MIG-...
+        except nv.NVMLError:
+            return None  # not a GPU this driver knows (CUDA_VISIBLE_DEVICES=-1, say): nothing to sample there
 
     def attach(self, pid: int) -> None:
         """Sample the tree rooted at `pid` from now on (created first, to read the GPUs' idle baseline)."""
@@ -82,7 +93,7 @@ class Sampler(threading.Thread):
         nv = self.nvml
         rows = []
         for i, h in enumerate(self.handles):
-            row: dict[str, Any] = {"index": i, "used_mb": nv.nvmlDeviceGetMemoryInfo(h).used / MB}
+            row: dict[str, Any] = {"index": i, "used_mb": nv.nvmlDeviceGetMemoryInfo(h).used / MB}  # i: cuda:i
             with contextlib.suppress(nv.NVMLError):
                 procs = nv.nvmlDeviceGetComputeRunningProcesses(h)
                 used = [p.usedGpuMemory for p in procs if p.pid in pids and p.usedGpuMemory is not None]

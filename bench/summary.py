@@ -53,7 +53,11 @@ def gpu_metrics(
     vram, vram_method = measure.peak_vram(samples, baseline)
     if vram is None:
         return {}
-    m: dict[str, Any] = {"peak_vram_mb": vram, "vram_method": vram_method}
+    m: dict[str, Any] = {
+        "peak_vram_mb": vram,  # summed over the run's GPUs
+        "peak_vram_mb_per_gpu": measure.peak_vram_per_gpu(samples, baseline),  # what each card must hold
+        "vram_method": vram_method,
+    }
     if steady:
         # The window opens when the last excluded step ended: the first steady step's start.
         start, end = steady[0]["time"] - steady[0]["step_time_s"], steady[-1]["time"]

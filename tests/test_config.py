@@ -186,3 +186,21 @@ def test_data_parallel_runs_launch_the_worker_with_torchrun():
         "/env/bin/python", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "bench.worker", "/r/spec.json",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("visible", "num_gpus", "pinned"),
+    [
+        (None, 1, "0"),  # the card torch would take anyway
+        (None, 2, "0,1"),
+        ("3,5,7", 2, "3,5"),  # a scheduler's allocation: the first N of it
+        ("GPU-aaa,GPU-bbb", 1, "GPU-aaa"),
+        ("", 1, ""),  # no GPU visible stays so
+    ],
+)
+def test_a_run_is_pinned_to_its_gpus_in_pci_order(visible, num_gpus, pinned):
+    from bench.launch import pin_gpus
+
+    env = {} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}
+    assert pin_gpus(env, num_gpus) == [d for d in pinned.split(",") if d]
+    assert env == {"CUDA_VISIBLE_DEVICES": pinned, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.measure import energy_j, mean_gpu_util_pct, peak_rss_mb, peak_vram
+from bench.measure import energy_j, mean_gpu_util_pct, peak_rss_mb, peak_vram, peak_vram_per_gpu
 
 
 def gpu_sample(t, used_mb, proc_mb=None, energy=None, power=None, util=None):
@@ -24,8 +24,19 @@ def test_without_per_process_figures_vram_is_device_used_minus_idle_baseline():
     assert peak_vram(samples, [800.0]) == (6200, "device_minus_baseline")
 
 
+def test_a_data_parallel_run_reports_the_total_and_what_each_card_held():
+    def two_gpus(t, proc_mb):
+        a, b = gpu_sample(t, 9000, proc_mb=proc_mb[0]), gpu_sample(t, 9000, proc_mb=proc_mb[1])
+        return a | {"gpus": a["gpus"] + [b["gpus"][0] | {"index": 1}]}
+
+    samples = [two_gpus(0, (1000, 1200)), two_gpus(1, (3000, 2500)), two_gpus(2, (2000, 3900))]
+    assert peak_vram(samples, None) == (5900, "nvml_process")  # the highest sum, at t=2
+    assert peak_vram_per_gpu(samples, None) == 3900
+
+
 def test_no_gpu_samples_no_vram():
     assert peak_vram([{"t": 0, "time": 0, "rss_mb": 1, "cpu_pct": 0}], None) == (None, None)
+    assert peak_vram_per_gpu([{"t": 0, "time": 0, "rss_mb": 1, "cpu_pct": 0}], None) is None
 
 
 def test_energy_from_the_counter_over_the_window():
