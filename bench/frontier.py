@@ -146,6 +146,11 @@ def load(sweep_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(sweep_dir.glob(f"*/{FRONTIER}"))]
 
 
+def method(found: list[dict[str, Any]]) -> list[str]:
+    """How the budgets were applied: the method, then the worker's word wherever one was not."""
+    return [f"Budget enforced with {METHOD}.", *sorted({f["budget_note"] for f in found if f.get("budget_note")})]
+
+
 def cell(found: dict[str, Any]) -> str:
     """One framework x budget entry of the table."""
     if any("error" in p for p in found["probes"]):
@@ -170,9 +175,7 @@ def table(found: list[dict[str, Any]]) -> Table:
     """Framework x budget -> the largest value that trained, like Unsloth's context-length tables."""
     budgets = sorted({f["budget_gb"] for f in found}, key=lambda b: (b is None, b or 0))
     axis = found[0]["axis"] if found else "seq_len"
-    notes = sorted({f["budget_note"] for f in found if f.get("budget_note")})
-    caption = "\n".join([f"budget enforced with {METHOD}", *notes])
-    t = Table(title=f"largest {axis} that trains", caption=caption, title_justify="left")
+    t = Table(title=f"largest {axis} that trains", caption="\n".join(method(found)), title_justify="left")
     t.add_column("framework")
     for b in budgets:
         t.add_column(budget_label(b), justify="right")

@@ -75,7 +75,7 @@ def pin_gpus(env: dict[str, str], num_gpus: int) -> list[str]:
     """
     visible = env.get("CUDA_VISIBLE_DEVICES")
     ids = [str(i) for i in range(num_gpus)] if visible is None else [d.strip() for d in visible.split(",") if d.strip()]
-    chosen = ids[: max(num_gpus, 1)]
+    chosen = ids[:num_gpus]  # num_gpus >= 1: the spec says so
     env["CUDA_VISIBLE_DEVICES"] = ",".join(chosen)
     env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     return chosen

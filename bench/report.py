@@ -219,10 +219,7 @@ def frontier_section(sweep_dir: Path) -> tuple[pd.DataFrame, str] | None:
     from bench import frontier
 
     found = frontier.load(sweep_dir)
-    if not found:
-        return None
-    notes = sorted({f["budget_note"] for f in found if f.get("budget_note")})
-    return frontier.frame(found), " ".join([f"Budget enforced with {FRONTIER_METHOD}.", *notes])
+    return (frontier.frame(found), " ".join(frontier.method(found))) if found else None
 
 
 def markdown(frame: pd.DataFrame, ratios: pd.DataFrame, reps: pd.DataFrame, unreadable, images, title, base,
