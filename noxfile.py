@@ -14,7 +14,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("-e", ".[lint]")
-    session.run("ruff", "check", "bench", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "bench", "hydra_plugins", "tests", "benchmarks", "noxfile.py")
 
 
 @nox.session

@@ -1,9 +1,10 @@
 """Regression gate between two sweeps: `python -m bench.compare BASELINE CANDIDATE`.
 
-Runs are matched by framework and job configuration. Throughput, peak memory, final and held-out loss are
-compared with the tolerances in conf/compare.yaml (or --tolerances). Prints a table, writes a Markdown
-summary (--summary, or $GITHUB_STEP_SUMMARY when set), and exits 1 on a regression, 0 otherwise, 2 when the
-input cannot be compared (missing directory, no finished runs, nothing in common).
+Runs are matched by framework, job key (bench.spec.JobSpec.job_key) and seed. The gated metrics, their
+directions and default tolerances come from the metric registry (bench/metrics.py); `--tolerances FILE`
+(YAML, metric: rel_tol) changes tolerances of registered metrics. Prints a table, writes a Markdown summary
+(--summary, or $GITHUB_STEP_SUMMARY when set), and exits 1 on a regression, 0 otherwise, 2 when the input
+cannot be compared (missing directory, no finished runs, nothing in common, an unknown metric, no check made).
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from bench.report import job_of, load_runs
-
-DEFAULT_TOLERANCES = Path(__file__).resolve().parent.parent / "conf" / "compare.yaml"
+from bench import metrics as registry
+from bench.report import load_runs
 
 
 class Unusable(Exception):
@@ -44,29 +44,51 @@ class Check:
         return self.candidate / self.baseline - 1
 
 
-def verdict(baseline: float, candidate: float, better: str, rel_tol: float) -> str:
+def verdict(baseline: float, candidate: float, higher_is_better: bool, rel_tol: float) -> str:
     change = (candidate - baseline) / abs(baseline) if baseline else 0.0
-    worse = -change if better == "higher" else change
+    worse = -change if higher_is_better else change
     if worse > rel_tol:
         return "regressed"
     return "improved" if worse < -rel_tol else "ok"
 
 
-def _ok_runs(sweep: Path):
+def tolerances(overrides: dict | None = None) -> dict[str, float]:
+    """Gated metric -> relative tolerance: the registry's defaults, changed by `overrides` (metric: rel_tol).
+    A name the registry does not know, or one without a direction, is Unusable."""
+    rules = {name: m.rel_tol for name, m in registry.gated().items()}
+    for name, value in (overrides or {}).items():
+        if name not in registry.METRICS:
+            raise Unusable(f"tolerance for unknown metric {name!r}; known: {', '.join(registry.METRICS)}")
+        if registry.METRICS[name].higher_is_better is None:
+            raise Unusable(f"tolerance for {name!r}: it has no better direction, so it cannot regress")
+        rel_tol = value.get("rel_tol") if isinstance(value, dict) else value
+        better = value.get("better") if isinstance(value, dict) else None
+        if better is not None and better != ("higher" if registry.METRICS[name].higher_is_better else "lower"):
+            raise Unusable(f"tolerance for {name!r}: better={better} contradicts the registry (bench/metrics.py)")
+        if not isinstance(rel_tol, (int, float)) or isinstance(rel_tol, bool) or rel_tol < 0:
+            raise Unusable(f"tolerance for {name!r}: expected a number >= 0, got {rel_tol!r}")
+        rules[name] = float(rel_tol)
+    return rules
+
+
+def _runs(sweep: Path):
     if not sweep.is_dir():
         raise Unusable(f"{sweep}: not a sweep directory")
     frame, _ = load_runs(sweep)
     if frame.empty:
         raise Unusable(f"{sweep}: no finished runs")
-    frame = frame.assign(_key=frame["framework"].astype(str) + "|" + job_of(frame))
-    return frame
+    key = frame["framework"].astype(str) + "|" + frame["job_key"].astype(str) + "|seed " + frame["seed"].astype(str)
+    return frame.assign(_key=key)
 
 
-def compare(baseline: Path, candidate: Path, tolerances: dict) -> list[Check]:
-    base, cand = _ok_runs(baseline), _ok_runs(candidate)
-    common = sorted(set(base["_key"]) & set(cand["_key"]))
+def compare(baseline: Path, candidate: Path, rules: dict[str, float]) -> list[Check]:
+    base, cand = _runs(baseline), _runs(candidate)
+    common = [k for k in dict.fromkeys(base["_key"]) if k in set(cand["_key"])]
     if not common:
-        raise Unusable("no run of the candidate matches a run of the baseline (framework and job configuration)")
+        raise Unusable(
+            "no run of the candidate matches a run of the baseline (same framework, job key and seed); "
+            f"baseline: {', '.join(sorted(set(base['_key'])))}; candidate: {', '.join(sorted(set(cand['_key'])))}"
+        )
     checks = []
     for key in common:
         b, c = base[base["_key"] == key].iloc[0], cand[cand["_key"] == key].iloc[0]
@@ -76,12 +98,16 @@ def compare(baseline: Path, candidate: Path, tolerances: dict) -> list[Check]:
         if c["status"] != "ok":
             checks.append(Check(label, "status", None, None, 0.0, "regressed"))
             continue
-        for metric, rule in tolerances.items():
+        for metric, rel_tol in rules.items():
             bv, cv = _num(b.get(metric)), _num(c.get(metric))
             if bv is None:
                 continue
-            v = "missing" if cv is None else verdict(bv, cv, rule["better"], float(rule["rel_tol"]))
-            checks.append(Check(label, metric, bv, cv, float(rule["rel_tol"]), v))
+            better = bool(registry.get(metric).higher_is_better)
+            v = "missing" if cv is None else verdict(bv, cv, better, rel_tol)
+            checks.append(Check(label, metric, bv, cv, rel_tol, v))
+    if not checks:
+        raise Unusable("no check was made: the matched baseline runs have none of the gated metrics "
+                       f"({', '.join(rules)}) or did not finish ok")  # fmt: skip
     return checks
 
 
@@ -140,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__.splitlines()[0])
     ap.add_argument("baseline", type=Path)
     ap.add_argument("candidate", type=Path)
-    ap.add_argument("--tolerances", type=Path, default=DEFAULT_TOLERANCES, help="YAML: metric -> better, rel_tol")
+    ap.add_argument("--tolerances", type=Path, help="YAML, metric: rel_tol (defaults: bench/metrics.py)")
     ap.add_argument(
         "--summary",
         type=Path,
@@ -149,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     a = ap.parse_args(argv)
     try:
-        tolerances = yaml.safe_load(a.tolerances.read_text(encoding="utf-8"))
-        checks = compare(a.baseline, a.candidate, tolerances)
+        overrides = yaml.safe_load(a.tolerances.read_text(encoding="utf-8")) if a.tolerances else None
+        if overrides is not None and not isinstance(overrides, dict):
+            raise Unusable(f"{a.tolerances}: expected a mapping of metric: rel_tol")
+        checks = compare(a.baseline, a.candidate, tolerances(overrides))
     except (Unusable, OSError, yaml.YAMLError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

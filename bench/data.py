@@ -6,20 +6,20 @@ each framework's environment with the same code.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.errors import DataError
+
 ASSETS = Path(__file__).parent / "assets"
 BUNDLED_MEDICAL = ASSETS / "medical"
 REQUIRED_FIELDS = ("instruction", "output")
 ON_BAD_ROW = ("error", "skip")
-
-
-class DataError(ValueError):
-    """Input data that cannot be used; the message names the file, row and field."""
+HELDOUT_OVERLAP_WARN = 0.05  # share of held-out rows also in the training rows above which a run says so
 
 
 @dataclass(frozen=True)
@@ -173,6 +173,25 @@ def load_examples(
     examples = examples[:max_rows] if max_rows is not None else examples
     report.kept = len(examples)
     return examples
+
+
+def files_sha256(*groups: list[Path] | tuple[str, ...]) -> str:
+    """SHA-256 of the files' contents, group by group (train, then held-out): the data's identity."""
+    h = hashlib.sha256()
+    for files in groups:
+        h.update(b"G")
+        for f in files:
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            h.update(b"F")
+    return h.hexdigest()
+
+
+def heldout_overlap(train: list[Example], held_out: list[Example]) -> int:
+    """Held-out rows that also appear, verbatim, among the training rows: quality measured on them is recall."""
+    seen = set(train)
+    return sum(ex in seen for ex in held_out)
 
 
 def to_conversation(example: Example, system_prompt: str) -> dict[str, list[dict[str, str]]]:

@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -61,6 +62,30 @@ def ensure_env(
         return python_of(env), time.perf_counter() - start
 
 
+def build_environ() -> dict[str, str]:
+    """The parent's environment less what would point pip and the new venv at the parent's packages: with
+    the parent's PYTHONPATH, pip sees them as installed, skips them, and the environment is left broken."""
+    leaks = ("PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "VIRTUAL_ENV", "PIP_USER", "PIP_TARGET", "PIP_PREFIX")
+    return {k: v for k, v in os.environ.items() if k not in leaks} | {"PYTHONNOUSERSITE": "1"}
+
+
+def installed_versions(python: Path, packages: tuple[str, ...]) -> dict[str, str]:
+    """Installed versions of `packages` in an interpreter's environment (for runs whose worker never reported)."""
+    code = (
+        "import importlib.metadata as m, json, sys\n"
+        "out = {}\n"
+        "for p in sys.argv[1:]:\n"
+        "    try: out[p] = m.version(p)\n"
+        "    except m.PackageNotFoundError: pass\n"
+        "print(json.dumps(out))"
+    )
+    try:
+        proc = subprocess.run([str(python), "-c", code, *packages], capture_output=True, text=True, timeout=60)
+        return json.loads(proc.stdout) if proc.returncode == 0 else {}
+    except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError):
+        return {}
+
+
 def _build(env: Path, requirements: list[str], on_line: Callable[[str], None], base_python: str) -> None:
     log_path = env.with_name(env.name + ".build.log")
     tail: deque[str] = deque(maxlen=30)
@@ -71,7 +96,9 @@ def _build(env: Path, requirements: list[str], on_line: Callable[[str], None], b
     with open(log_path, "w", encoding="utf-8") as log:
         for cmd in steps:
             on_line(" ".join(cmd[-len(requirements) :]) if "pip" in cmd else f"creating {env}")
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=build_environ()
+            )
             assert proc.stdout is not None
             for line in proc.stdout:
                 log.write(line)
@@ -84,7 +111,9 @@ def _build(env: Path, requirements: list[str], on_line: Callable[[str], None], b
                     f"building {env.name} failed ({' '.join(cmd[:4])} exited {proc.returncode}); "
                     f"log: {log_path}\n" + "\n".join(tail)
                 )
-    freeze = subprocess.run([str(python_of(env)), "-m", "pip", "freeze"], capture_output=True, text=True)
+    freeze = subprocess.run(
+        [str(python_of(env)), "-m", "pip", "freeze"], capture_output=True, text=True, env=build_environ()
+    )
     (env / COMPLETE).write_text(freeze.stdout, encoding="utf-8")
 
 

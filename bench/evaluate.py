@@ -18,20 +18,21 @@ class CharTokenizer:
         return [c for c in text if not c.isspace()]
 
 
-def rouge_l(predictions: list[str], references: list[str]) -> float:
-    """Mean character-level ROUGE-L F1."""
+def rouge_l_each(predictions: list[str], references: list[str]) -> list[float]:
+    """Character-level ROUGE-L F1 of each prediction (kept per prompt for a bootstrap interval)."""
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=CharTokenizer())
-    scores = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references, strict=True)]
-    return sum(scores) / len(scores) if scores else 0.0
+    return [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references, strict=True)]
 
 
-def bleu4(predictions: list[str], references: list[str]) -> float:
-    """Corpus BLEU-4 in [0, 1], Chinese split into characters by sacrebleu's `zh` tokenizer."""
+def bleu4(predictions: list[str], references: list[str]) -> tuple[float, int]:
+    """Corpus BLEU-4 in [0, 1] (Chinese split into characters by sacrebleu's `zh` tokenizer, its default
+    exponential smoothing) and the number of matching 4-grams: with none, the score is smoothing alone."""
     import sacrebleu
 
-    return sacrebleu.corpus_bleu(predictions, [references], tokenize="zh").score / 100
+    result = sacrebleu.corpus_bleu(predictions, [references], tokenize="zh")
+    return result.score / 100, int(result.counts[3])
 
 
 def answer_loss(model, rows: list[dict[str, list[int]]], pad_id: int, batch_size: int) -> tuple[float, int]:
@@ -86,32 +87,35 @@ def generate(model, tokenizer, prompts: list[list[dict[str, str]]], max_new_toke
 
 
 def evaluate(model, tokenizer, conversations: list[dict[str, Any]], max_len: int, cfg) -> tuple[dict, list[dict]]:
-    """Held-out metrics of `model` and its generations (prompt, reference, prediction)."""
+    """Held-out metrics of `model` and its generations (prompt, reference, prediction, its ROUGE-L)."""
     from bench.data import tokenize_conversation
 
     was_training = model.training
     model.eval()
     try:
         rows = [tokenize_conversation(tokenizer, c, max_len) for c in conversations]
-        loss, tokens = answer_loss(
-            model, [r for r in rows if any(r["completion_mask"])], tokenizer.pad_token_id, cfg.batch_size
-        )
+        scored = [r for r in rows if any(r["completion_mask"])]  # truncation can cut a whole answer away
+        loss, tokens = answer_loss(model, scored, tokenizer.pad_token_id, cfg.batch_size)
         sample = conversations[: cfg.prompts]
         predictions = generate(model, tokenizer, [c["prompt"] for c in sample], cfg.max_new_tokens)
     finally:
         model.train(was_training)
     references = [c["completion"][0]["content"] for c in sample]
+    rouge = rouge_l_each(predictions, references)
+    bleu, matches = bleu4(predictions, references)
     metrics = {
-        "heldout_examples": len(rows),
+        "heldout_examples": len(scored),  # the rows the held-out loss is taken over
+        "heldout_rows_without_answer": len(rows) - len(scored),
         "heldout_answer_tokens": tokens,
         "heldout_loss": loss,
         "heldout_ppl": math.exp(min(loss, 50.0)),
         "generated": len(predictions),
-        "rouge_l": rouge_l(predictions, references),
-        "bleu4": bleu4(predictions, references),
+        "rouge_l": sum(rouge) / len(rouge) if rouge else 0.0,
+        "bleu4": bleu,
+        "bleu4_4gram_matches": matches,
     }
     generations = [
-        {"prompt": c["prompt"][-1]["content"], "reference": ref, "prediction": pred}
-        for c, ref, pred in zip(sample, references, predictions, strict=True)
+        {"prompt": c["prompt"][-1]["content"], "reference": ref, "prediction": pred, "rouge_l": r}
+        for c, ref, pred, r in zip(sample, references, predictions, rouge, strict=True)
     ]
     return metrics, generations

@@ -13,7 +13,6 @@ pack the tokenized data into sequences of exactly that length (strict mode), so 
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,15 +24,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict
 from rich.console import Console
-from rich.table import Table
 
-from bench import results
-from bench.data import DataError
-from bench.report import FRONTIER_METHOD as METHOD
-from bench.run import REPO, UserError, console, execute
-from bench.spec import SpecError
+from bench import config, frontier_table, results
+from bench.errors import UserError
+from bench.run import console, execute
+from bench.spec import JobSpec
 
 FRONTIER = results.FRONTIER
+# What a search varies on purpose: left out of its job key, so every probe and budget is one job.
+VARIED = ("train.max_seq_len", "train.batch_size", "train.vram_budget_gb", "data.fill_to", "data.tokenize")
 
 
 class ProbeFailed(RuntimeError):
@@ -47,7 +46,8 @@ class Frontier:
     budget_gb: float | None
     largest: int | None  # None: does not fit at the smallest probe
     probes: list[dict[str, Any]] = field(default_factory=list)
-    method: str = METHOD
+    job_key: str | None = None  # the searched job, less what the search varies (VARIED)
+    method: str = frontier_table.METHOD
     budget_note: str | None = None  # the worker's word when the budget was not applied as asked (no GPU, small card)
 
 
@@ -101,10 +101,10 @@ def probe_config(cfg: DictConfig, axis: str, value: int, budget: float | None) -
 
 
 def run_search(cfg: DictConfig, job_dir: Path) -> Frontier:
-    f = cfg.frontier
-    if f.axis not in ("seq_len", "batch"):
-        raise UserError(f"frontier.axis={f.axis}: expected seq_len or batch")
-    budget = None if f.vram_budget_gb is None else float(f.vram_budget_gb)
+    f = config.validate(cfg).frontier
+    if f is None:
+        raise UserError("no frontier group in the config: run python -m bench.frontier")
+    budget = f.vram_budget_gb
     found = Frontier(cfg.framework.name, f.axis, budget, None)
 
     def fits(value: int) -> bool:
@@ -112,6 +112,7 @@ def run_search(cfg: DictConfig, job_dir: Path) -> Frontier:
         run_dir.mkdir(parents=True, exist_ok=True)
         out = execute(probe_config(cfg, f.axis, value, budget), run_dir)
         results.write_json_atomic(run_dir / results.SUMMARY, out)
+        found.job_key = found.job_key or JobSpec.load(run_dir / results.SPEC).job_key(ignore=VARIED)
         found.probes.append({"value": value, "status": out["status"], "reason": out.get("reason", "")})
         found.budget_note = next((n for n in out.get("notes", []) if n.startswith("train.vram_budget_gb")), None)
         console.print(f"  probe {f.axis}={value}: {out['status']}")
@@ -128,7 +129,7 @@ def frontier_job(cfg: DictConfig) -> str:
     job_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         found = run_search(cfg, job_dir)
-    except (UserError, SpecError, DataError) as e:
+    except UserError as e:  # SpecError and DataError included
         console.print(f"[red]error:[/] {e}")
         sys.exit(2)
     except ProbeFailed as e:
@@ -138,51 +139,7 @@ def frontier_job(cfg: DictConfig) -> str:
     return "ok"
 
 
-main = hydra.main(version_base="1.3", config_path=str(REPO / "conf"), config_name="frontier")(frontier_job)
-
-
-def load(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Every search's result in a frontier sweep."""
-    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(sweep_dir.glob(f"*/{FRONTIER}"))]
-
-
-def method(found: list[dict[str, Any]]) -> list[str]:
-    """How the budgets were applied: the method, then the worker's word wherever one was not."""
-    return [f"Budget enforced with {METHOD}.", *sorted({f["budget_note"] for f in found if f.get("budget_note")})]
-
-
-def cell(found: dict[str, Any]) -> str:
-    """One framework x budget entry of the table."""
-    if any("error" in p for p in found["probes"]):
-        return "error"
-    text = "does not fit at minimum" if found["largest"] is None else f"{found['largest']:,}"
-    return text + (" (budget not applied)" if found.get("budget_note") else "")
-
-
-def frame(found: list[dict[str, Any]]):
-    """The frontier table as a DataFrame (framework rows, budget columns) for the report."""
-    import pandas as pd
-
-    rows = [{"framework": f["framework"], "budget": budget_label(f["budget_gb"]), "largest": cell(f)} for f in found]
-    return pd.DataFrame(rows).pivot(index="framework", columns="budget", values="largest").reset_index()
-
-
-def budget_label(budget_gb: float | None) -> str:
-    return "card" if budget_gb is None else f"{budget_gb:g} GB"
-
-
-def table(found: list[dict[str, Any]]) -> Table:
-    """Framework x budget -> the largest value that trained, like Unsloth's context-length tables."""
-    budgets = sorted({f["budget_gb"] for f in found}, key=lambda b: (b is None, b or 0))
-    axis = found[0]["axis"] if found else "seq_len"
-    t = Table(title=f"largest {axis} that trains", caption="\n".join(method(found)), title_justify="left")
-    t.add_column("framework")
-    for b in budgets:
-        t.add_column(budget_label(b), justify="right")
-    for fw in sorted({f["framework"] for f in found}):
-        hits = {f["budget_gb"]: f for f in found if f["framework"] == fw}
-        t.add_row(fw, *(cell(hits[b]) if b in hits else "-" for b in budgets))
-    return t
+main = hydra.main(version_base="1.3", config_path=str(config.conf_dir()), config_name="frontier")(frontier_job)
 
 
 class FrontierTable(Callback):
@@ -190,9 +147,9 @@ class FrontierTable(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        found = load(sweep_dir)
+        found = frontier_table.load(sweep_dir)
         results.write_json_atomic(sweep_dir / FRONTIER, found)
-        Console(width=None if sys.stdout.isatty() else 160).print(table(found))
+        Console(width=None if sys.stdout.isatty() else 160).print(frontier_table.table(found))
         from bench import report
 
         paths = report.build(sweep_dir, baseline=config.report.baseline)

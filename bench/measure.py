@@ -19,15 +19,17 @@ def vram_per_gpu(
 
     `nvml_process`: NVML's per-process figures for the tree. Where the driver gives none (containers without
     the host PID namespace), `device_minus_baseline`: device-used memory minus what was used before the worker
-    started, which also counts any other process that allocated meanwhile.
+    started, which also counts any other process that allocated meanwhile; `device_used` where no baseline
+    was read, so nothing was subtracted.
     """
     gpu_rows = [s["gpus"] for s in samples if s.get("gpus")]
     if not gpu_rows:
         return [], None
     if any(g.get("proc_mb") is not None for gpus in gpu_rows for g in gpus):
         return [[g.get("proc_mb") or 0.0 for g in gpus] for gpus in gpu_rows], "nvml_process"
-    base = baseline_used_mb or [0.0] * len(gpu_rows[0])
-    return [[max(0.0, g["used_mb"] - b) for g, b in zip(gpus, base, strict=False)] for gpus in gpu_rows], (
+    if not baseline_used_mb:
+        return [[g["used_mb"] for g in gpus] for gpus in gpu_rows], "device_used"
+    return [[max(0.0, g["used_mb"] - b) for g, b in zip(gpus, baseline_used_mb, strict=False)] for gpus in gpu_rows], (
         "device_minus_baseline"
     )
 

@@ -21,98 +21,110 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from bench import results  # noqa: E402
-from bench.summary import parity  # noqa: E402
+from bench import config, frontier_table, measure, results  # noqa: E402
+from bench import metrics as registry  # noqa: E402
+from bench.runners.base import STACK  # noqa: E402
+from bench.summary import loss_curves, parity  # noqa: E402
 
-CONFIG_COLUMNS = {  # column -> path in spec.json
-    "model": ("model", "name"),
-    "dataset": ("data", "name"),
-    "tokenize": ("data", "tokenize"),
-    "lr": ("train", "lr"),
-    "batch_size": ("train", "batch_size"),
-    "grad_accum": ("train", "grad_accum"),
-    "max_seq_len": ("train", "max_seq_len"),
-    "max_steps": ("train", "max_steps"),
-    "lora_r": ("train", "lora", "r"),
-    "precision_asked": ("train", "precision"),
-    "quant": ("train", "quant"),
-    "seed": ("train", "seed"),
-}
-METRIC_COLUMNS = (
-    "tokens_per_s", "tokens_per_s_per_gpu", "samples_per_s", "step_time_s_mean", "peak_vram_mb",
-    "peak_vram_mb_per_gpu", "vram_method", "peak_rss_mb", "torch_max_allocated_mb", "energy_j_per_1k_tokens", "mfu",
-    "first_loss", "final_loss", "wall_s", "train_s",
-)  # fmt: skip
-QUALITY_COLUMNS = ("heldout_loss", "heldout_ppl", "rouge_l", "bleu4")
-VERSION_COLUMNS = ("torch", "transformers", "trl", "peft", "llamafactory", "unsloth")
-FRONTIER_METHOD = "torch.cuda.set_per_process_memory_fraction(budget / card memory) in each probe's worker"
+RUN_METRICS = registry.shown("runs")
 REPEATED = ("tokens_per_s", "peak_vram_mb", "peak_rss_mb")  # shown with mean, 95 % CI and CV over seeds
+RATIOS = ("tokens_per_s", "peak_vram_mb", "peak_rss_mb")  # against the baseline framework's run of the same job
+PARITY = ("same_tokens", "step1_loss_rel_diff", "curve_loss_rel_diff", "curve_steps")
+BOOTSTRAP = 2000  # resamples of the evaluated prompts for a quality difference's 95 % interval
+BLEU_NOTE = (
+    "BLEU-4 is sacrebleu's corpus BLEU (zh tokenizer) with its default exponential smoothing: where no "
+    "4-gram matches (bleu4_4gram_matches = 0) the score is smoothing alone. ROUGE-L is character-level F1. "
+    "A quality difference is called one only when its 95 % bootstrap interval over the evaluated prompts "
+    "excludes zero."
+)
 
 
-def _get(d: dict, path: tuple[str, ...]) -> Any:
-    for key in path:
-        d = d.get(key) if isinstance(d, dict) else None
-    return d
+def version_columns() -> list[str]:
+    """The shared training stack, then every registered framework's own packages (conf/framework/)."""
+    packages = list(STACK)
+    for facts in config.frameworks().values():
+        packages += [facts["distribution"], *facts["packages"]]
+    return list(dict.fromkeys(packages))
+
+
+def _spec_fields(spec: dict[str, Any]) -> dict[str, Any]:
+    """The run's spec.json flattened to `job.train.lr`-style columns (whatever its harness version wrote)."""
+    out: dict[str, Any] = {}
+
+    def walk(d: dict[str, Any], prefix: str) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict) and k != "config":
+                walk(v, f"{prefix}{k}.")
+            else:
+                out[f"job.{prefix}{k}"] = ",".join(map(str, v)) if isinstance(v, list) else v
+
+    walk({k: spec[k] for k in ("model", "data", "train", "evaluation") if isinstance(spec.get(k), dict)}, "")
+    return {k: v for k, v in out.items() if not k.endswith(("_files", ".run_dir", ".config"))}
 
 
 def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[dict[str, str]]]:
     """One row per run that has a readable summary; the others as (run, why) for the report."""
-    rows, unreadable = [], []
-    summaries = []
-    for run_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    rows, unreadable, summaries = [], [], []
+    versions = version_columns()
+    for run_dir in results.run_dirs(sweep_dir):
         summary = results.read_json(run_dir / results.SUMMARY)
         if summary is None and (run_dir / results.FRONTIER).exists():
             continue  # a frontier search: its probes are reported as the frontier table
         if summary is None:
-            why = (
-                "no summary.json (did not finish)"
-                if not (run_dir / results.SUMMARY).exists()
-                else "unreadable summary.json"
-            )
-            unreadable.append({"run": run_dir.name, "why": why})
+            missing = not (run_dir / results.SUMMARY).exists()
+            unreadable.append({"run": run_dir.name, "why": "no summary.json (did not finish)" if missing else
+                               "unreadable summary.json"})  # fmt: skip
             continue
+        summary.setdefault("run", run_dir.name)
         summaries.append(summary)
         spec = results.read_json(run_dir / results.SPEC) or {}
         m, q = summary.get("metrics", {}), summary.get("quality", {})
         row = {
-            "run": summary.get("run", run_dir.name),
+            "run": summary["run"],
             "framework": summary.get("framework"),
             "framework_version": summary.get("framework_version"),
+            "job_key": summary.get("job_key"),
+            "seed": summary.get("seed"),
             "status": summary.get("status"),
             "reason": summary.get("reason", ""),
-            **{col: _get(spec, path) for col, path in CONFIG_COLUMNS.items()},
+            "model": (spec.get("model") or {}).get("name"),
+            "dataset": (spec.get("data") or {}).get("name"),
             "precision": (summary.get("effective") or {}).get("precision"),
-            **{col: m.get(col) for col in METRIC_COLUMNS},
-            **{col: q.get(col) for col in QUALITY_COLUMNS},
+            "train_examples": (summary.get("effective") or {}).get("train_examples"),
+            **{n: (q if registry.get(n).source == "quality" else m).get(n) for n in RUN_METRICS},
             "base_heldout_loss": (summary.get("base_quality") or {}).get("heldout_loss"),
+            "heldout_overlap_with_train": ((summary.get("data") or {}).get("heldout") or {}).get("overlap_with_train"),
             "fingerprint": (summary.get("fingerprint") or {}).get("first_batches_sha256", "")[:12],
-            **{f"v_{p}": (summary.get("versions") or {}).get(p) for p in VERSION_COLUMNS},
+            **{f"v_{p}": (summary.get("versions") or {}).get(p) for p in versions},
             "git_commit": summary.get("git_commit"),
+            **_spec_fields(spec),
         }
         rows.append(row)
     frame = pd.DataFrame(rows)
     if not frame.empty:
-        same = [p.get("same_tokens") for p in parity(summaries)]
-        frame["same_tokens_as_reference"] = same
+        checks = parity(summaries, loss_curves(sweep_dir, summaries))
+        for col in PARITY:
+            frame[col] = [p.get(col) for p in checks]
     return frame, unreadable
 
 
 def repeats(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean, 95 % confidence interval (Student's t) and coefficient of variation over runs that differ only
-    by seed, per framework, for throughput and peak memory."""
+    by seed: the same job key, framework and version."""
     ok = frame[frame["status"] == "ok"]
     if ok.empty:
         return pd.DataFrame()
     out = []
-    for (framework, _), group in ok.groupby([ok["framework"], job_of(ok, exclude=("seed",))], dropna=False):
-        first = group.iloc[0]
-        row = {"framework": framework, **{c: first[c] for c in CONFIG_COLUMNS if c in group and c != "seed"}}
-        row["n"] = len(group)
+    keys = ["framework", "framework_version", "job_key"]
+    for (framework, version, job), group in ok.groupby([ok[k].astype("string").fillna("-") for k in keys]):
+        row = {"framework": framework, "framework_version": version, "job_key": job, "n": len(group)}
+        row["seeds"] = ",".join(str(s) for s in group["seed"]) if "seed" in group else "-"
         for col in REPEATED:
-            values = group[col].dropna().astype(float)
+            values = group[col].dropna().astype(float) if col in group else pd.Series(dtype=float)
             if values.empty:
                 continue
             mean, sd = values.mean(), values.std(ddof=1) if len(values) > 1 else math.nan
@@ -122,25 +134,57 @@ def repeats(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def job_of(frame: pd.DataFrame, exclude: tuple[str, ...] = ()) -> pd.Series:
-    """A key per row for "the same job": its config columns (less `exclude`) as text, missing ones as "-"
-    (runs from older harness versions lack some)."""
-    cols = [c for c in CONFIG_COLUMNS if c in frame and c not in exclude]
-    return frame[cols].astype("string").fillna("-").agg("|".join, axis=1)
-
-
 def with_ratios(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """Each ok run's throughput and memory relative to the baseline framework's runs of the same job."""
+    """Each ok run's throughput and memory over its reference: the first ok run of the baseline framework with
+    the same job key and seed. Where there is none, or it trained on other tokens, the ratio is left empty
+    and `vs_<baseline>` says why."""
     ok = frame[frame["status"] == "ok"].copy()
-    if ok.empty or baseline not in set(ok["framework"]):
+    if ok.empty:
         return ok
-    cols = ["tokens_per_s", "peak_vram_mb", "peak_rss_mb"]
-    ok["_job"] = job_of(ok)
-    base = ok[ok["framework"] == baseline].groupby("_job")[cols].mean()
-    merged = ok.merge(base, left_on="_job", right_index=True, how="left", suffixes=("", "_base"))
-    for col in cols:
-        merged[f"{col}_vs_{baseline}"] = merged[col] / merged[f"{col}_base"]
-    return merged.drop(columns=["_job", *[f"{c}_base" for c in cols]])
+    note = f"vs_{baseline}"
+    ok[note] = ""
+    for col in RATIOS:
+        ok[f"{col}_vs_{baseline}"] = math.nan
+    base = ok[ok["framework"] == baseline]
+    for i, run in ok.iterrows():
+        ref = base[(base["job_key"] == run["job_key"]) & (base["seed"] == run["seed"])]
+        if run["job_key"] is None or ref.empty:
+            ok.at[i, note] = f"no {baseline} run of this job"
+            continue
+        ref = ref.iloc[0]
+        if run["fingerprint"] != ref["fingerprint"]:
+            ok.at[i, note] = f"not comparable: other tokens than {ref['run']}"
+            continue
+        ok.at[i, note] = f"against {ref['run']}"
+        for col in RATIOS:
+            if col in ok and pd.notna(run[col]) and pd.notna(ref[col]) and ref[col]:
+                ok.at[i, f"{col}_vs_{baseline}"] = float(run[col]) / float(ref[col])
+    return ok
+
+
+def quality_differences(sweep_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """Per run, ROUGE-L after training minus the base model's on the same prompts, with a paired bootstrap
+    95 % interval over the prompts; a difference is called one only when the interval excludes zero."""
+    base = {}
+    for run_dir in results.run_dirs(sweep_dir):
+        base = {g["prompt"]: g["rouge_l"] for g in results.read_jsonl(run_dir / results.BASE_GENERATIONS)
+                if "rouge_l" in g}  # fmt: skip
+        if base:
+            break
+    rows = []
+    ok = frame[frame["status"] == "ok"] if not frame.empty else frame
+    for run in ok["run"] if not ok.empty else []:
+        gens = [g for g in results.read_jsonl(sweep_dir / run / results.GENERATIONS) if g.get("prompt") in base]
+        diffs = np.array([g["rouge_l"] - base[g["prompt"]] for g in gens if "rouge_l" in g])
+        if diffs.size == 0:
+            continue
+        rng = np.random.default_rng(0)
+        means = diffs[rng.integers(0, diffs.size, (BOOTSTRAP, diffs.size))].mean(axis=1)
+        lo, hi = np.percentile(means, [2.5, 97.5])
+        verdict = "better than base" if lo > 0 else "worse than base" if hi < 0 else "no difference (CI spans 0)"
+        rows.append({"run": run, "prompts": diffs.size, "rouge_l_minus_base": diffs.mean(), "ci95_low": lo,
+                     "ci95_high": hi, "verdict": verdict})  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def _png(fig) -> bytes:
@@ -167,11 +211,17 @@ def plots(sweep_dir: Path, frame: pd.DataFrame) -> dict[str, bytes]:
     fig, ax = plt.subplots(figsize=(7, 4))
     for run in ok["run"]:
         samples = results.read_jsonl(sweep_dir / run / results.SAMPLES)
-        gpu = [sum(g["used_mb"] for g in s["gpus"]) for s in samples if s.get("gpus")]
-        ys, label = (
-            (gpu, "GPU used MB") if len(gpu) == len(samples) and gpu else ([s["rss_mb"] for s in samples], "RSS MB")
+        baseline = ((results.read_json(sweep_dir / run / results.SUMMARY) or {}).get("sampler") or {}).get(
+            "baseline_used_mb"
         )
-        ax.plot([s["t"] for s in samples], ys, label=f"{run} ({label})")
+        # The quantity the peak-memory metric takes its maximum of, by the same method.
+        vram, method = measure.vram_per_gpu(samples, baseline)
+        if vram:
+            ts = [s["t"] for s in samples if s.get("gpus")]
+            ys, label = [sum(r) for r in vram], f"VRAM MiB, {method}"
+        else:
+            ts, ys, label = [s["t"] for s in samples], [s["rss_mb"] for s in samples], "RSS MiB"
+        ax.plot(ts, ys, label=f"{run} ({label})")
     ax.set(xlabel="seconds since the worker started", ylabel="MB", title="Memory timeline")
     ax.legend(fontsize=7)
     out["memory_timeline.png"] = _png(fig)
@@ -188,23 +238,25 @@ def plots(sweep_dir: Path, frame: pd.DataFrame) -> dict[str, bytes]:
     return out
 
 
-SUMMARY_COLUMNS = (
-    "run", "framework", "framework_version", "status", "tokens_per_s", "peak_vram_mb", "peak_rss_mb",
-    "energy_j_per_1k_tokens", "mfu", "first_loss", "final_loss", "base_heldout_loss", "heldout_loss", "rouge_l",
-    "bleu4", "fingerprint", "same_tokens_as_reference",
-)  # fmt: skip
+IDENTITY = ("run", "framework", "framework_version", "job_key", "seed", "status")
 
 
 def summary_table(frame: pd.DataFrame, ratios: pd.DataFrame) -> pd.DataFrame:
-    """The columns a reader compares first, with the ratios against the baseline framework."""
-    table = ratios if not ratios.empty else frame
-    cols = [c for c in SUMMARY_COLUMNS if c in table] + [c for c in table if "_vs_" in c]
+    """The columns a reader compares first, with the ratios against the baseline framework's run of the same
+    job; where a ratio cannot be taken its cell says why."""
+    table = (ratios if not ratios.empty else frame).copy()
+    notes = [c for c in table if c.startswith("vs_")]
+    for note in notes:
+        for col in [c for c in table if c.endswith(f"_{note}")]:
+            table[col] = [f"{v:.3g}x" if pd.notna(v) else n for v, n in zip(table[col], table[note], strict=True)]
+    cols = [*IDENTITY, *registry.shown("table"), "base_heldout_loss", "fingerprint", *PARITY]
+    cols = [c for c in cols if c in table] + [c for c in table if "_vs_" in c]
     return table[cols].dropna(axis=1, how="all")
 
 
 def base_line(sweep_dir: Path) -> str | None:
     """The base model's held-out quality (evaluated once per sweep, in its first run): the reference point."""
-    for run_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
+    for run_dir in results.run_dirs(sweep_dir):
         base = (results.read_json(run_dir / results.SUMMARY) or {}).get("base_quality")
         if base:
             scores = (
@@ -216,70 +268,58 @@ def base_line(sweep_dir: Path) -> str | None:
 
 def frontier_section(sweep_dir: Path) -> tuple[pd.DataFrame, str] | None:
     """A memory-frontier sweep's table (bench.frontier) and how its budgets were applied, when this is one."""
-    from bench import frontier
-
-    found = frontier.load(sweep_dir)
-    return (frontier.frame(found), " ".join(frontier.method(found))) if found else None
+    found = frontier_table.load(sweep_dir)
+    return (frontier_table.frame(found), " ".join(frontier_table.method(found))) if found else None
 
 
-def markdown(frame: pd.DataFrame, ratios: pd.DataFrame, reps: pd.DataFrame, unreadable, images, title, base,
-             front=None) -> str:  # fmt: skip
-    parts = [f"# {title}", ""] + ([base, ""] if base else [])
+Section = tuple[str, str | None, pd.DataFrame | None]  # heading, a paragraph, a table
+
+
+def sections(frame, ratios, reps, quality, unreadable, base, front, baseline) -> list[Section]:
+    """The report's content once; markdown() and to_html() only render it."""
+    out: list[Section] = [("", base, None)] if base else []
     if front is not None:
-        parts += ["## Memory frontier (largest value that trains)", "", front[1], "", front[0].to_markdown(index=False),
-                  ""]  # fmt: skip
+        out.append(("Memory frontier (largest value that trains)", front[1], front[0]))
     if frame.empty:
-        parts += ["No finished runs in this sweep.", ""]
+        out.append(("", "No finished runs in this sweep.", None))
     else:
-        parts += ["## Runs", "", summary_table(frame, ratios).to_markdown(index=False, floatfmt=".4g"), ""]
+        out.append(("Runs", f"Ratios are taken against the {baseline} run of the same job and seed, only where "
+                    "both trained on the same tokens (fingerprint).", summary_table(frame, ratios)))  # fmt: skip
         if not reps.empty and (reps["n"] > 1).any():
-            parts += [
-                "## Repeats (mean, 95 % CI half-width, CV)",
-                "",
-                reps.to_markdown(index=False, floatfmt=".4g"),
-                "",
-            ]
+            out.append(("Repeats (mean, 95 % CI half-width, CV)", "Runs of one job, framework and version that "
+                        "differ only by seed.", reps))  # fmt: skip
+        if {"rouge_l", "bleu4"} & set(frame):
+            out.append(("Quality", BLEU_NOTE, quality if not quality.empty else None))
         bad = frame[frame["status"] != "ok"]
         if not bad.empty:
-            parts += [
-                "## Runs that did not finish ok",
-                "",
-                bad[["run", "framework", "status", "reason"]].to_markdown(index=False),
-                "",
-            ]
+            out.append(("Runs that did not finish ok", None, bad[["run", "framework", "status", "reason"]]))
     if unreadable:
-        parts += ["## Skipped while building this report", "", pd.DataFrame(unreadable).to_markdown(index=False), ""]
+        out.append(("Skipped while building this report", None, pd.DataFrame(unreadable)))
+    return out
+
+
+def markdown(title: str, content: list[Section], images: dict[str, bytes]) -> str:
+    parts = [f"# {title}", ""]
+    for heading, text, df in content:
+        parts += ([f"## {heading}", ""] if heading else []) + ([text, ""] if text else [])
+        parts += [df.to_markdown(index=False, floatfmt=".4g"), ""] if df is not None else []
     parts += [f"![{name}]({name})" for name in images]
     return "\n".join(parts) + "\n"
 
 
-def to_html(frame: pd.DataFrame, ratios, reps, unreadable, images, title, base, front=None) -> str:
+def to_html(title: str, content: list[Section], images: dict[str, bytes], frame: pd.DataFrame) -> str:
     """A self-contained page: tables as HTML, plots as inline PNG data URIs, no network needed."""
 
     def table(df: pd.DataFrame) -> str:
         return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-", border=0)
 
-    body = [f"<h1>{html.escape(title)}</h1>"] + ([f"<p>{html.escape(base)}</p>"] if base else [])
-    if front is not None:
-        body += ["<h2>Memory frontier (largest value that trains)</h2>", f"<p>{html.escape(front[1])}</p>",
-                 table(front[0])]  # fmt: skip
-    if frame.empty:
-        body.append("<p>No finished runs in this sweep.</p>")
-    else:
-        body += [
-            "<h2>Runs</h2>",
-            table(summary_table(frame, ratios)),
-            "<details><summary>All columns (runs.csv)</summary>",
-            table(frame),
-            "</details>",
-        ]
-        if not reps.empty and (reps["n"] > 1).any():
-            body += ["<h2>Repeats (mean, 95 % CI half-width, CV)</h2>", table(reps)]
-        bad = frame[frame["status"] != "ok"]
-        if not bad.empty:
-            body += ["<h2>Runs that did not finish ok</h2>", table(bad[["run", "framework", "status", "reason"]])]
-    if unreadable:
-        body += ["<h2>Skipped while building this report</h2>", table(pd.DataFrame(unreadable))]
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    for heading, text, df in content:
+        body += ([f"<h2>{html.escape(heading)}</h2>"] if heading else []) + ([f"<p>{html.escape(text)}</p>"] if text
+                                                                           else [])  # fmt: skip
+        body += [table(df)] if df is not None else []
+        if heading == "Runs":
+            body += ["<details><summary>All columns (runs.csv)</summary>", table(frame), "</details>"]
     for name, png in images.items():
         data = base64.b64encode(png).decode()
         body.append(
@@ -304,22 +344,19 @@ def build(sweep_dir: Path, baseline: str = "trl") -> dict[str, Path]:
     frame, unreadable = load_runs(sweep_dir)
     ratios = with_ratios(frame, baseline) if not frame.empty else frame
     reps = repeats(frame) if not frame.empty else pd.DataFrame()
+    quality = quality_differences(sweep_dir, frame)
     images = plots(sweep_dir, frame)
     title = f"sftbench report: {sweep_dir.name}"
-    base = base_line(sweep_dir)
-    front = frontier_section(sweep_dir)
+    content = sections(frame, ratios, reps, quality, unreadable, base_line(sweep_dir), frontier_section(sweep_dir),
+                       baseline)  # fmt: skip
     frame.to_csv(sweep_dir / "runs.csv", index=False)
     frame.astype({c: "string" for c in frame.columns if frame[c].dtype == object}).to_parquet(
         sweep_dir / "runs.parquet", index=False
     )
     for name, png in images.items():
         (sweep_dir / name).write_bytes(png)
-    results.write_text_atomic(
-        sweep_dir / "report.md", markdown(frame, ratios, reps, unreadable, images, title, base, front)
-    )
-    results.write_text_atomic(
-        sweep_dir / "report.html", to_html(frame, ratios, reps, unreadable, images, title, base, front)
-    )
+    results.write_text_atomic(sweep_dir / "report.md", markdown(title, content, images))
+    results.write_text_atomic(sweep_dir / "report.html", to_html(title, content, images, frame))
     return {n: sweep_dir / n for n in ("runs.csv", "runs.parquet", "report.md", "report.html")}
 
 

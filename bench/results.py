@@ -70,6 +70,16 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def run_dirs(sweep_dir: Path) -> list[Path]:
+    """A sweep's run directories in run order (`10-trl` after `2-trl`), hidden ones left out."""
+
+    def order(p: Path) -> tuple[int, str]:
+        head = p.name.split("-", 1)[0]
+        return (int(head) if head.isdigit() else 1 << 30, p.name)
+
+    return sorted((p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")), key=order)
+
+
 def clear_run(run_dir: Path) -> None:
     """Remove what an earlier attempt of this run wrote, so events and samples never mix two attempts."""
     for name in RUN_FILES:

@@ -7,9 +7,8 @@ no run could use (unknown names, unreadable data) stops the sweep with one line 
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import os
-import re
 import resource
 import subprocess
 import sys
@@ -24,42 +23,42 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench import envs, launch, results, runners, summary
-from bench.data import BUNDLED_MEDICAL, DataError, load_examples, resolve_files
+from bench import config, envs, launch, results, summary
+from bench.config import Config
+from bench.data import (
+    BUNDLED_MEDICAL,
+    HELDOUT_OVERLAP_WARN,
+    DataReport,
+    files_sha256,
+    heldout_overlap,
+    load_examples,
+    resolve_files,
+)
+from bench.errors import UserError
 from bench.models import built_model_dir
-from bench.spec import DataSpec, EvalSpec, JobSpec, ModelSpec, SpecError, TrainSpec, from_mapping
+from bench.runners.base import STACK
+from bench.sampler import host_has_gpu
+from bench.spec import DataSpec, JobSpec, ModelSpec
 
 REPO = Path(__file__).resolve().parent.parent
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)  # logs: no wrap at 80 columns
 SWEEP_SIZE = 0  # set when the sweep starts (same process with Hydra's basic launcher)
 
 
-def safe_name(value: str) -> str:
-    """A path component from a config value: no separators, no leading dots (no `framework.name=../x`)."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", str(value)).lstrip(".") or "_"
+def model_spec(cfg: Config) -> ModelSpec:
+    m = cfg.model
+    if m.source == "random":
+        path = m.path or str(built_model_dir(m.name, m.config, cfg.cache_path))
+    elif not m.path:
+        raise UserError(f"model={m.name}: set model.path to a hub id or a local directory")
+    elif Path(m.path).expanduser().exists():
+        path = str(Path(m.path).expanduser().resolve())
+    else:
+        path = m.path
+    return ModelSpec(m.name, m.source, path, m.config, m.trust_remote_code)
 
 
-# Resolvers for the sweep directory layout in conf/config.yaml.
-OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)  # one value per sweep
-OmegaConf.register_new_resolver("safe", safe_name, replace=True)
-
-
-class UserError(Exception):
-    """Bad input from the user: reported as one line, no traceback."""
-
-
-def model_spec(cfg: DictConfig, cache_dir: Path) -> ModelSpec:
-    m = OmegaConf.to_container(cfg.model, resolve=True)
-    if m["source"] == "random":
-        m["path"] = m["path"] or str(built_model_dir(m["name"], m["config"], cache_dir))
-    elif not m["path"]:
-        raise UserError(f"model={m['name']}: set model.path to a hub id or a local directory")
-    elif Path(m["path"]).expanduser().exists():
-        m["path"] = str(Path(m["path"]).expanduser().resolve())
-    return from_mapping(ModelSpec, m, "model")
-
-
-def hub_files(d: DictConfig) -> tuple[list[Path], list[Path]]:
+def hub_files(d: config.DatasetConfig) -> tuple[list[Path], list[Path]]:
     """Train and held-out files of a hub dataset, downloaded once into the Hugging Face cache."""
     from huggingface_hub import hf_hub_download
 
@@ -72,12 +71,15 @@ def hub_files(d: DictConfig) -> tuple[list[Path], list[Path]]:
                 f"download it once and set dataset.path to the local copy (see conf/dataset/{d.name}.yaml)"
             ) from None
 
-    return [fetch(d.hub_files.train)], [fetch(d.hub_files.eval)] if d.hub_files.get("eval") else []
+    files = d.hub_files or {}
+    if "train" not in files:
+        raise UserError(f"dataset={d.name}: dataset.hub_files needs a `train` file")
+    return [fetch(files["train"])], [fetch(files["eval"])] if files.get("eval") else []
 
 
-def data_spec(cfg: DictConfig) -> DataSpec:
+def data_spec(cfg: Config) -> DataSpec:
     d = cfg.dataset
-    if not d.path and d.get("hub_id"):
+    if not d.path and d.hub_id:
         train, held_out = hub_files(d)
     else:
         path = d.path or BUNDLED_MEDICAL
@@ -92,30 +94,31 @@ def data_spec(cfg: DictConfig) -> DataSpec:
         name=d.name,
         train_files=tuple(map(str, train)),
         eval_files=tuple(map(str, held_out)),
+        files_sha256=files_sha256(train, held_out),
         system_prompt=d.system_prompt,
         max_rows=d.max_rows,
         tokenize=d.tokenize,
         on_bad_row=d.on_bad_row,
         shuffle_seed=d.shuffle_seed,
-        fill_to=d.get("fill_to"),
+        fill_to=d.fill_to,
     )
 
 
-def job_spec(cfg: DictConfig, run_dir: Path) -> JobSpec:
-    """The framework-neutral job spec of one run, validated."""
-    if cfg.framework.name not in runners.available():
-        raise UserError(f"framework={cfg.framework.name}: no runner; known: {', '.join(runners.available())}")
-    cache_dir = Path(cfg.cache_dir).expanduser()
+def job_spec(cfg: Config, run_dir: Path, first_run: bool = True) -> JobSpec:
+    """The framework-neutral job spec of one run, validated. The base model is the same for every run:
+    evaluated once, in the sweep's first run."""
+    fw = cfg.framework
     return JobSpec(
-        framework=cfg.framework.name,
-        framework_version=str(cfg.framework.version),
-        model=model_spec(cfg, cache_dir),
+        framework=fw.name,
+        framework_version=fw.version,
+        runner=fw.runner,
+        packages=(fw.distribution, *fw.packages),
+        model=model_spec(cfg),
         data=data_spec(cfg),
-        train=from_mapping(TrainSpec, OmegaConf.to_container(cfg.train, resolve=True), "train"),
-        run_dir=str(run_dir.resolve()),
+        train=cfg.train,
+        evaluation=dataclasses.replace(cfg.eval, base=first_run),
         skip_steps=cfg.skip_steps,
-        # The base model is the same for every run: evaluated once, in the sweep's first run.
-        evaluation=EvalSpec(**OmegaConf.to_container(cfg.eval, resolve=True), base=hydra_job_num() == 0),
+        run_dir=str(run_dir.resolve()),
     ).validate()
 
 
@@ -136,18 +139,18 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def framework_requirements(fw: DictConfig, worker: list[str] = ()) -> list[str]:
+def framework_requirements(fw: config.FrameworkConfig | DictConfig, worker: list[str] = ()) -> list[str]:
     """The framework's requirements, the companion pins of its release and the harness's worker needs."""
-    companions = fw.get("companions") or {}
+    companions = fw.companions or {}
     return [*fw.requirements, *companions.get(str(fw.version), companions.get("default", [])), *worker]
 
 
-def framework_python(cfg: DictConfig, cache_dir: Path) -> tuple[Path, float | None]:
+def framework_python(cfg: Config) -> tuple[Path, float | None]:
     fw = cfg.framework
     if fw.python:
         return envs.check_python(fw.python), None
-    requirements = framework_requirements(fw, list(cfg.worker_requirements))
-    env = envs.env_dir(cache_dir, fw.name, str(fw.version), requirements)
+    requirements = framework_requirements(fw, cfg.worker_requirements)
+    env = envs.env_dir(cfg.cache_path, fw.name, fw.version, requirements)
     with console.status(f"[bold]{fw.name} {fw.version}[/]: environment") as status:
 
         def show(line: str) -> None:
@@ -156,41 +159,71 @@ def framework_python(cfg: DictConfig, cache_dir: Path) -> tuple[Path, float | No
         return envs.ensure_env(env, requirements, show)
 
 
-def finished_ok(run_dir: Path) -> dict[str, Any] | None:
-    """The run's summary when a previous attempt finished it with status ok (for resume)."""
+def host_reason(fw: config.FrameworkConfig, spec: JobSpec) -> str | None:
+    """Why this host cannot run the job at all, from the framework's declared facts (before any build)."""
+    if spec.train.num_gpus > 1 and not fw.multi_gpu:
+        return f"train.num_gpus={spec.train.num_gpus}: the harness runs {fw.name} on one GPU (framework.multi_gpu)"
+    if fw.needs_gpu and not host_has_gpu():
+        return f"{fw.name} requires an NVIDIA/AMD/Intel GPU; none found on this host"
+    return None
+
+
+def check_data(spec: JobSpec) -> dict[str, Any]:
+    """Read every row before the run starts (bad rows stop the sweep here) and count what the held-out split
+    shares with the training rows."""
+    d = spec.data
+    train = load_examples(d.train_files, d.max_rows, d.on_bad_row, d.shuffle_seed)
+    report = DataReport()
+    held_out = load_examples(d.eval_files, None, d.on_bad_row, None, report)
+    overlap = heldout_overlap(train, held_out)
+    heldout = {"rows": report.rows, "kept": report.kept, "duplicates": report.duplicates, "skipped": report.skipped}
+    return {"heldout": heldout | {"overlap_with_train": overlap}}
+
+
+def finished_ok(run_dir: Path, spec: JobSpec) -> dict[str, Any] | None:
+    """The run's summary when a previous attempt finished this very job ok (for resume): same framework and
+    requested version, same job key and seed. An earlier run of other settings is run again."""
     prior = results.read_json(run_dir / results.SUMMARY)
-    return prior if prior and prior.get("status") == "ok" else None
+    if not prior or prior.get("status") != "ok":
+        return None
+    same = (prior.get("framework"), prior.get("framework_version_requested"), prior.get("job_key"), prior.get("seed"))
+    if same != (spec.framework, spec.framework_version, spec.job_key(), spec.train.seed):
+        console.print(f"[yellow]{run_dir.name}[/]: the earlier run there was another job; running this one")
+        return None
+    return prior
 
 
-def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def execute(raw: DictConfig, run_dir: Path) -> dict[str, Any]:
     """One run, start to summary. Never raises for a run that fails: the failure is its result."""
-    spec = job_spec(cfg, run_dir)
+    cfg = config.validate(raw)
+    spec = job_spec(cfg, run_dir, first_run=hydra_job_num() == 0)
+    data = check_data(spec)  # bad rows stop the sweep before this run starts
     results.clear_run(run_dir)  # a rerun in the same directory starts from nothing
-    for files in (spec.data.train_files, spec.data.eval_files):  # bad rows stop the sweep before this run starts
-        load_examples(files, spec.data.max_rows, spec.data.on_bad_row, spec.data.shuffle_seed)
     results.write_text_atomic(run_dir / results.SPEC, spec.to_json())
-    results.write_text_atomic(run_dir / results.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
-    cache_dir = Path(cfg.cache_dir).expanduser()
+    results.write_text_atomic(run_dir / results.CONFIG, OmegaConf.to_yaml(raw, resolve=True))
+    fw = cfg.framework
     base = {
         "run": run_dir.name,
+        "job_key": spec.job_key(),  # what makes runs comparable: every table, ratio, gate and resume uses it
+        "seed": spec.train.seed,
         "started_at": time.time(),
         "framework": spec.framework,
-        "framework_version": spec.framework_version,
-        "overrides": list(HydraConfig.get().overrides.task),
+        "framework_version": None,  # what was installed, once known; None where it never was
+        "framework_version_requested": spec.framework_version,
+        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
         "git_commit": git_commit(),
         "spec": results.SPEC,
         "events": results.EVENTS,
         "samples": results.SAMPLES,
     }
-    runner = runners.load(spec.framework)
-    reason = runner.preflight(spec) if hasattr(runner, "preflight") else None
+    reason = host_reason(fw, spec)
     if reason:
         return {**base, "status": "skipped", "reason": reason, "metrics": {}}
     try:
-        python, build_s = framework_python(cfg, cache_dir)
+        python, build_s = framework_python(cfg)
     except envs.EnvError as e:
         return {**base, "status": "failed", "reason": f"environment: {e}".splitlines()[0], "log_tail": str(e)}
-    env = launch.worker_env(launch.worker_pythonpath(cache_dir), dict(cfg.framework.env))
+    env = launch.worker_env(launch.worker_pythonpath(cfg.cache_path), fw.env)
     columns = [TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=True) as progress:
         outcome = launch.launch(
@@ -200,8 +233,15 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     report = summary.read_worker(run_dir)  # None when the worker died before reporting
     status, reason = summary.status_of(report, outcome)
     worker = report or {}
-    versions = worker.get("versions", {})
-    base["framework_version"] = versions.get(spec.framework, spec.framework_version)  # what really ran
+    versions = worker.get("versions") or envs.installed_versions(python, (*spec.packages, *STACK))
+    base["framework_version"] = versions.get(fw.distribution)  # what really ran
+    heldout = data["heldout"]
+    notes = list(worker.get("notes", []))  # where a framework does not follow the spec to the letter
+    if heldout["kept"] and heldout["overlap_with_train"] / heldout["kept"] > HELDOUT_OVERLAP_WARN:
+        notes.append(
+            f"held-out: {heldout['overlap_with_train']} of {heldout['kept']} rows are also training rows; "
+            "quality measured on them is recall"
+        )
     out = {
         **base,
         "status": status,
@@ -212,9 +252,12 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "effective": {k: worker.get(k) for k in ("precision", "gradient_checkpointing", "train_examples", "tokenize")},
         "quality": worker.get("quality", {}),  # held-out loss, perplexity, ROUGE-L, BLEU-4 after training
         "base_quality": worker.get("base_quality", {}),  # the same for the base model (first run of a sweep)
-        "data": worker.get("data", {}),  # rows read, kept, duplicates, skipped by problem, over max length
+        # Training rows read, kept, duplicates, skipped by problem, over max length, dropped by the framework;
+        # the held-out split's own counts and its overlap with the training rows.
+        "data": worker.get("data", {}) | data,
         "fingerprint": worker.get("fingerprint", {}),
-        "notes": worker.get("notes", []),  # where a framework does not follow the spec to the letter
+        "notes": notes,
+        "sampler": {"interval_s": cfg.sampler.interval_s, "baseline_used_mb": outcome.sampler.baseline_used_mb},
         "metrics": summary.metrics(
             run_dir, worker, outcome, spec.skip_steps, spec.train.batch_size * spec.train.grad_accum
         ),
@@ -231,12 +274,12 @@ def run_job(cfg: DictConfig) -> str:
     """One run of the sweep (Hydra's task function)."""
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
-    if cfg.resume and (prior := finished_ok(run_dir)):
-        console.print(f"run {hc.job.num + 1}: {prior['framework']} ok in an earlier attempt, kept ({run_dir})")
-        return "ok"
     try:
+        if cfg.resume and (prior := finished_ok(run_dir, job_spec(config.validate(cfg), run_dir))):
+            console.print(f"run {hc.job.num + 1}: {prior['framework']} ok in an earlier attempt, kept ({run_dir})")
+            return "ok"
         out = execute(cfg, run_dir)
-    except (UserError, SpecError, DataError) as e:
+    except UserError as e:  # SpecError and DataError included
         console.print(f"[red]error:[/] {e}")
         sys.exit(2)  # SystemExit passes through Hydra's launcher: the sweep stops, no traceback
     results.write_json_atomic(run_dir / results.SUMMARY, out)
@@ -252,37 +295,43 @@ def run_job(cfg: DictConfig) -> str:
     return out["status"]
 
 
-def sweep_size(config: DictConfig) -> int:
+def sweep_size(cfg: DictConfig) -> int:
     """How many runs the sweep's overrides (command line over hydra.sweeper.params) expand to."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items()]
     counts: dict[str, int] = {}
-    for o in OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task]):
+    for o in OverridesParser.create().parse_overrides([*params, *cfg.hydra.overrides.task]):
         counts[o.get_key_element()] = len(list(o.sweep_string_iterator())) if o.is_sweep_override() else 1
     return math.prod(counts.values())
 
 
+# The sweep directory's resolvers, before Hydra composes anything: here, because launchers that run jobs in
+# other processes (submitit) compose each job's config after importing this module to unpickle run_job.
+config.register_resolvers()
+
 # Hydra's entry point. The task function stays importable as bench.run.run_job, so launchers that pickle it
 # (submitit) send a reference rather than the module's state.
-main = hydra.main(version_base="1.3", config_path=str(REPO / "conf"), config_name="config")(run_job)
+main = hydra.main(version_base="1.3", config_path=str(config.conf_dir()), config_name="config")(run_job)
 
 
 class SweepTable(Callback):
     """Counts the sweep's runs at its start; prints them side by side once every run has finished."""
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:  # noqa: A002 (Hydra's name)
         global SWEEP_SIZE
         SWEEP_SIZE = sweep_size(config)
 
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:  # noqa: A002
+        cfg = config
+        sweep_dir = Path(cfg.hydra.sweep.dir)
         out = Console(width=None if sys.stdout.isatty() else 160)
-        out.print(summary.sweep_table(summary.load_summaries(sweep_dir), title=f"sweep {sweep_dir}"))
+        runs = summary.load_summaries(sweep_dir)
+        out.print(summary.sweep_table(runs, title=f"sweep {sweep_dir}", curves=summary.loss_curves(sweep_dir, runs)))
         try:
             from bench import report  # pandas and matplotlib: loaded only now, after the runs
 
-            paths = report.build(sweep_dir, baseline=config.report.baseline)
+            paths = report.build(sweep_dir, baseline=cfg.report.baseline)
             out.print(f"report: {paths['report.html']}  (rebuild: python -m bench.report {sweep_dir})")
         except Exception as e:  # the runs are recorded; a report can be rebuilt from them
             console.print(f"[yellow]report not built:[/] {type(e).__name__}: {e}")

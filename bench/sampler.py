@@ -31,6 +31,15 @@ def _nvml():
         return None
 
 
+def host_has_gpu() -> bool:
+    """Whether this host has a GPU a framework could train on, without torch: NVML devices, or ROCm's /dev/kfd."""
+    nv = _nvml()
+    with contextlib.suppress(Exception):
+        if nv is not None and nv.nvmlDeviceGetCount() > 0:
+            return True
+    return Path("/dev/kfd").exists()
+
+
 @dataclass
 class SamplerStats:
     samples: int = 0

@@ -1,130 +1,148 @@
-"""The framework-neutral job spec: the single source of every training hyperparameter.
+"""The framework-neutral job spec: the single source of every training hyperparameter's meaning.
 
-The parent builds it from the Hydra config, writes it as `spec.json` in the run directory, and every runner
-translates it into its framework's own arguments. Standard library only: the worker imports this module
-inside each framework's environment.
+Values come from conf/ (the only place defaults live); the parent validates them once into these types,
+writes the spec as `spec.json` in the run directory, and every runner translates it into its framework's
+own arguments. Standard library only: the worker imports this module inside each framework's environment.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
-CHAT_TEMPLATES = ("qwen2.5",)
-QUANTS = ("none", "4bit")
-TOKENIZE_MODES = ("framework", "harness")
-MODEL_SOURCES = ("pretrained", "random")
+from bench.errors import SpecError
 
-
-class SpecError(ValueError):
-    """A configuration value that cannot make a valid job."""
+Precision = Literal["auto", "fp32", "bf16", "fp16"]  # auto: bf16 where the GPU supports it, else fp32
+Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
+ChatTemplate = Literal["qwen2.5"]
+Quant = Literal["none", "4bit"]  # 4bit: bitsandbytes NF4 base weights (QLoRA)
+TokenizeMode = Literal["framework", "harness"]
+ModelSource = Literal["pretrained", "random"]
+OnBadRow = Literal["error", "skip"]
 
 
 @dataclass(frozen=True)
 class LoraSpec:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    r: int
+    alpha: int
+    dropout: float
+    target_modules: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class TrainSpec:
-    lora: LoraSpec = field(default_factory=LoraSpec)
-    lr: float = 2e-4
-    scheduler: str = "linear"
-    warmup_steps: int = 0
-    batch_size: int = 2  # per device
-    grad_accum: int = 1
-    max_seq_len: int = 1024
-    max_steps: int = 30
-    seed: int = 42
-    precision: str = "auto"  # auto: bf16 where the GPU supports it, else fp32
-    gradient_checkpointing: bool = False  # forced off on CPU, where it only costs time
-    quant: str = "none"  # none | 4bit (bitsandbytes NF4 base weights, QLoRA)
-    vram_budget_gb: float | None = None  # cap this process's GPU memory (emulates a smaller card)
-    num_gpus: int = 1  # > 1: data parallel, the worker launched with torchrun (one process per GPU)
-    attn_implementation: str = "sdpa"
-    chat_template: str = "qwen2.5"
+    lora: LoraSpec
+    lr: float
+    scheduler: Scheduler
+    warmup_steps: int
+    batch_size: int  # per device
+    grad_accum: int
+    max_seq_len: int
+    max_steps: int
+    seed: int
+    precision: Precision
+    gradient_checkpointing: bool  # forced off on CPU, where it only costs time
+    quant: Quant
+    vram_budget_gb: float | None  # cap this process's GPU memory (emulates a smaller card)
+    num_gpus: int  # > 1: data parallel, the worker launched with torchrun (one process per GPU)
+    attn_implementation: str
+    chat_template: ChatTemplate
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    source: str  # pretrained (hub id or local dir) | random (architecture config, seeded weights)
+    source: ModelSource  # pretrained (hub id or local dir) | random (architecture config, seeded weights)
     path: str  # hub id or local directory; for random, where the built model is cached
-    config: dict[str, Any] = field(default_factory=dict)  # architecture (tiny / arch presets)
-    trust_remote_code: bool = False
+    config: dict[str, Any]  # architecture (tiny / arch presets)
+    trust_remote_code: bool
 
 
 @dataclass(frozen=True)
 class DataSpec:
     name: str
     train_files: tuple[str, ...]
-    eval_files: tuple[str, ...] = ()
-    system_prompt: str = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
-    max_rows: int | None = None
-    tokenize: str = "framework"  # framework: each renders and tokenizes; harness: tokenized once, same ids for all
-    on_bad_row: str = "error"  # error: stop naming file, line and field; skip: leave it out and count it
-    shuffle_seed: int | None = None  # shuffle before taking max_rows
-    fill_to: int | None = None  # strict mode only: pack the tokenized rows into sequences of exactly this length
+    eval_files: tuple[str, ...]
+    files_sha256: str  # content of train_files then eval_files: the data's identity wherever it lies
+    system_prompt: str
+    max_rows: int | None
+    tokenize: TokenizeMode  # framework: each renders and tokenizes; harness: tokenized once, same ids for all
+    on_bad_row: OnBadRow  # error: stop naming file, line and field; skip: leave it out and count it
+    shuffle_seed: int | None  # shuffle before taking max_rows
+    fill_to: int | None  # strict mode only: pack the tokenized rows into sequences of exactly this length
 
 
 @dataclass(frozen=True)
 class EvalSpec:
-    enabled: bool = True
-    prompts: int = 8  # held-out prompts answered greedily and scored
-    max_new_tokens: int = 64
-    batch_size: int = 8  # for the held-out loss
-    base: bool = False  # also evaluate the base model (adapter disabled): the sweep's reference point
+    enabled: bool
+    prompts: int  # held-out prompts answered greedily and scored
+    max_new_tokens: int
+    batch_size: int  # for the held-out loss
+    base: bool = False  # set by the harness, not the user: also evaluate the base model (the sweep's first run)
 
 
 @dataclass(frozen=True)
 class JobSpec:
     framework: str
-    framework_version: str
+    framework_version: str  # as configured; the summary records what was installed
+    runner: str  # the runner module (conf/framework/<name>.yaml)
+    packages: tuple[str, ...]  # distributions whose versions identify the framework; the first is the framework
     model: ModelSpec
     data: DataSpec
     train: TrainSpec
+    evaluation: EvalSpec
+    skip_steps: int  # first steps left out of steady-state throughput (compilation, allocator warm-up)
     run_dir: str
-    skip_steps: int = 3
-    evaluation: EvalSpec = field(
-        default_factory=EvalSpec
-    )  # steps excluded from steady-state throughput (compilation, allocator warm-up)
 
     def validate(self) -> JobSpec:
         t = self.train
         checks = [
-            (t.precision in PRECISIONS, f"train.precision={t.precision!r}: expected one of {PRECISIONS}"),
-            (t.scheduler in SCHEDULERS, f"train.scheduler={t.scheduler!r}: expected one of {SCHEDULERS}"),
-            (t.quant in QUANTS, f"train.quant={t.quant!r}: expected one of {QUANTS}"),
-            (
-                self.data.tokenize in TOKENIZE_MODES,
-                f"dataset.tokenize={self.data.tokenize!r}: expected {TOKENIZE_MODES}",
-            ),
-            (t.chat_template in CHAT_TEMPLATES, f"train.chat_template={t.chat_template!r}: expected {CHAT_TEMPLATES}"),
-            (self.model.source in MODEL_SOURCES, f"model.source={self.model.source!r}: expected {MODEL_SOURCES}"),
             (t.lr > 0, f"train.lr={t.lr}: must be > 0"),
             (t.num_gpus >= 1, f"train.num_gpus={t.num_gpus}: must be >= 1"),
             (t.max_steps > 0, f"train.max_steps={t.max_steps}: must be > 0"),
+            (t.warmup_steps >= 0, f"train.warmup_steps={t.warmup_steps}: must be >= 0"),
             (t.batch_size > 0 and t.grad_accum > 0, "train.batch_size and train.grad_accum must be > 0"),
             (t.max_seq_len > 0, f"train.max_seq_len={t.max_seq_len}: must be > 0"),
             (t.lora.r > 0, f"train.lora.r={t.lora.r}: must be > 0"),
             (0 <= t.lora.dropout < 1, f"train.lora.dropout={t.lora.dropout}: must be in [0, 1)"),
             (len(t.lora.target_modules) > 0, "train.lora.target_modules is empty"),
+            (self.data.max_rows is None or self.data.max_rows > 0, f"dataset.max_rows={self.data.max_rows}: > 0"),
+            (self.evaluation.prompts >= 0, f"eval.prompts={self.evaluation.prompts}: must be >= 0"),
             (self.skip_steps >= 0, f"skip_steps={self.skip_steps}: must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
                 raise SpecError(message)
         return self
+
+    def job_fields(self) -> dict[str, Any]:
+        """What makes two runs the same job, flattened (`train.lr`, ...): every field of the resolved job
+        except the framework, its version, the seed and where the run is written. A built model is
+        identified by its recipe, data by its content, so the key holds across machines and checkouts."""
+        model = dataclasses.asdict(self.model)
+        if self.model.source == "random":
+            model.pop("path")  # the cache directory it was built into
+        data = dataclasses.asdict(self.data)
+        for where in ("name", "train_files", "eval_files"):
+            data.pop(where)
+        train = dataclasses.asdict(self.train)
+        train.pop("seed")
+        evaluation = dataclasses.asdict(self.evaluation)
+        evaluation.pop("base")
+        job = {"model": model, "data": data, "train": train, "eval": evaluation, "skip_steps": self.skip_steps}
+        return _flatten(job)
+
+    def job_key(self, ignore: tuple[str, ...] = ()) -> str:
+        """The identity of the job (see job_fields): one short hash, stored in every summary. `ignore`: fields
+        a search varies on purpose (the memory frontier's axis and budget)."""
+        fields = {k: v for k, v in self.job_fields().items() if k not in ignore}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, ensure_ascii=False)
@@ -136,6 +154,17 @@ class JobSpec:
     @classmethod
     def load(cls, path: str | Path) -> JobSpec:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict) and k != "config":  # a model's architecture stays one value
+            out |= _flatten(v, f"{name}.")
+        else:
+            out[name] = list(v) if isinstance(v, tuple) else v
+    return out
 
 
 def resolve_precision(requested: str, on_gpu: bool, bf16_supported: bool) -> str:
@@ -156,16 +185,24 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _coerce(inner, value, where)
+    if origin is Literal:
+        if value not in args:
+            raise SpecError(f"{where}={value!r}: expected one of {', '.join(map(str, args))}")
+        return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise SpecError(f"{where}: expected a mapping, got {value!r}")
         return from_mapping(tp, value, where)
-    if origin is tuple:
+    if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise SpecError(f"{where}={value!r}: expected a list")
-        return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is dict or tp is Any:
-        return dict(value) if origin is dict else value
+        return origin(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise SpecError(f"{where}={value!r}: expected a mapping")
+        return {k: _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()} if args else dict(value)
+    if tp is Any:
+        return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is int and isinstance(value, bool) or not isinstance(value, tp):
@@ -174,10 +211,14 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
 
 
 def from_mapping(cls: type, data: dict[str, Any], where: str) -> Any:
-    """Build dataclass `cls` from plain data, checking every value's type and rejecting unknown keys."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    """Build dataclass `cls` from plain data, checking every value's type and enum, rejecting unknown keys
+    and naming missing ones: the one validation every config group goes through."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise SpecError(f"{where}: unknown key(s) {', '.join(unknown)}")
+        raise SpecError(f"{where or 'config'}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+    missing = [n for n, f in fields.items() if n not in data and f.default is f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise SpecError(f"{where or 'config'}: missing key(s) {', '.join(missing)}")
     hints = typing.get_type_hints(cls)
-    return cls(**{k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()})
+    return cls(**{k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()})

@@ -9,8 +9,11 @@ from typing import Any
 from rich.table import Table
 
 from bench import flops, measure, results
+from bench import metrics as registry
 
-STATUSES = ("ok", "failed", "timeout", "skipped", "interrupted")
+STEP1_RTOL = 1e-5  # step-1 loss: the base model's loss on the same first batch
+CURVE_RTOL = 1e-3  # loss curve after the first update: bf16 kernels differ by ~1e-4, a changed job by more
+CURVE_STEPS = 5  # steps compared after the first one a non-zero learning rate has influenced
 
 
 def steady_events(events: list[dict[str, Any]], skip_steps: int) -> list[dict[str, Any]]:
@@ -97,7 +100,7 @@ def metrics(run_dir: Path, worker: dict[str, Any], outcome, skip_steps: int, sam
         "sampler_samples": outcome.sampler.samples,
         "sampler_cpu_s": outcome.sampler.sampler_cpu_s,
     }
-    return {k: v for k, v in m.items() if v is not None}
+    return registry.declared({k: v for k, v in m.items() if v is not None})
 
 
 def status_of(worker: dict[str, Any] | None, outcome) -> tuple[str, str]:
@@ -119,37 +122,57 @@ def read_worker(run_dir: Path) -> dict[str, Any] | None:
 
 def load_summaries(sweep_dir: Path) -> list[dict[str, Any]]:
     """Every finished run's summary in a sweep directory, in run order."""
-    paths = sorted(sweep_dir.glob(f"*/{results.SUMMARY}"), key=lambda p: _run_index(p.parent.name))
-    return [s for s in map(results.read_json, paths) if s is not None]
+    found = (results.read_json(d / results.SUMMARY) for d in results.run_dirs(sweep_dir))
+    return [s for s in found if s is not None]
 
 
-def _run_index(name: str) -> tuple[int, str]:
-    head = name.split("-", 1)[0]
-    return (int(head) if head.isdigit() else 1 << 30, name)
+def loss_curves(sweep_dir: Path, summaries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Each finished run's per-step events (step, loss, lr), by run name."""
+    return {s["run"]: results.read_jsonl(sweep_dir / s["run"] / results.EVENTS) for s in summaries if "run" in s}
 
 
 def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def job_key(summary: dict[str, Any]) -> tuple[str, ...]:
-    """The run's overrides less the framework's: runs with the same key ran the same job."""
-    return tuple(sorted(o for o in summary.get("overrides", []) if not o.lstrip("+").startswith("framework")))
+def same_job(summary: dict[str, Any]) -> tuple[Any, ...]:
+    """Runs with equal values here trained the same job from the same seed: what parity compares. A summary
+    without a job key (an older harness) matches nothing but itself."""
+    return (summary.get("job_key") or f"?{summary.get('run')}", summary.get("seed"))
 
 
-def parity(summaries: list[dict[str, Any]], rtol: float = 1e-5) -> list[dict[str, Any]]:
-    """For each finished run, whether it trained on the same tokens and started from the same loss as the
-    first finished run of the same job (the reference), so a framework comparison is a fair one."""
-    reference: dict[tuple[str, ...], dict[str, Any]] = {}
+def curve_window(events: list[dict[str, Any]], k: int = CURVE_STEPS) -> list[int]:
+    """Steps whose loss reflects at least one update with a non-zero learning rate: the k after the first
+    step that trained at lr > 0. Step 1's loss is the base model's (LoRA B starts at zero), so it cannot
+    tell LoRA initialisations apart, and linear warmup trains step 1 at lr 0."""
+    first = next((e["step"] for e in events if (e.get("lr") or 0) > 0), None)
+    return [] if first is None else [e["step"] for e in events if first < e["step"] <= first + k]
+
+
+def curve_rel_diff(events: list[dict[str, Any]], ref: list[dict[str, Any]]) -> tuple[float | None, list[int]]:
+    """Largest relative loss difference over the curve window (see curve_window), and the steps compared."""
+    ref_loss = {e["step"]: e.get("loss") for e in ref}
+    steps = [s for s in curve_window(ref) if ref_loss.get(s)]
+    loss = {e["step"]: e.get("loss") for e in events}
+    diffs = [abs(loss[s] - ref_loss[s]) / abs(ref_loss[s]) for s in steps if loss.get(s) is not None]
+    return (max(diffs) if diffs else None), steps
+
+
+def parity(summaries: list[dict[str, Any]], curves: dict[str, list[dict[str, Any]]] | None = None) -> list[dict]:
+    """For each finished run, against the first finished run of the same job and seed (the reference):
+    whether it trained on the same tokens, started from the same loss, and followed the same loss curve."""
+    curves = curves or {}
+    reference: dict[tuple[Any, ...], dict[str, Any]] = {}
     out = []
     for s in summaries:
-        ref = reference.setdefault(job_key(s), s) if s.get("status") == "ok" else None
+        ref = reference.setdefault(same_job(s), s) if s.get("status") == "ok" else None
         if ref is None:
             out.append({})
             continue
         fp, ref_fp = s.get("fingerprint", {}), ref.get("fingerprint", {})
         loss, ref_loss = s.get("metrics", {}).get("first_loss"), ref.get("metrics", {}).get("first_loss")
         rel = abs(loss - ref_loss) / abs(ref_loss) if loss is not None and ref_loss else None
+        curve, steps = curve_rel_diff(curves.get(s.get("run"), []), curves.get(ref.get("run"), []))
         out.append(
             {
                 "reference": ref.get("run"),
@@ -157,7 +180,10 @@ def parity(summaries: list[dict[str, Any]], rtol: float = 1e-5) -> list[dict[str
                 and fp.get("first_batches_sha256") == ref_fp.get("first_batches_sha256")
                 and all(fp.get(k) == ref_fp.get(k) for k in ("examples", "dataset_tokens", "dataset_trainable_tokens")),
                 "step1_loss_rel_diff": rel,
-                "same_start": rel is not None and rel <= rtol,
+                "same_start": rel is not None and rel <= STEP1_RTOL,
+                "curve_loss_rel_diff": curve,
+                "curve_steps": f"{steps[0]}-{steps[-1]}" if steps else None,
+                "same_curve": curve is not None and curve <= CURVE_RTOL,
             }
         )
     return out
@@ -172,7 +198,9 @@ def varying_overrides(summaries: list[dict[str, Any]]) -> list[list[str]]:
     ]
 
 
-def sweep_table(summaries: list[dict[str, Any]], title: str = "") -> Table:
+def sweep_table(
+    summaries: list[dict[str, Any]], title: str = "", curves: dict[str, list[dict[str, Any]]] | None = None
+) -> Table:
     """One row per run: status, throughput, peak memory, loss and wall time, fit for one screen."""
     table = Table(title=title, title_justify="left")
     columns = [
@@ -190,7 +218,7 @@ def sweep_table(summaries: list[dict[str, Any]], title: str = "") -> Table:
     for col, justify in columns:
         table.add_column(col, justify=justify, overflow="fold")
     styles = {"ok": "green", "skipped": "yellow"}
-    for s, varying, par in zip(summaries, varying_overrides(summaries), parity(summaries), strict=True):
+    for s, varying, par in zip(summaries, varying_overrides(summaries), parity(summaries, curves), strict=True):
         m = s.get("metrics", {})
         vram = m.get("peak_vram_mb")
         loss = f"{m['first_loss']:.3f}→{m['final_loss']:.3f}" if "final_loss" in m else "-"
@@ -226,4 +254,6 @@ def _parity_cell(summary: dict[str, Any], par: dict[str, Any]) -> str:
     cell = f"{sha} =" if par["same_tokens"] else f"[red]{sha} ≠ tokens[/]"
     if not par["same_start"] and par["step1_loss_rel_diff"] is not None:
         cell += f" [red]step-1 loss Δ{par['step1_loss_rel_diff']:.1e}[/]"
+    if not par["same_curve"] and par["curve_loss_rel_diff"] is not None:
+        cell += f" [red]loss steps {par['curve_steps']} Δ{par['curve_loss_rel_diff']:.1e}[/]"
     return cell

@@ -14,37 +14,21 @@ import platform
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from bench import results
-from bench.data import DataReport, Example, load_examples, to_conversation, tokenize_conversation
+from bench.data import DataReport, load_examples, to_conversation
+from bench.runners.base import STACK, RunContext
 from bench.spec import JobSpec, resolve_precision
 
 RANK = int(os.environ.get("RANK", "0"))  # set by torchrun for data-parallel runs (train.num_gpus > 1)
-PACKAGES = (
-    "torch",
-    "transformers",
-    "trl",
-    "peft",
-    "accelerate",
-    "datasets",
-    "tokenizers",
-    "llamafactory",
-    "unsloth",
-    "unsloth_zoo",
-    "bitsandbytes",
-    "triton",
-    "xformers",
-    "flash_attn",
-)
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(framework_packages: tuple[str, ...] = ()) -> dict[str, str]:
     versions = {"python": platform.python_version()}
-    for name in PACKAGES:
+    for name in dict.fromkeys((*framework_packages, *STACK)):
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
     return versions
@@ -79,79 +63,6 @@ def torch_peak_memory() -> dict[str, float]:
         "torch_max_allocated_mb": torch.cuda.max_memory_allocated() / 2**20,
         "torch_max_reserved_mb": torch.cuda.max_memory_reserved() / 2**20,
     }
-
-
-@dataclass
-class RunContext:
-    """What a runner gets: the spec, where the model is, rendered rows, the shared callback, timers."""
-
-    spec: JobSpec
-    model_path: str
-    examples: list[Example]  # the validated training rows, in file order
-    callbacks: list[Any]
-    on_gpu: bool
-    precision: str
-    timings: dict[str, float] = field(default_factory=dict)
-    dropped_rows: int = 0  # rows left with no answer token after truncation (strict mode)
-    _tokenized: list[dict[str, list[int]]] | None = None
-
-    @property
-    def conversations(self) -> list[dict[str, Any]]:
-        """The examples as conversational prompt/completion rows (system + user -> assistant)."""
-        return [to_conversation(ex, self.spec.data.system_prompt) for ex in self.examples]
-
-    def tokenized(self) -> list[dict[str, list[int]]]:
-        """The examples tokenized once by the harness with the model's tokenizer, uncut."""
-        if self._tokenized is None:
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(
-                self.model_path, trust_remote_code=self.spec.model.trust_remote_code
-            )
-            self._tokenized = [tokenize_conversation(tokenizer, c, None) for c in self.conversations]
-        return self._tokenized
-
-    def over_length_rows(self) -> int:
-        """Rows longer than train.max_seq_len: each framework (or strict mode) truncates them its way."""
-        return sum(len(r["input_ids"]) > self.spec.train.max_seq_len for r in self.tokenized())
-
-    def pretokenized(self) -> list[dict[str, list[int]]]:
-        """Strict mode (dataset.tokenize=harness): the harness's ids cut at max_seq_len, rows left without
-        an answer token dropped and counted; every framework trains on exactly these. With dataset.fill_to,
-        the rows are packed end to end into sequences of exactly that length (memory probes)."""
-        if self.spec.data.fill_to:
-            return packed(self.tokenized(), self.spec.data.fill_to)
-        cut = self.spec.train.max_seq_len
-        rows = [{k: v[:cut] for k, v in r.items()} for r in self.tokenized()]
-        kept = [r for r in rows if any(r["completion_mask"])]
-        self.dropped_rows = len(rows) - len(kept)
-        return kept
-
-    @property
-    def torch_dtype(self):
-        import torch
-
-        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
-
-    @contextlib.contextmanager
-    def timed(self, name: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[name] = time.perf_counter() - start
-
-
-def packed(rows: list[dict[str, list[int]]], length: int) -> list[dict[str, list[int]]]:
-    """Rows concatenated and cut into sequences of exactly `length` tokens (cycling when there are too few)."""
-    ids = [t for r in rows for t in r["input_ids"]]
-    mask = [m for r in rows for m in r["completion_mask"]]
-    repeat = -(-length // len(ids)) if ids else 0
-    ids, mask = ids * max(repeat, 1), mask * max(repeat, 1)
-    return [
-        {"input_ids": ids[i : i + length], "completion_mask": mask[i : i + length]}
-        for i in range(0, len(ids) - length + 1, length)
-    ]
 
 
 def apply_vram_budget(budget_gb: float | None, on_gpu: bool) -> str | None:
@@ -212,12 +123,12 @@ def prepare_model(spec: JobSpec) -> str:
 def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
     from bench import runners
 
-    runner = runners.load(spec.framework)
+    runner = runners.load(spec.runner)
     reason = runner.unsupported_reason(spec)
     if reason:
-        return {"status": "skipped", "reason": reason, "versions": package_versions()}
+        return {"status": "skipped", "reason": reason, "versions": package_versions(spec.packages)}
 
-    if hasattr(runner, "setup"):
+    if hasattr(runner, "setup"):  # optional in the contract
         runner.setup()  # before transformers is imported: some frameworks patch it at import
 
     import torch
@@ -258,27 +169,33 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
         begin, end = recorder.train_span
         ctx.timings |= {"setup_s": begin - runner_start, "train_s": end - begin}
     quality = evaluate_run(ctx, recorder.model, run_dir) if spec.evaluation.enabled and RANK == 0 else {}
-    notes = extra.get("notes", []) + quality.get("notes", []) + ([budget_note] if budget_note else [])
+    not_applied = [f"train.{name} is not applied by {spec.framework}" for name in sorted(runner.NOT_APPLIED)]
+    notes = not_applied + extra.get("notes", []) + quality.get("notes", []) + ([budget_note] if budget_note else [])
     try:
         over_length = ctx.over_length_rows()
     except Exception as e:  # counted after training; a tokenizer without a chat template cannot say
         over_length = None
         notes.append(f"over-length rows not counted: {type(e).__name__}: {e}")
+    fingerprint = recorder.fingerprint.result()
+    # What the framework trained on: the dataset it built, which may be smaller than the rows handed over
+    # (TRL drops rows that truncation leaves without an answer token).
+    train_examples = fingerprint.get("examples", len(ctx.examples))
+    dropped = 0 if spec.data.fill_to else max(0, len(ctx.examples) - train_examples)  # fill_to: packed rows
     return {
         "status": "ok",
         "reason": "",
         "precision": precision,
         "gradient_checkpointing": spec.train.gradient_checkpointing and on_gpu,
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
-        "train_examples": len(ctx.examples),
+        "train_examples": train_examples,
         "tokenize": spec.data.tokenize,
-        "data": dataclasses.asdict(data_report) | {"over_length_rows": over_length, "dropped_rows": ctx.dropped_rows},
+        "data": dataclasses.asdict(data_report) | {"over_length_rows": over_length, "dropped_rows": dropped},
         "timings": ctx.timings,
         "model_facts": recorder.model_facts,
-        "fingerprint": recorder.fingerprint.result(),
+        "fingerprint": fingerprint,
         "torch_memory": torch_memory,
         "train_window": recorder.train_window,
-        "versions": package_versions(),
+        "versions": package_versions(spec.packages),
         "hardware": hardware(),
         **extra,
         **quality,
@@ -303,7 +220,7 @@ def main(argv: list[str]) -> int:
     except Exception as e:  # recorded for the summary; the parent also keeps the stderr tail
         traceback.print_exc()
         status = "oom" if is_out_of_memory(e) else "failed"
-        result = {"status": status, "reason": f"{type(e).__name__}: {e}", "versions": package_versions()}
+        result = {"status": status, "reason": f"{type(e).__name__}: {e}", "versions": package_versions(spec.packages)}
         code = 1
     result["worker_wall_s"] = time.perf_counter() - start
     if RANK == 0:

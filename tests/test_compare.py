@@ -62,10 +62,47 @@ def test_nothing_in_common_exits_2(tmp_path):
     other = candidate(tmp_path)
     for run in other.iterdir():
         if run.is_dir():
-            spec = json.loads((run / results.SPEC).read_text())
-            spec["train"]["lr"] = 1.0
-            results.write_json_atomic(run / results.SPEC, spec)
+            summary = json.loads((run / results.SUMMARY).read_text())
+            results.write_json_atomic(run / results.SUMMARY, summary | {"job_key": "another-job"})
     assert compare.main([str(FIXTURE), str(other)]) == 2
+
+
+@pytest.mark.parametrize("tolerances", ["tokens_per_sec: 0.5\n", "tokens_per_s: {better: lower, rel_tol: 0.5}\n",
+                                        "steps: 0.1\n", "tokens_per_s: fast\n"])  # fmt: skip
+def test_a_tolerance_that_cannot_be_checked_exits_2(tmp_path, tolerances, capsys):
+    path = tmp_path / "tol.yaml"
+    path.write_text(tolerances)
+    assert compare.main([str(FIXTURE), str(FIXTURE), "--tolerances", str(path)]) == 2
+    assert "tokens_per_s" in capsys.readouterr().err or "steps" in tolerances
+
+
+def test_a_comparison_that_checks_nothing_exits_2(tmp_path, capsys):
+    other = candidate(tmp_path)
+    for run in ("0-trl", "1-unsloth"):
+        path = FIXTURE / run / results.SUMMARY
+        stripped = json.loads(path.read_text()) | {"metrics": {}}
+        (tmp_path / "base" / run).mkdir(parents=True)
+        results.write_json_atomic(tmp_path / "base" / run / results.SUMMARY, stripped)
+    assert compare.main([str(tmp_path / "base"), str(other)]) == 2
+    assert "no check was made" in capsys.readouterr().err
+
+
+def test_runs_are_matched_by_job_key_not_by_the_first_row_of_a_framework(tmp_path):
+    """Two TRL runs of different jobs (checkpointing on and off) in each sweep: each meets its own."""
+    def sweep(name, slow_one):
+        d = tmp_path / name
+        for i, (key, tps) in enumerate([("ckpt-on", 100.0), ("ckpt-off", 200.0)]):
+            (d / f"{i}-trl").mkdir(parents=True)
+            tps = tps * 0.5 if key == slow_one else tps
+            results.write_json_atomic(d / f"{i}-trl" / results.SUMMARY, {
+                "run": f"{i}-trl", "framework": "trl", "job_key": key, "seed": 42, "status": "ok",
+                "metrics": {"tokens_per_s": tps}})  # fmt: skip
+        return d
+
+    base = sweep("base", slow_one=None)
+    assert compare.main([str(base), str(sweep("same", slow_one=None))]) == 0
+    # The checkpointing-off run got slower: caught against its own job, not averaged or paired with the other.
+    assert compare.main([str(base), str(sweep("slow", slow_one="ckpt-off"))]) == 1
 
 
 def test_tolerances_are_configurable(tmp_path):

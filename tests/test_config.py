@@ -6,8 +6,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from bench.data import DataError
-from bench.run import UserError, job_spec
+from bench.config import validate
+from bench.errors import DataError, SpecError, UserError
+from bench.run import job_spec
 from tests.conftest import REPO
 
 CONF = str(REPO / "conf")
@@ -18,6 +19,10 @@ def cfg(*overrides: str):
         return compose(config_name="config", overrides=list(overrides), return_hydra_config=False)
 
 
+def typed(*overrides: str):
+    return validate(cfg(*overrides))
+
+
 def test_primary_config_sweeps_without_dash_m():
     raw = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "config.yaml"), resolve=False)
     assert raw["hydra"]["mode"] == "MULTIRUN"
@@ -25,7 +30,7 @@ def test_primary_config_sweeps_without_dash_m():
 
 
 def test_default_job_is_the_tiny_model_on_the_bundled_sample(tmp_path):
-    spec = job_spec(cfg(f"cache_dir={tmp_path}"), tmp_path / "run")
+    spec = job_spec(typed(f"cache_dir={tmp_path}"), tmp_path / "run")
     assert spec.framework == "trl"
     assert spec.model.source == "random" and spec.model.path.startswith(str(tmp_path / "models" / "tiny-"))
     assert [Path(f).name for f in spec.data.train_files] == ["train_zh_0.json"]
@@ -35,36 +40,36 @@ def test_default_job_is_the_tiny_model_on_the_bundled_sample(tmp_path):
 
 
 def test_overrides_reach_the_spec(tmp_path):
-    spec = job_spec(cfg("train.lr=1e-4", "train.lora.r=8", "train.max_steps=5", "skip_steps=1"), tmp_path)
+    spec = job_spec(typed("train.lr=1e-4", "train.lora.r=8", "train.max_steps=5", "skip_steps=1"), tmp_path)
     assert (spec.train.lr, spec.train.lora.r, spec.train.max_steps, spec.skip_steps) == (1e-4, 8, 5, 1)
 
 
 @pytest.mark.parametrize("model", ["qwen2.5-0.5b", "qwen2.5-7b"])
 def test_pretrained_presets_name_the_hub_model(tmp_path, model):
-    spec = job_spec(cfg(f"model={model}"), tmp_path)
+    spec = job_spec(typed(f"model={model}"), tmp_path)
     assert spec.model.source == "pretrained" and spec.model.path.startswith("Qwen/Qwen2.5-")
 
 
 def test_local_model_path_is_used_as_is(tmp_path):
-    spec = job_spec(cfg("model=qwen2.5-0.5b", f"model.path={tmp_path}"), tmp_path)
+    spec = job_spec(typed("model=qwen2.5-0.5b", f"model.path={tmp_path}"), tmp_path)
     assert spec.model.path == str(tmp_path)
 
 
 @pytest.mark.parametrize("model, hidden", [("qwen2.5-0.5b-arch", 896), ("qwen2.5-7b-arch", 3584)])
 def test_architecture_presets_build_the_real_shape_without_download(tmp_path, model, hidden):
-    spec = job_spec(cfg(f"model={model}", f"cache_dir={tmp_path}"), tmp_path)
+    spec = job_spec(typed(f"model={model}", f"cache_dir={tmp_path}"), tmp_path)
     assert spec.model.source == "random" and spec.model.config["hidden_size"] == hidden
 
 
 def test_user_dataset_file(tmp_path, write_jsonl):
     path = write_jsonl([{"instruction": "a", "input": "", "output": "b"}])
-    spec = job_spec(cfg(f"dataset.path={path}"), tmp_path)
+    spec = job_spec(typed(f"dataset.path={path}"), tmp_path)
     assert spec.data.train_files == (str(path),) and spec.data.eval_files == ()
 
 
 def test_missing_dataset_file_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="missing.jsonl: dataset file not found"):
-        job_spec(cfg(f"dataset.path={tmp_path / 'missing.jsonl'}"), tmp_path)
+        job_spec(typed(f"dataset.path={tmp_path / 'missing.jsonl'}"), tmp_path)
 
 
 def test_framework_version_selects_its_own_requirements():
@@ -78,11 +83,70 @@ def test_framework_version_selects_its_own_requirements():
     assert "trl==1.16.0" in new and "transformers==5.24.0" in new
 
 
-def test_unknown_framework_is_rejected(tmp_path):
-    c = cfg()
-    c.framework.name = "nosuch"
-    with pytest.raises(UserError, match="framework=nosuch"):
-        job_spec(c, tmp_path)
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("dataset.max_rows=abc", "dataset.max_rows='abc': expected int"),
+        ("eval.prompts=abc", "eval.prompts='abc': expected int"),
+        ("dataset.shuffle_seed=x", "dataset.shuffle_seed='x': expected int"),
+        ("dataset.on_bad_row=ignore", "dataset.on_bad_row='ignore': expected one of error, skip"),
+        ("dataset.tokenize=both", "dataset.tokenize='both': expected one of framework, harness"),
+        ("train.precision=fp8", "train.precision='fp8': expected one of auto, fp32, bf16, fp16"),
+        ("sampler.interval_s=fast", "sampler.interval_s='fast': expected float"),
+        ("timeout_s=soon", "timeout_s='soon': expected float"),
+        ("model.source=magic", "model.source='magic': expected one of pretrained, random"),
+        ("+eval.unknown_key=1", "eval: unknown key(s) unknown_key; known: enabled, prompts, max_new_tokens"),
+        ("+dataset.colour=red", "dataset: unknown key(s) colour; known: name, path, train_glob"),
+    ],
+)
+def test_a_bad_value_in_any_group_is_one_error_naming_its_key(override, message):
+    with pytest.raises(SpecError) as e:
+        typed(override)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_frontier_group_is_validated_too():
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        raw = compose(config_name="frontier", overrides=["frontier.axis=depth"], return_hydra_config=False)
+    with pytest.raises(SpecError, match="frontier.axis='depth': expected one of seq_len, batch"):
+        validate(raw)
+
+
+def test_every_bad_value_is_a_user_error():
+    assert issubclass(SpecError, UserError) and issubclass(DataError, UserError)
+
+
+def test_defaults_live_in_conf_only():
+    import dataclasses
+
+    from bench.spec import LoraSpec, TrainSpec
+
+    for cls in (TrainSpec, LoraSpec):
+        assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(cls)), cls
+
+
+@pytest.mark.parametrize(
+    "override, gpu, reason",
+    [
+        ("framework=unsloth", False, "unsloth requires an NVIDIA/AMD/Intel GPU; none found on this host"),
+        ("framework=unsloth", True, None),
+        ("framework=trl", False, None),
+    ],
+)
+def test_a_framework_that_needs_a_gpu_is_skipped_on_a_host_without_one(monkeypatch, tmp_path, override, gpu, reason):
+    from bench import run
+
+    monkeypatch.setattr(run, "host_has_gpu", lambda: gpu)
+    c = typed(override, f"cache_dir={tmp_path}")
+    assert run.host_reason(c.framework, job_spec(c, tmp_path)) == reason
+
+
+def test_more_gpus_than_a_framework_takes_is_skipped_not_faked(monkeypatch, tmp_path):
+    from bench import run
+
+    monkeypatch.setattr(run, "host_has_gpu", lambda: True)
+    c = typed("framework=unsloth", "train.num_gpus=2", f"cache_dir={tmp_path}")
+    assert "the harness runs unsloth on one GPU" in run.host_reason(c.framework, job_spec(c, tmp_path))
 
 
 def test_sweep_size_counts_command_line_over_sweeper_params():
@@ -116,7 +180,7 @@ def test_worker_env_keeps_the_inherited_pythonpath_when_the_framework_sets_none(
 
 
 def test_run_directory_names_cannot_escape_the_sweep():
-    from bench.run import safe_name
+    from bench.config import safe_name
 
     assert safe_name("../../etc") == "_.._etc"
     assert "/" not in safe_name("a/b") and safe_name("trl") == "trl"
@@ -127,7 +191,7 @@ def test_medical_dataset_reads_a_local_copy(tmp_path, write_jsonl):
     finetune.mkdir()
     for name in ("train_zh_0.json", "valid_zh_0.json"):
         (finetune / name).write_text('{"instruction": "q", "input": "", "output": "a"}\n', encoding="utf-8")
-    spec = job_spec(cfg("dataset=medical", f"dataset.path={finetune}"), tmp_path)
+    spec = job_spec(typed("dataset=medical", f"dataset.path={finetune}"), tmp_path)
     assert [Path(f).name for f in spec.data.train_files] == ["train_zh_0.json"]
     assert (spec.data.max_rows, spec.data.shuffle_seed) == (2000, 42)
 
@@ -145,7 +209,7 @@ def test_medical_dataset_comes_from_the_hub_without_a_local_copy(tmp_path, monke
         return str(path)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    spec = job_spec(cfg("dataset=medical"), tmp_path)
+    spec = job_spec(typed("dataset=medical"), tmp_path)
     assert fetched == [
         ("shibing624/medical", "finetune/train_zh_0.json", "dataset"),
         ("shibing624/medical", "finetune/valid_zh_0.json", "dataset"),
@@ -161,7 +225,7 @@ def test_unreachable_hub_says_how_to_use_a_local_copy(tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
     with pytest.raises(UserError, match="download it once and set dataset.path"):
-        job_spec(cfg("dataset=medical"), tmp_path)
+        job_spec(typed("dataset=medical"), tmp_path)
 
 
 def test_the_slurm_launcher_group_is_composable():

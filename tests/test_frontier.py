@@ -49,7 +49,7 @@ def found(framework, budget, largest, note=None, error=False):
 def test_the_table_marks_budgets_that_were_not_applied_and_failed_searches():
     from rich.console import Console
 
-    from bench.frontier import frame, table
+    from bench.frontier_table import frame, table
 
     note = "train.vram_budget_gb=80 is more than this card's 79.2 GiB: whole card used"
     searches = [

@@ -53,3 +53,8 @@ def test_energy_integrates_power_where_there_is_no_counter():
 def test_mean_utilisation_over_the_window():
     samples = [gpu_sample(t, 1000, util=u) for t, u in enumerate([0, 90, 100, 0])]
     assert mean_gpu_util_pct(samples, 1001.0, 1002.0) == 95.0
+
+
+def test_without_a_baseline_nothing_is_subtracted_and_the_method_says_so():
+    samples = [gpu_sample(0, 1000.0), gpu_sample(1, 7000.0)]
+    assert peak_vram(samples, None) == (7000.0, "device_used")

@@ -5,7 +5,6 @@ from pathlib import Path
 
 from bench.data import Example
 from bench.runners import llamafactory as runner
-from bench.spec import TrainSpec
 from tests.test_spec import make_spec
 
 DATA_DIR = Path("/results/run/llamafactory_data")
@@ -20,7 +19,7 @@ def test_values_land_on_llamafactory_argument_names():
     a = args(spec)
     assert (a["learning_rate"], a["per_device_train_batch_size"], a["gradient_accumulation_steps"]) == (3e-4, 3, 5)
     assert (a["cutoff_len"], a["warmup_steps"], a["lr_scheduler_type"]) == (777, 7, "cosine")
-    assert a["lora_target"] == ",".join(TrainSpec().lora.target_modules)
+    assert a["lora_target"] == ",".join(spec.train.lora.target_modules)
     assert (a["stage"], a["finetuning_type"], a["template"], a["train_on_prompt"]) == ("sft", "lora", "qwen", False)
     assert a["save_strategy"] == "no" and a["report_to"] == "none"
 

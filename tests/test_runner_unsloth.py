@@ -2,18 +2,21 @@
 
 from bench.runners import unsloth as runner
 from tests.test_spec import make_spec
-from tests.test_translation import TRANSLATORS
+
+
+def translate(spec):
+    return runner.translate(spec, precision="bf16", on_gpu=True)
 
 
 def test_gradient_checkpointing_is_unsloths_own_not_the_trainers():
-    t = TRANSLATORS["unsloth"](make_spec(gradient_checkpointing=True))
+    t = translate(make_spec(gradient_checkpointing=True))
     assert t["peft"]["use_gradient_checkpointing"] == "unsloth"
     assert t["sft"]["gradient_checkpointing"] is False
 
 
 def test_4bit_loads_quantized_base_weights():
-    assert TRANSLATORS["unsloth"](make_spec(quant="4bit"))["load"]["load_in_4bit"] is True
-    assert TRANSLATORS["unsloth"](make_spec())["load"]["load_in_4bit"] is False
+    assert translate(make_spec(quant="4bit"))["load"]["load_in_4bit"] is True
+    assert translate(make_spec())["load"]["load_in_4bit"] is False
 
 
 def test_no_gpu_is_unsupported_even_when_installed():
@@ -28,15 +31,3 @@ def test_missing_packages_are_named():
 
 def test_gpu_and_packages_present_can_run():
     assert runner.unsupported_reason(make_spec(), cuda_available=True, find_spec=lambda name: object()) is None
-
-
-def test_preflight_skips_without_any_gpu(monkeypatch):
-    monkeypatch.setattr(runner, "host_has_gpu", lambda: False)
-    assert "requires an NVIDIA/AMD/Intel GPU" in runner.preflight(make_spec())
-    monkeypatch.setattr(runner, "host_has_gpu", lambda: True)
-    assert runner.preflight(make_spec()) is None
-
-
-def test_more_than_one_gpu_is_unsupported_not_faked():
-    reason = runner.unsupported_reason(make_spec(num_gpus=2), cuda_available=True, find_spec=lambda name: object())
-    assert "one GPU" in reason

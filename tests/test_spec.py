@@ -1,17 +1,31 @@
 import dataclasses
+import json
 
 import pytest
+from omegaconf import OmegaConf
 
-from bench.spec import DataSpec, JobSpec, ModelSpec, SpecError, TrainSpec, resolve_precision
+from bench.spec import DataSpec, EvalSpec, JobSpec, ModelSpec, SpecError, TrainSpec, from_mapping, resolve_precision
+from tests.conftest import REPO
+
+# conf/ is the only source of defaults: the spec's own types carry none.
+DEFAULT_TRAIN = from_mapping(TrainSpec, OmegaConf.to_container(OmegaConf.load(REPO / "conf/train/default.yaml")), "")
+DEFAULT_EVAL = from_mapping(EvalSpec, OmegaConf.to_container(OmegaConf.load(REPO / "conf/config.yaml").eval), "eval")
 
 
 def make_spec(**train) -> JobSpec:
     return JobSpec(
         framework="trl",
         framework_version="1.16.0",
-        model=ModelSpec(name="tiny", source="random", path="/cache/tiny", config={"hidden_size": 64}),
-        data=DataSpec(name="d", train_files=("/data/train.json",)),
-        train=dataclasses.replace(TrainSpec(), **train),
+        runner="bench.runners.trl",
+        packages=("trl",),
+        model=ModelSpec(name="tiny", source="random", path="/cache/tiny", config={"hidden_size": 64},
+                        trust_remote_code=False),  # fmt: skip
+        data=DataSpec(name="d", train_files=("/data/train.json",), eval_files=(), files_sha256="0" * 64,
+                      system_prompt="You are Qwen.", max_rows=None, tokenize="framework", on_bad_row="error",
+                      shuffle_seed=None, fill_to=None),  # fmt: skip
+        train=dataclasses.replace(DEFAULT_TRAIN, **train),
+        evaluation=DEFAULT_EVAL,
+        skip_steps=3,
         run_dir="/results/s/0-trl",
     )
 
@@ -35,14 +49,78 @@ def test_unknown_key_is_rejected():
         JobSpec.from_dict(d)
 
 
+@pytest.mark.parametrize("field, value", [("precision", "fp8"), ("scheduler", "warp"), ("quant", "8bit")])
+def test_an_enum_value_outside_its_choices_is_named_with_them(field, value):
+    d = dataclasses.asdict(make_spec())
+    d["train"][field] = value
+    with pytest.raises(SpecError, match=rf"spec.train.{field}='{value}': expected one of "):
+        JobSpec.from_dict(d)
+
+
+def test_a_missing_key_is_named():
+    d = dataclasses.asdict(make_spec())
+    del d["train"]["lr"]
+    with pytest.raises(SpecError, match=r"spec.train: missing key\(s\) lr"):
+        JobSpec.from_dict(d)
+
+
+def test_the_job_key_ignores_framework_version_seed_and_where_things_lie():
+    spec = make_spec()
+    same = dataclasses.replace(
+        make_spec(seed=7),
+        framework="unsloth",
+        framework_version="2026.10.9",
+        run_dir="/elsewhere/1-unsloth",
+        model=dataclasses.replace(spec.model, path="/other-cache/tiny"),  # a built model: its recipe counts
+        data=dataclasses.replace(spec.data, train_files=("/copy/train.json",)),  # data: its content counts
+        evaluation=dataclasses.replace(spec.evaluation, base=True),
+    )
+    assert same.job_key() == spec.job_key()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"gradient_checkpointing": True}, {"scheduler": "cosine"}, {"warmup_steps": 0}, {"num_gpus": 2},
+        {"attn_implementation": "eager"}, {"vram_budget_gb": 24.0}, {"lr": 1e-4}, {"max_seq_len": 64},
+    ],
+)  # fmt: skip
+def test_every_training_field_but_the_seed_changes_the_job_key(change):
+    assert make_spec(**change).job_key() != make_spec().job_key()
+
+
+def test_lora_data_model_and_eval_fields_change_the_job_key():
+    spec = make_spec()
+    changed = [
+        make_spec(lora=dataclasses.replace(spec.train.lora, alpha=64)),
+        dataclasses.replace(spec, data=dataclasses.replace(spec.data, max_rows=100)),
+        dataclasses.replace(spec, data=dataclasses.replace(spec.data, files_sha256="1" * 64)),
+        dataclasses.replace(spec, data=dataclasses.replace(spec.data, tokenize="harness")),
+        dataclasses.replace(spec, model=dataclasses.replace(spec.model, config={"hidden_size": 128})),
+        dataclasses.replace(spec, evaluation=dataclasses.replace(spec.evaluation, prompts=2)),
+        dataclasses.replace(spec, skip_steps=5),
+    ]
+    assert len({s.job_key() for s in changed} | {spec.job_key()}) == len(changed) + 1
+
+
+def test_a_pretrained_model_is_identified_by_its_path():
+    spec = make_spec()
+    hub = dataclasses.replace(spec, model=dataclasses.replace(spec.model, source="pretrained", path="Qwen/A"))
+    other = dataclasses.replace(hub, model=dataclasses.replace(hub.model, path="Qwen/B"))
+    assert hub.job_key() != other.job_key()
+
+
+def test_the_spec_round_trips_with_its_job_key():
+    spec = make_spec()
+    assert JobSpec.from_dict(json.loads(spec.to_json())).job_key() == spec.job_key()
+
+
 @pytest.mark.parametrize(
     "train, message",
     [
-        ({"precision": "fp8"}, "train.precision"),
-        ({"scheduler": "warp"}, "train.scheduler"),
         ({"lr": 0.0}, "train.lr"),
         ({"max_steps": 0}, "train.max_steps"),
-        ({"lora": dataclasses.replace(TrainSpec().lora, target_modules=())}, "target_modules"),
+        ({"lora": dataclasses.replace(DEFAULT_TRAIN.lora, target_modules=())}, "target_modules"),
     ],
 )
 def test_validate_rejects_unusable_values(train, message):

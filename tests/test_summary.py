@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import pytest
+
 from bench import results
 from bench.launch import Outcome
 from bench.sampler import SamplerStats
@@ -75,32 +77,50 @@ def test_sweep_table_has_a_row_per_run():
     assert sweep_table(rows).row_count == 2
 
 
-def run(name, framework, sha="abc", first_loss=6.0, overrides=(), status="ok"):
+def run(name, framework, sha="abc", first_loss=6.0, job="job-a", seed=42, status="ok"):
     fp = {"examples": 10, "dataset_tokens": 100, "dataset_trainable_tokens": 40, "first_batches_sha256": sha}
     return {
         "run": name,
         "framework": framework,
+        "job_key": job,
+        "seed": seed,
         "status": status,
         "fingerprint": fp,
-        "overrides": [f"framework={framework}", *overrides],
+        "overrides": [f"framework={framework}"],
         "metrics": {"first_loss": first_loss},
     }
 
 
-def test_parity_compares_each_run_with_the_first_run_of_the_same_job():
+def curve(losses, lrs=None):
+    lrs = lrs or [0.0, 1e-3] + [2e-3] * (len(losses) - 2)  # linear warmup from 0 over 2 steps
+    return [{"step": i + 1, "loss": loss, "lr": lr} for i, (loss, lr) in enumerate(zip(losses, lrs, strict=True))]
+
+
+def test_parity_compares_each_run_with_the_first_run_of_the_same_job_and_seed():
     from bench.summary import parity
 
     runs = [
         run("0", "trl"),
         run("1", "llamafactory", first_loss=6.0 * (1 + 5e-6)),
-        run("2", "trl", overrides=["train.lr=1"], sha="zzz"),
-        run("3", "llamafactory", overrides=["train.lr=1"]),
+        run("2", "trl", job="job-b", sha="zzz"),
+        run("3", "llamafactory", job="job-b"),
+        run("4", "trl", seed=7, sha="seed7"),  # a repeat with another seed: its own reference
     ]
     p = parity(runs)
     assert p[0]["reference"] == "0" and p[1]["reference"] == "0"
     assert p[1]["same_tokens"] and p[1]["same_start"]
     assert p[2]["reference"] == "2"  # another job: its own reference
     assert not p[3]["same_tokens"]
+    assert p[4]["reference"] == "4"
+
+
+def test_a_framework_release_sweep_is_two_jobs_only_if_the_spec_differs():
+    """Framework version is not part of the job: two releases of one job share a reference (and are compared)."""
+    from bench.summary import parity
+
+    a, b = run("0", "trl"), run("1", "trl")
+    a["framework_version"], b["framework_version"] = "0.24.0", "1.16.0"
+    assert parity([a, b])[1]["reference"] == "0"
 
 
 def test_parity_flags_a_step1_loss_beyond_tolerance():
@@ -108,6 +128,27 @@ def test_parity_flags_a_step1_loss_beyond_tolerance():
 
     p = parity([run("0", "trl"), run("1", "llamafactory", first_loss=6.001)])
     assert not p[1]["same_start"] and p[1]["step1_loss_rel_diff"] > 1e-5
+
+
+def test_a_different_lora_initialisation_shows_in_the_curve_not_at_step_1():
+    """LoRA B starts at zero, so step 1 is the base model's loss whatever A is; warmup trains step 1 at lr 0.
+    The curve after the first real update tells the runs apart."""
+    from bench.summary import parity
+
+    ref = curve([6.0, 6.0, 5.8, 5.6, 5.5, 5.4, 5.3, 5.2])
+    other = curve([6.0, 6.0, 5.7, 5.6, 5.5, 5.4, 5.3, 5.2])  # same step-1 and step-2 loss, apart at step 3
+    p = parity([run("0", "trl"), run("1", "llamafactory")], {"0": ref, "1": other})
+    assert p[1]["same_start"] and p[1]["step1_loss_rel_diff"] == 0.0
+    assert not p[1]["same_curve"] and p[1]["curve_loss_rel_diff"] == pytest.approx(0.1 / 5.8)
+    assert p[1]["curve_steps"] == "3-7"
+
+
+def test_the_same_curve_passes():
+    from bench.summary import parity
+
+    losses = curve([6.0, 6.0, 5.8, 5.6, 5.5, 5.4, 5.3, 5.2])
+    p = parity([run("0", "trl"), run("1", "llamafactory")], {"0": losses, "1": losses})
+    assert p[1]["same_curve"] and p[1]["curve_loss_rel_diff"] == 0.0
 
 
 def test_parity_skips_runs_that_did_not_finish():

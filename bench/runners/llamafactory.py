@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import Example
-from bench.runners import quant_unsupported
+from bench.runners.base import quant_unsupported
 from bench.spec import JobSpec
 
 DATASET = "sftbench_train"
 IGNORE_INDEX = -100
 TEMPLATES = {"qwen2.5": "qwen"}
 ATTENTION = {"sdpa": "sdpa", "eager": "disabled", "flash_attention_2": "fa2"}
+NOT_APPLIED: frozenset[str] = frozenset()
 
 
 def unsupported_reason(
@@ -102,6 +103,10 @@ def run_args(spec: JobSpec, model_path: str, data_dir: Path, precision: str, on_
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
     }
+
+
+def translate(spec: JobSpec, precision: str, on_gpu: bool) -> dict[str, Any]:
+    return run_args(spec, "<model>", Path("<data>"), precision, on_gpu)
 
 
 def train(ctx) -> dict[str, Any]:

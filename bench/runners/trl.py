@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.models import QWEN25_CHAT_TEMPLATE
-from bench.runners import quant_unsupported
+from bench.runners.base import quant_unsupported
 from bench.spec import JobSpec
 
 PAD_TO_MULTIPLE_OF = 8  # what LLaMA-Factory's SFT collator does; identical padding keeps losses bit-comparable
+NOT_APPLIED: frozenset[str] = frozenset()
 
 
 def unsupported_reason(
@@ -81,6 +82,14 @@ def model_kwargs(spec: JobSpec, torch_dtype: Any) -> dict[str, Any]:
         "attn_implementation": spec.train.attn_implementation,
         "trust_remote_code": spec.model.trust_remote_code,
         "quantization_config": quantization_kwargs(spec),
+    }
+
+
+def translate(spec: JobSpec, precision: str, on_gpu: bool) -> dict[str, Any]:
+    return {
+        "sft": sft_kwargs(spec, precision, on_gpu),
+        "lora": lora_kwargs(spec),
+        "model": model_kwargs(spec, torch_dtype=precision),
     }
 
 

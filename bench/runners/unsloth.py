@@ -9,40 +9,21 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from pathlib import Path
 from typing import Any
 
-from bench.runners import quant_unsupported
 from bench.runners import trl as trl_runner
+from bench.runners.base import quant_unsupported
 from bench.spec import JobSpec
 
 NEEDS_GPU = "Unsloth requires an NVIDIA/AMD/Intel GPU"
 PACKAGES = ("unsloth", "unsloth_zoo", "triton")
-
-
-def host_has_gpu() -> bool:
-    """Whether this host has a GPU Unsloth could use, without torch: NVML devices, or ROCm's /dev/kfd."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        if pynvml.nvmlDeviceGetCount() > 0:
-            return True
-    except Exception:
-        pass
-    return Path("/dev/kfd").exists()
-
-
-def preflight(spec: JobSpec) -> str | None:
-    """Checked in the parent before building the (6 GB) environment."""
-    return None if host_has_gpu() else f"{NEEDS_GPU}; none found on this host"
+# Unsloth picks its own attention kernels.
+NOT_APPLIED: frozenset[str] = frozenset({"attn_implementation"})
 
 
 def unsupported_reason(
     spec: JobSpec, cuda_available: bool | None = None, find_spec=importlib.util.find_spec
 ) -> str | None:
-    if spec.train.num_gpus > 1:
-        return "train.num_gpus > 1: the harness runs Unsloth on one GPU (no data-parallel launch for it)"
     missing = [p for p in PACKAGES if find_spec(p) is None]
     if missing:
         return f"not installed in this environment: {', '.join(missing)}"
@@ -95,6 +76,14 @@ def sft_kwargs(spec: JobSpec, precision: str, on_gpu: bool) -> dict[str, Any]:
     return trl_runner.sft_kwargs(spec, precision, on_gpu) | {"gradient_checkpointing": False}
 
 
+def translate(spec: JobSpec, precision: str, on_gpu: bool) -> dict[str, Any]:
+    return {
+        "load": from_pretrained_kwargs(spec, torch_dtype=precision),
+        "peft": peft_kwargs(spec),
+        "sft": sft_kwargs(spec, precision, on_gpu),
+    }
+
+
 def train(ctx) -> dict[str, Any]:
     import trl
     from unsloth import FastLanguageModel
@@ -113,4 +102,4 @@ def train(ctx) -> dict[str, Any]:
         callbacks=ctx.callbacks,
     )
     trainer.train()
-    return {"notes": ["Unsloth picks its own attention kernels: train.attn_implementation is not applied"]}
+    return {}

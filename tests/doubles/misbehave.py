@@ -1,6 +1,7 @@
 """A runner that fails on purpose, the way real workers fail: chosen by the MISBEHAVE variable.
 
-Registered only in tests (SFTBENCH_EXTRA_RUNNERS=misbehave=tests.doubles.misbehave).
+Registered the way every framework is, by one conf file (tests/conf/framework/misbehave.yaml, on Hydra's search
+path in tests): no harness code knows of it.
 """
 
 import os
@@ -8,9 +9,15 @@ import signal
 import subprocess
 import time
 
+NOT_APPLIED: frozenset[str] = frozenset()
+
 
 def unsupported_reason(spec):
     return None
+
+
+def translate(spec, precision, on_gpu):
+    return {"mode": os.environ.get("MISBEHAVE", "raise")}
 
 
 def train(ctx):

@@ -41,6 +41,16 @@ def test_step1_losses_agree(pair):
     assert abs(a - b) / abs(a) < 1e-5
 
 
+def test_both_ran_one_job_and_their_loss_curves_agree(pair):
+    from bench.summary import load_summaries, loss_curves, parity
+
+    sweep = next(p for p in pair[0].iterdir() if p.is_dir())
+    runs = load_summaries(sweep)
+    assert runs[0]["job_key"] == runs[1]["job_key"] and runs[0]["framework"] != runs[1]["framework"]
+    check = parity(runs, loss_curves(sweep, runs))[1]
+    assert check["same_curve"] and check["curve_steps"], check
+
+
 def test_every_step_saw_the_same_tokens(pair):
     events = {r.name.split("-", 1)[1]: results.read_jsonl(r / results.EVENTS) for r in run_dirs(pair[0])}
     key = [(e["tokens"], e["trainable_tokens"]) for e in events["trl"]]
@@ -83,3 +93,19 @@ def test_truncation_differs_by_design_and_strict_mode_removes_the_difference(tmp
     assert fp[("trl", "framework")] != fp[("llamafactory", "framework")]
     assert fp[("trl", "harness")] == fp[("llamafactory", "harness")]
     assert "≠ tokens" in proc.stdout and "strict" in proc.stdout
+    # The summary counts what each framework trained on: TRL drops rows its truncation left without an
+    # answer token, LLaMA-Factory keeps every row (it shortens the prompt).
+    trl, lf = by[("trl", "framework")], by[("llamafactory", "framework")]
+    assert trl["effective"]["train_examples"] == trl["fingerprint"]["examples"] < trl["data"]["kept"]
+    assert trl["data"]["dropped_rows"] == trl["data"]["kept"] - trl["effective"]["train_examples"] > 0
+    assert lf["data"]["dropped_rows"] == 0 and lf["effective"]["train_examples"] == lf["data"]["kept"]
+    strict = by[("trl", "harness")]
+    assert strict["data"]["dropped_rows"] == strict["data"]["kept"] - strict["effective"]["train_examples"] > 0
+    # Held-out loss is taken over rows that still have answer tokens, and says how many those were.
+    q = trl["quality"]
+    assert q["heldout_examples"] + q["heldout_rows_without_answer"] == trl["data"]["heldout"]["kept"]
+    assert q["heldout_rows_without_answer"] > 0
+    # No ratio between runs that trained on other tokens.
+    sweep = next(p for p in tmp_path.iterdir() if p.is_dir())
+    md = (sweep / "report.md").read_text()
+    assert "not comparable: other tokens than" in md

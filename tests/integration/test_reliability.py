@@ -25,7 +25,7 @@ def sweep_cmd(tmp_path, trl_python, *overrides) -> list[str]:
 def sweep_env(**extra: str) -> dict[str, str]:
     return (
         os.environ
-        | {"SFTBENCH_EXTRA_RUNNERS": "misbehave=tests.doubles.misbehave", "SFTBENCH_TEST_REPO": str(REPO)}
+        | {"SFTBENCH_TEST_REPO": str(REPO)}
         | extra
     )
 
@@ -73,6 +73,13 @@ def test_sigkill_as_from_the_oom_killer_is_a_failed_run(failures):
     assert run["status"] == "failed" and "killed by signal 9" in run["reason"]
 
 
+def test_a_run_that_died_before_reporting_shows_what_was_installed_not_what_was_asked(failures):
+    run = failures[1]["kill9"]  # the worker never wrote worker.json
+    assert run["framework_version_requested"] == "0"
+    assert run["framework_version"] is None  # the double's distribution is not installed: no version to show
+    assert run["versions"]["torch"]  # read from the environment itself
+
+
 def test_a_hung_worker_is_timed_out_and_its_whole_tree_killed(failures):
     run = failures[1]["hang"]
     assert run["status"] == "timeout"
@@ -113,6 +120,20 @@ def test_resume_reruns_only_the_runs_that_did_not_finish_ok(tmp_path, trl_python
     rerun = sorted(r for r in after if after[r]["started_at"] != before[r]["started_at"])
     assert rerun == sorted(list(before)[3:]) and all(s["status"] == "ok" for s in after.values())
     assert again.stderr.count("ok in an earlier attempt") == 3
+
+
+def test_resume_with_other_settings_runs_them_instead_of_keeping_the_old_runs(tmp_path, trl_python):
+    first = sweep(tmp_path, trl_python, "framework.env.MISBEHAVE=ok", "train.seed=range(2)")
+    assert first.returncode == 0, first.stderr[-2000:]
+    (sweep_dir,) = tmp_path.iterdir()
+    before = {s["run"]: s for s in summaries(tmp_path)}
+    again = sweep(tmp_path, trl_python, "framework.env.MISBEHAVE=ok", "train.seed=range(2)", "train.lr=1e-4",
+                  "resume=true", f"hydra.sweep.dir={sweep_dir}")  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    after = {s["run"]: s for s in summaries(tmp_path)}
+    assert all(after[r]["started_at"] != before[r]["started_at"] for r in before)
+    assert all(after[r]["job_key"] != before[r]["job_key"] for r in before)
+    assert again.stderr.count("the earlier run there was another job") == 2
 
 
 def test_secrets_in_the_environment_never_reach_results_files(tmp_path, trl_python):

@@ -27,7 +27,9 @@ def bench_run(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
 
 
 def run_dirs(tmp_path: Path) -> list[Path]:
-    return sorted(p.parent for p in tmp_path.glob(f"*/*/{results.SPEC}"))
+    """Every run that started, in every sweep under tmp_path."""
+    sweeps = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    return [r for sweep in sweeps for r in results.run_dirs(sweep) if (r / results.SPEC).exists()]
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +165,7 @@ def test_a_sweep_through_the_submitit_launcher_lands_in_the_usual_layout(tmp_pat
     assert len(dirs) == 2 and len({d.parent for d in dirs}) == 1  # both jobs in one sweep directory
     assert all(json.loads((d / results.SUMMARY).read_text())["status"] == "ok" for d in dirs)
     frame, _ = report.load_runs(dirs[0].parent)
-    assert sorted(frame["lr"]) == [1e-3, 2e-3]
+    assert sorted(frame["job.train.lr"]) == [1e-3, 2e-3] and frame["job_key"].nunique() == 2
 
 
 def test_two_process_data_parallel_run_on_cpu_counts_both_ranks(tmp_path):

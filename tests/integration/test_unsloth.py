@@ -6,7 +6,7 @@ import os
 import pytest
 
 from bench import results
-from bench.runners.unsloth import host_has_gpu
+from bench.sampler import host_has_gpu
 from tests.integration.test_trl import bench_run, run_dirs
 
 pytestmark = pytest.mark.integration

@@ -1,0 +1,138 @@
+"""The typed config at the edge: every group of the composed Hydra config validated once, into dataclasses.
+
+conf/ holds the only defaults; this module says what each key means (types, enums) and rejects unknown keys
+with the list of known ones. It also knows where conf/ is (beside the package in a checkout, inside it once
+installed) and lists the registered frameworks: one conf/framework/<name>.yaml each.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from omegaconf import DictConfig, OmegaConf
+
+from bench.spec import EvalSpec, ModelSource, OnBadRow, TokenizeMode, TrainSpec, from_mapping
+
+
+def conf_dir() -> Path:
+    """conf/: packaged inside `bench` by a regular install, beside it in a checkout (editable install)."""
+    packaged = Path(__file__).resolve().parent / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "conf"
+
+
+def safe_name(value: Any) -> str:
+    """A path component from a config value: no separators, no leading dots (no `framework.name=../x`)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]", "_", str(value)).lstrip(".") or "_"
+
+
+def register_resolvers() -> None:
+    """Resolvers the sweep directory layout in conf/config.yaml uses; called by each entry point."""
+    OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)  # one value per sweep
+    OmegaConf.register_new_resolver("safe", safe_name, replace=True)
+
+
+@dataclass(frozen=True)
+class FrameworkConfig:
+    name: str
+    version: str
+    runner: str  # the module that translates the spec into this framework's calls (bench/runners/<name>.py)
+    distribution: str  # the package whose installed version is the framework's version
+    packages: list[str]  # further packages whose versions a run records (kernels, companions)
+    needs_gpu: bool  # recorded as skipped, before building its environment, on a host without one
+    multi_gpu: bool  # takes train.num_gpus > 1 (torchrun); otherwise such runs are skipped
+    requirements: list[str]
+    companions: dict[str, list[str]]
+    python: str | None
+    env: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    source: ModelSource
+    path: str | None
+    trust_remote_code: bool
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str
+    path: str | None
+    train_glob: str
+    eval_glob: str
+    eval_path: str | None
+    max_rows: int | None
+    shuffle_seed: int | None
+    on_bad_row: OnBadRow
+    system_prompt: str
+    tokenize: TokenizeMode
+    fill_to: int | None
+    hub_id: str | None
+    hub_files: dict[str, str] | None
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    interval_s: float
+    gpu: bool
+
+
+@dataclass(frozen=True)
+class FrontierConfig:
+    axis: Literal["seq_len", "batch"]
+    vram_budget_gb: float | None
+    start: int
+    limit: int
+    granularity: int
+    max_probes: int
+    probe_steps: int
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    baseline: str
+
+
+@dataclass(frozen=True)
+class Config:
+    framework: FrameworkConfig
+    model: ModelConfig
+    dataset: DatasetConfig
+    train: TrainSpec
+    eval: EvalSpec
+    sampler: SamplerConfig
+    report: ReportConfig
+    worker_requirements: list[str]
+    timeout_s: float
+    skip_steps: int
+    cache_dir: str
+    results_dir: str
+    resume: bool
+    frontier: FrontierConfig | None = field(default=None)  # python -m bench.frontier only
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir).expanduser()
+
+
+def validate(cfg: DictConfig) -> Config:
+    """The composed config, every group type-checked; a bad value raises SpecError naming its key
+    (`train.lr='abc': expected float`), an unknown key the keys its group knows."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data.pop("hydra", None)
+    return from_mapping(Config, data, "")
+
+
+def frameworks() -> dict[str, dict[str, Any]]:
+    """Every registered framework (conf/framework/*.yaml) as declared, unresolved: name -> its facts."""
+    found = {}
+    for path in sorted((conf_dir() / "framework").glob("*.yaml")):
+        node = OmegaConf.load(path)
+        found[str(node.name)] = {k: node[k] for k in ("runner", "distribution", "packages", "needs_gpu", "multi_gpu")}
+    return found

@@ -1,0 +1,126 @@
+"""The runner contract: what a framework's runner module provides and the context it receives.
+
+A framework is registered by one file, conf/framework/<name>.yaml, naming its runner module and declaring
+its facts (distribution, needs_gpu, multi_gpu); the parent reads only that, never the runner. The worker
+imports the runner inside the framework's own environment, so a runner imports its framework inside its
+functions: the module itself imports anywhere. Standard library only at import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from bench.data import Example, to_conversation, tokenize_conversation
+from bench.spec import JobSpec
+
+# The stack every runner trains on (HF Trainer, peft, TRL under LLaMA-Factory and Unsloth too): the worker
+# records these versions for every run, besides each framework's own packages from its conf file.
+STACK = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers", "bitsandbytes", "flash_attn")
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """A runner module. Optional besides these: `setup()`, imports that must precede transformers
+    (Unsloth patches it at import)."""
+
+    # Spec fields the framework does not apply (the run records each as a note); the translation test
+    # requires every other field to change the framework's arguments.
+    NOT_APPLIED: frozenset[str]
+
+    def unsupported_reason(self, spec: JobSpec) -> str | None:
+        """In the worker: why this job cannot run in this environment (the run is then skipped), or None."""
+
+    def translate(self, spec: JobSpec, precision: str, on_gpu: bool) -> dict[str, Any]:
+        """The framework's own arguments for the job, as plain data (what train() passes on)."""
+
+    def train(self, ctx: RunContext) -> dict[str, Any]:
+        """Train with ctx.callbacks attached; returns extra facts for the summary (`notes`, ...)."""
+
+
+@dataclass
+class RunContext:
+    """What a runner gets: the spec, where the model is, the validated rows, the shared callback, timers."""
+
+    spec: JobSpec
+    model_path: str
+    examples: list[Example]  # the validated training rows, in file order
+    callbacks: list[Any]
+    on_gpu: bool
+    precision: str
+    timings: dict[str, float] = field(default_factory=dict)
+    _tokenized: list[dict[str, list[int]]] | None = None
+
+    @property
+    def conversations(self) -> list[dict[str, Any]]:
+        """The examples as conversational prompt/completion rows (system + user -> assistant)."""
+        return [to_conversation(ex, self.spec.data.system_prompt) for ex in self.examples]
+
+    def tokenized(self) -> list[dict[str, list[int]]]:
+        """The examples tokenized once by the harness with the model's tokenizer, uncut."""
+        if self._tokenized is None:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(
+                self.model_path, trust_remote_code=self.spec.model.trust_remote_code
+            )
+            self._tokenized = [tokenize_conversation(tokenizer, c, None) for c in self.conversations]
+        return self._tokenized
+
+    def over_length_rows(self) -> int:
+        """Rows longer than train.max_seq_len: each framework (or strict mode) truncates them its way."""
+        return sum(len(r["input_ids"]) > self.spec.train.max_seq_len for r in self.tokenized())
+
+    def pretokenized(self) -> list[dict[str, list[int]]]:
+        """Strict mode (dataset.tokenize=harness): the harness's ids cut at max_seq_len, rows left without an
+        answer token dropped (the summary counts them); every framework trains on exactly these. With
+        dataset.fill_to, the rows are packed end to end into sequences of exactly that length (memory probes)."""
+        if self.spec.data.fill_to:
+            return packed(self.tokenized(), self.spec.data.fill_to)
+        cut = self.spec.train.max_seq_len
+        rows = [{k: v[:cut] for k, v in r.items()} for r in self.tokenized()]
+        return [r for r in rows if any(r["completion_mask"])]
+
+    @property
+    def torch_dtype(self):
+        import torch
+
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+
+    @contextlib.contextmanager
+    def timed(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = time.perf_counter() - start
+
+
+def packed(rows: list[dict[str, list[int]]], length: int) -> list[dict[str, list[int]]]:
+    """Rows concatenated and cut into sequences of exactly `length` tokens (cycling when there are too few)."""
+    ids = [t for r in rows for t in r["input_ids"]]
+    mask = [m for r in rows for m in r["completion_mask"]]
+    repeat = -(-length // len(ids)) if ids else 0
+    ids, mask = ids * max(repeat, 1), mask * max(repeat, 1)
+    return [
+        {"input_ids": ids[i : i + length], "completion_mask": mask[i : i + length]}
+        for i in range(0, len(ids) - length + 1, length)
+    ]
+
+
+def quant_unsupported(
+    spec: JobSpec, cuda_available: bool | None = None, find_spec=importlib.util.find_spec
+) -> str | None:
+    """Why 4-bit (bitsandbytes) base weights cannot be used here, or None. Shared by the runners that offer it."""
+    if spec.train.quant != "4bit":
+        return None
+    if find_spec("bitsandbytes") is None:
+        return "train.quant=4bit: bitsandbytes is not installed in this environment"
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    return None if cuda_available else "train.quant=4bit: bitsandbytes 4-bit training needs a CUDA GPU"

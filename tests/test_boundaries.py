@@ -1,0 +1,67 @@
+"""Import direction and packaging: the parent side never loads a framework, conf/ ships with the package."""
+
+import json
+import subprocess
+import sys
+import zipfile
+
+from bench import envs
+from tests.conftest import REPO
+
+PARENT_MODULES = ("bench.run", "bench.report", "bench.compare", "bench.frontier")
+
+
+def test_the_parent_side_imports_no_framework_and_no_runner():
+    code = (
+        "import importlib, json, sys\n"
+        f"for m in {PARENT_MODULES!r}: importlib.import_module(m)\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    loaded = set(json.loads(proc.stdout))
+    assert not {"torch", "transformers", "trl", "peft", "llamafactory", "unsloth"} & loaded
+    assert not [m for m in loaded if m.startswith("bench.runners.") and m != "bench.runners.base"]
+
+
+def test_report_and_compare_do_not_import_the_sweep_app():
+    code = "import bench.report, bench.compare, sys; print('bench.run' in sys.modules, 'bench.frontier' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == ["False", "False"]
+
+
+def test_an_environment_is_built_without_the_parents_python_path(monkeypatch):
+    """With the parent's PYTHONPATH, pip would see the parent's packages as installed and skip them."""
+    monkeypatch.setenv("PYTHONPATH", "/parent/site-packages")
+    monkeypatch.setenv("PIP_INDEX_URL", "https://mirror.example/simple")  # a user's pip settings still apply
+    env = envs.build_environ()
+    assert "PYTHONPATH" not in env and env["PYTHONNOUSERSITE"] == "1"
+    assert env["PIP_INDEX_URL"] == "https://mirror.example/simple"
+
+
+def test_the_build_runs_pip_in_that_environment(monkeypatch, tmp_path):
+    seen = []
+
+    class FakePopen:
+        def __init__(self, cmd, env=None, **kwargs):
+            seen.append(env)
+            self.stdout, self.returncode = iter(()), 0
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setenv("PYTHONPATH", "/parent/site-packages")
+    monkeypatch.setattr(envs.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(envs.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, "", ""))
+    (tmp_path / "env").mkdir()
+    envs._build(tmp_path / "env", ["trl==1.16.0"], lambda line: None, sys.executable)
+    assert seen and all(env is not None and "PYTHONPATH" not in env for env in seen)
+
+
+def test_the_wheel_ships_conf_inside_the_package(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                    str(tmp_path), str(REPO)], check=True, capture_output=True)  # fmt: skip
+    (wheel,) = tmp_path.glob("sftbench-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for path in ("bench/conf/config.yaml", "bench/conf/train/default.yaml", "bench/conf/framework/trl.yaml",
+                 "bench/conf/hydra/launcher/slurm.yaml", "bench/assets/medical/train_zh_0.json"):  # fmt: skip
+        assert path in names, path
