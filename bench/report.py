@@ -28,6 +28,7 @@ from scipy import stats  # noqa: E402
 from bench import config, frontier_table, measure, results  # noqa: E402
 from bench import metrics as registry  # noqa: E402
 from bench.runners.base import STACK  # noqa: E402
+from bench.spec import flatten  # noqa: E402
 from bench.summary import loss_curves, parity  # noqa: E402
 
 RUN_METRICS = registry.shown("runs")
@@ -52,18 +53,14 @@ def version_columns() -> list[str]:
 
 
 def _spec_fields(spec: dict[str, Any]) -> dict[str, Any]:
-    """The run's spec.json flattened to `job.train.lr`-style columns (whatever its harness version wrote)."""
-    out: dict[str, Any] = {}
-
-    def walk(d: dict[str, Any], prefix: str) -> None:
-        for k, v in d.items():
-            if isinstance(v, dict) and k != "config":
-                walk(v, f"{prefix}{k}.")
-            else:
-                out[f"job.{prefix}{k}"] = ",".join(map(str, v)) if isinstance(v, list) else v
-
-    walk({k: spec[k] for k in ("model", "data", "train", "evaluation") if isinstance(spec.get(k), dict)}, "")
-    return {k: v for k, v in out.items() if not k.endswith(("_files", ".run_dir", ".config"))}
+    """The run's spec.json as `job.train.lr`-style columns (whatever its harness version wrote); paths and the
+    model's architecture left out."""
+    sections = {k: spec[k] for k in ("model", "data", "train", "evaluation") if isinstance(spec.get(k), dict)}
+    return {
+        f"job.{k}": ",".join(map(str, v)) if isinstance(v, list) else v
+        for k, v in flatten(sections).items()
+        if not k.endswith(("_files", ".config"))
+    }
 
 
 def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[dict[str, str]]]:
@@ -288,14 +285,24 @@ def sections(frame, ratios, reps, quality, unreadable, base, front, baseline) ->
         if not reps.empty and (reps["n"] > 1).any():
             out.append(("Repeats (mean, 95 % CI half-width, CV)", "Runs of one job, framework and version that "
                         "differ only by seed.", reps))  # fmt: skip
-        if {"rouge_l", "bleu4"} & set(frame):
+        if any(c in frame and frame[c].notna().any() for c in ("rouge_l", "bleu4")):
             out.append(("Quality", BLEU_NOTE, quality if not quality.empty else None))
         bad = frame[frame["status"] != "ok"]
         if not bad.empty:
             out.append(("Runs that did not finish ok", None, bad[["run", "framework", "status", "reason"]]))
     if unreadable:
         out.append(("Skipped while building this report", None, pd.DataFrame(unreadable)))
+    if not frame.empty:
+        out.append(("Metrics", "As declared in bench/metrics.py.", metric_legend()))
     return out
+
+
+def metric_legend() -> pd.DataFrame:
+    """Unit and direction of each metric in the runs table."""
+    better = {True: "higher", False: "lower", None: "-"}
+    rows = [{"metric": m.name, "unit": m.unit, "better": better[m.higher_is_better]}
+            for m in registry.METRICS.values() if "table" in m.shown]  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def markdown(title: str, content: list[Section], images: dict[str, bytes]) -> str:

@@ -136,7 +136,7 @@ class JobSpec:
         evaluation = dataclasses.asdict(self.evaluation)
         evaluation.pop("base")
         job = {"model": model, "data": data, "train": train, "eval": evaluation, "skip_steps": self.skip_steps}
-        return _flatten(job)
+        return flatten(job)
 
     def job_key(self, ignore: tuple[str, ...] = ()) -> str:
         """The identity of the job (see job_fields): one short hash, stored in every summary. `ignore`: fields
@@ -156,12 +156,13 @@ class JobSpec:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested spec data as `train.lora.r`-style keys; a model's architecture stays one value."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         name = f"{prefix}{k}"
-        if isinstance(v, dict) and k != "config":  # a model's architecture stays one value
-            out |= _flatten(v, f"{name}.")
+        if isinstance(v, dict) and k != "config":
+            out |= flatten(v, f"{name}.")
         else:
             out[name] = list(v) if isinstance(v, tuple) else v
     return out

@@ -206,6 +206,7 @@ def sweep_table(
     columns = [
         ("run", "left"),
         ("framework", "left"),
+        ("job", "left"),
         ("status", "left"),
         ("tok/s", "right"),
         ("samples/s", "right"),
@@ -224,7 +225,8 @@ def sweep_table(
         loss = f"{m['first_loss']:.3f}→{m['final_loss']:.3f}" if "final_loss" in m else "-"
         row = [
             " ".join([s.get("run", "?"), *varying]),
-            f"{s.get('framework')} {s.get('framework_version', '')}",
+            f"{s.get('framework')} {s.get('framework_version') or ''}",
+            (s.get("job_key") or "-")[:8],
             f"[{styles.get(s['status'], 'red')}]{s['status']}[/]",
             _fmt(m.get("tokens_per_s"), ",.0f"),
             _fmt(m.get("samples_per_s"), ".2f"),

@@ -1,5 +1,6 @@
 """Config composition: Hydra groups -> the framework-neutral job spec."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -268,3 +269,16 @@ def test_a_run_is_pinned_to_its_gpus_in_pci_order(visible, num_gpus, pinned):
     env = {} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}
     assert pin_gpus(env, num_gpus) == [d for d in pinned.split(",") if d]
     assert env == {"CUDA_VISIBLE_DEVICES": pinned, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+
+
+def test_held_out_rows_that_are_training_rows_and_held_out_duplicates_are_counted(tmp_path):
+    from bench.run import check_data
+
+    rows = [{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(10)]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train_zh_0.json").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    held_out = rows[:3] + [{"instruction": "new", "input": "", "output": "x"}] * 2  # 3 leaked, 1 repeated
+    (data / "valid_zh_0.json").write_text("".join(json.dumps(r) + "\n" for r in held_out), encoding="utf-8")
+    counts = check_data(job_spec(typed(f"dataset.path={data}"), tmp_path))["heldout"]
+    assert counts == {"rows": 5, "kept": 4, "duplicates": 1, "skipped": {}, "overlap_with_train": 3}

@@ -144,9 +144,19 @@ def test_secrets_in_the_environment_never_reach_results_files(tmp_path, trl_pyth
     assert files and not [p for p in files if secret in p.read_text(errors="replace")]
 
 
-def test_wrong_typed_override_is_a_one_line_error(tmp_path, trl_python):
-    proc = sweep(tmp_path, trl_python, "train.lr=abc")
-    assert proc.returncode == 2 and "train.lr='abc': expected float" in proc.stderr and "Traceback" not in proc.stderr
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.lr=abc", "train.lr='abc': expected float"),
+        ("dataset.max_rows=abc", "dataset.max_rows='abc': expected int"),
+        ("eval.prompts=abc", "eval.prompts='abc': expected int"),
+        ("dataset.shuffle_seed=x", "dataset.shuffle_seed='x': expected int"),
+        ("+eval.unknown_key=1", "eval: unknown key(s) unknown_key; known:"),
+    ],
+)
+def test_wrong_typed_override_is_a_one_line_error(tmp_path, trl_python, override, message):
+    proc = sweep(tmp_path, trl_python, override)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
 
 
 def test_unknown_config_key_is_rejected(tmp_path, trl_python):
