@@ -90,6 +90,9 @@ def compare(baseline: Path, candidate: Path, rules: dict[str, float]) -> list[Ch
             f"baseline: {', '.join(sorted(set(base['_key'])))}; candidate: {', '.join(sorted(set(cand['_key'])))}"
         )
     checks = []
+    for _, b in base[(base["status"] == "ok") & ~base["_key"].isin(set(cand["_key"]))].iterrows():
+        # A baseline run the candidate lacks (never ran, or its summary is gone or unreadable) fails the gate.
+        checks.append(Check(f"{b['run']} → no candidate run", "status", None, None, 0.0, "missing"))
     for key in common:
         b, c = base[base["_key"] == key].iloc[0], cand[cand["_key"] == key].iloc[0]
         label = f"{b['run']} → {c['run']}"

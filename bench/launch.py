@@ -18,6 +18,7 @@ from rich.progress import Progress
 
 from bench import results
 from bench.sampler import Sampler, SamplerStats
+from bench.worker import PARENT_PID
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 GRACE_S = 5.0  # between SIGTERM and SIGKILL when a worker must go
@@ -123,11 +124,13 @@ def launch(
     max_steps: int,
     progress: Progress | None = None,
     num_gpus: int = 1,
+    lock_fd: int | None = None,
 ) -> Outcome:
-    """Run `python -m bench.worker spec.json` in `run_dir` and watch it until it ends."""
+    """Run `python -m bench.worker spec.json` in `run_dir` and watch it until it ends. `lock_fd`: the run
+    directory's lock (results.run_lock), handed to the worker so it holds the directory as long as it lives."""
     log_path = run_dir / results.STDERR
     events_path = run_dir / results.EVENTS
-    env = dict(env)
+    env = dict(env) | {PARENT_PID: str(os.getpid())}  # the worker stops itself if this process disappears
     devices = pin_gpus(env, num_gpus)
     sampler = Sampler(run_dir / results.SAMPLES, sampler_cfg.interval_s, sampler_cfg.gpu, devices)  # reads idle VRAM
     start = time.perf_counter()
@@ -139,12 +142,14 @@ def launch(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: one signal reaches the whole tree
+            pass_fds=() if lock_fd is None else (lock_fd,),
         )
     sampler.attach(proc.pid)
     task = progress.add_task("starting", total=max_steps) if progress else None
     steps = StepTail(events_path)
     timed_out = interrupted = False
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # a terminated parent takes its worker down too
+    # A terminated parent, or one whose terminal hung up, takes its worker down too.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         while proc.poll() is None:
             if time.perf_counter() - start > timeout_s:
@@ -158,7 +163,8 @@ def launch(
         interrupted = True
         kill_tree(proc)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         kill_tree(proc)  # whatever the worker left behind in its process group (compile workers, ...)
         stats = sampler.stop()
         if progress is not None:

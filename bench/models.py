@@ -66,6 +66,8 @@ def ensure_built(path: str | Path, config: dict[str, Any]) -> Path:
     with _locked(out.with_name(out.name + ".lock")):
         if done.exists():  # another worker built it while we waited
             return out
+        if out.exists() and any(out.iterdir()):
+            raise FileExistsError(f"{out} holds files this harness did not build; refusing to replace them")
         tmp = out.with_name(out.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         build(config, tmp)

@@ -5,12 +5,16 @@ Standard library only: both the parent and the worker use it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from bench.errors import UserError
 
 SPEC = "spec.json"  # the job spec the worker ran
 CONFIG = "config.yaml"  # the resolved Hydra config
@@ -22,6 +26,7 @@ STDERR = "worker.log"  # the worker's stdout and stderr
 GENERATIONS = "generations.jsonl"  # held-out prompts, reference answers and the trained model's answers
 BASE_GENERATIONS = "base_generations.jsonl"  # the same for the base model (the sweep's first run)
 FRONTIER = "frontier.json"  # a memory-frontier search's result, in its job directory (bench.frontier)
+LOCK = ".lock"  # held by the process writing the run directory, and by its worker
 RUN_FILES = (SPEC, CONFIG, EVENTS, SAMPLES, WORKER, SUMMARY, STDERR, GENERATIONS, BASE_GENERATIONS)
 
 
@@ -78,6 +83,25 @@ def run_dirs(sweep_dir: Path) -> list[Path]:
         return (int(head) if head.isdigit() else 1 << 30, p.name)
 
     return sorted((p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")), key=order)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Hold the run directory for this process (the worker inherits the descriptor, so a worker that outlives
+    its parent still holds it): a second writer, such as an immediate resume, is refused with one line."""
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UserError(
+            f"{run_dir}: another process is writing this run (a sweep or its worker still running); "
+            "wait for it to end, or choose another hydra.sweep.dir"
+        ) from None
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def clear_run(run_dir: Path) -> None:

@@ -47,8 +47,14 @@ SWEEP_SIZE = 0  # set when the sweep starts (same process with Hydra's basic lau
 
 def model_spec(cfg: Config) -> ModelSpec:
     m = cfg.model
+    if m.source == "random" and m.path:
+        # A built model lives only in the cache: building "at" a user's path would replace what is there.
+        raise UserError(
+            f"model={m.name} builds its model in the cache; model.path loads an existing one. Leave model.path "
+            f"unset, or load your model with a pretrained preset: model=qwen2.5-0.5b model.path={m.path}"
+        )
     if m.source == "random":
-        path = m.path or str(built_model_dir(m.name, m.config, cfg.cache_path))
+        path = str(built_model_dir(m.name, m.config, cfg.cache_path))
     elif not m.path:
         raise UserError(f"model={m.name}: set model.path to a hub id or a local directory")
     elif Path(m.path).expanduser().exists():
@@ -193,8 +199,9 @@ def finished_ok(run_dir: Path, spec: JobSpec) -> dict[str, Any] | None:
     return prior
 
 
-def execute(raw: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """One run, start to summary. Never raises for a run that fails: the failure is its result."""
+def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[str, Any]:
+    """One run, start to summary. Never raises for a run that fails: the failure is its result. `lock_fd`:
+    the run directory's lock, which the worker inherits."""
     cfg = config.validate(raw)
     spec = job_spec(cfg, run_dir, first_run=hydra_job_num() == 0)
     data = check_data(spec)  # bad rows stop the sweep before this run starts
@@ -227,7 +234,8 @@ def execute(raw: DictConfig, run_dir: Path) -> dict[str, Any]:
     columns = [TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=True) as progress:
         outcome = launch.launch(
-            python, run_dir, env, cfg.timeout_s, cfg.sampler, spec.train.max_steps, progress, spec.train.num_gpus
+            python, run_dir, env, cfg.timeout_s, cfg.sampler, spec.train.max_steps, progress, spec.train.num_gpus,
+            lock_fd,
         )
     base["ended_at"] = time.time()
     report = summary.read_worker(run_dir)  # None when the worker died before reporting
@@ -275,14 +283,15 @@ def run_job(cfg: DictConfig) -> str:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     try:
-        if cfg.resume and (prior := finished_ok(run_dir, job_spec(config.validate(cfg), run_dir))):
-            console.print(f"run {hc.job.num + 1}: {prior['framework']} ok in an earlier attempt, kept ({run_dir})")
-            return "ok"
-        out = execute(cfg, run_dir)
+        with results.run_lock(run_dir) as lock_fd:
+            if cfg.resume and (prior := finished_ok(run_dir, job_spec(config.validate(cfg), run_dir))):
+                console.print(f"run {hc.job.num + 1}: {prior['framework']} ok in an earlier attempt, kept ({run_dir})")
+                return "ok"
+            out = execute(cfg, run_dir, lock_fd)
+            results.write_json_atomic(run_dir / results.SUMMARY, out)
     except UserError as e:  # SpecError and DataError included
         console.print(f"[red]error:[/] {e}")
         sys.exit(2)  # SystemExit passes through Hydra's launcher: the sweep stops, no traceback
-    results.write_json_atomic(run_dir / results.SUMMARY, out)
     if out["status"] == "interrupted":
         console.print(f"[red]interrupted:[/] {run_dir} recorded as interrupted; finished runs are intact")
         sys.exit(130)  # the sweep stops here, without a traceback

@@ -24,6 +24,7 @@ from bench.runners.base import STACK, RunContext
 from bench.spec import JobSpec, resolve_precision
 
 RANK = int(os.environ.get("RANK", "0"))  # set by torchrun for data-parallel runs (train.num_gpus > 1)
+PARENT_PID = "SFTBENCH_PARENT_PID"  # the harness process watching this worker
 
 
 def package_versions(framework_packages: tuple[str, ...] = ()) -> dict[str, str]:
@@ -209,7 +210,26 @@ def is_out_of_memory(error: BaseException) -> bool:
     return "OutOfMemoryError" in names or "CUDA out of memory" in str(error)
 
 
+def die_with_parent(parent_pid: int, interval_s: float = 0.5) -> None:
+    """Stop this worker's whole process group once the harness that started it is gone (killed with SIGKILL,
+    say, when it had no chance to stop us): a benchmark never goes on training unwatched."""
+    import signal
+    import threading
+
+    def watch() -> None:
+        while True:
+            try:
+                os.kill(parent_pid, 0)
+            except (ProcessLookupError, PermissionError):  # gone (PermissionError: its pid now someone else's)
+                os.killpg(os.getpgrp(), signal.SIGKILL)  # the worker's group: torchrun ranks and children too
+            time.sleep(interval_s)
+
+    threading.Thread(target=watch, daemon=True, name="sftbench-parent-watch").start()
+
+
 def main(argv: list[str]) -> int:
+    if os.environ.get(PARENT_PID):
+        die_with_parent(int(os.environ[PARENT_PID]))
     spec_path = Path(argv[0])
     spec = JobSpec.load(spec_path)
     run_dir = Path(spec.run_dir)

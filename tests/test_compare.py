@@ -111,3 +111,15 @@ def test_tolerances_are_configurable(tmp_path):
     assert (
         compare.main([str(FIXTURE), str(candidate(tmp_path, tokens_per_s=3338 * 0.7)), "--tolerances", str(loose)]) == 0
     )
+
+
+@pytest.mark.parametrize("damage", ["truncated", "gone"])
+def test_a_baseline_run_without_a_readable_candidate_fails_the_gate_by_name(tmp_path, damage, capsys):
+    other = candidate(tmp_path)
+    if damage == "gone":
+        shutil.rmtree(other / "1-unsloth")
+    else:
+        (other / "1-unsloth" / results.SUMMARY).write_text('{"run": "1-unsl')
+    summary = tmp_path / "summary.md"
+    assert compare.main([str(FIXTURE), str(other), "--summary", str(summary)]) == 1
+    assert "1-unsloth → no candidate run" in summary.read_text() and "no candidate run" in capsys.readouterr().out

