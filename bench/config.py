@@ -14,20 +14,14 @@ from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 
-from bench.spec import EvalSpec, ModelSource, OnBadRow, TokenizeMode, TrainSpec, from_mapping
+from bench.results import safe_name
+from bench.spec import EvalSpec, ModelSource, OnBadRow, SpecError, TokenizeMode, TrainSpec, from_mapping
 
 
 def conf_dir() -> Path:
     """conf/: packaged inside `bench` by a regular install, beside it in a checkout (editable install)."""
     packaged = Path(__file__).resolve().parent / "conf"
     return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "conf"
-
-
-def safe_name(value: Any) -> str:
-    """A path component from a config value: no separators, no leading dots (no `framework.name=../x`)."""
-    import re
-
-    return re.sub(r"[^A-Za-z0-9._-]", "_", str(value)).lstrip(".") or "_"
 
 
 def register_resolvers() -> None:
@@ -49,6 +43,15 @@ class FrameworkConfig:
     companions: dict[str, list[str]]
     python: str | None
     env: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        # A config from someone else installs what it lists: requirement strings only, never pip options
+        # (`--index-url`, `-r FILE`, `-e PATH`), which would reach other indexes or read local files.
+        pins = [("framework.requirements", r) for r in self.requirements]
+        pins += [(f"framework.companions.{k}", r) for k, rs in self.companions.items() for r in rs]
+        for where, requirement in pins:
+            if requirement.strip().startswith("-"):
+                raise SpecError(f"{where}: {requirement!r} is a pip option; only requirement strings (name==version)")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.results import safe_name
+
 COMPLETE = ".complete"  # written last: an environment without it is half-built and gets rebuilt
 
 
@@ -36,7 +38,7 @@ def env_key(requirements: list[str], base_python: str) -> str:
 
 
 def env_dir(root: Path, name: str, version: str, requirements: list[str], base_python: str = sys.executable) -> Path:
-    return root / "envs" / f"{name}-{version}-{env_key(requirements, base_python)}"
+    return root / "envs" / safe_name(f"{name}-{version}-{env_key(requirements, base_python)}")
 
 
 def python_of(env: Path) -> Path:

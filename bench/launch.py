@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -39,9 +40,10 @@ def worker_pythonpath(cache_dir: Path) -> Path:
     """A directory holding only a link to this package, for the worker's PYTHONPATH.
 
     Putting the package's parent there instead could leak the parent environment's site-packages
-    into the framework's environment when the harness is installed non-editable.
+    into the framework's environment when the harness is installed non-editable. One directory per
+    checkout (keyed by its path): two checkouts sharing a cache never import each other's code.
     """
-    link_dir = cache_dir / "worker-path"
+    link_dir = cache_dir / "worker-path" / hashlib.sha256(str(PACKAGE_DIR).encode()).hexdigest()[:16]
     link = link_dir / "bench"
     link_dir.mkdir(parents=True, exist_ok=True)
     if not (link.is_symlink() and link.resolve() == PACKAGE_DIR):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import BUNDLED_MEDICAL, load_examples
+from bench.results import safe_name
 
 BUILDER_VERSION = 2  # bump when build() changes what it writes
 CORPUS_FILES = (BUNDLED_MEDICAL / "train_zh_0.json",)
@@ -43,7 +44,7 @@ def build_key(config: dict[str, Any]) -> str:
 
 
 def built_model_dir(name: str, config: dict[str, Any], root: Path | None = None) -> Path:
-    return (root or cache_root()) / "models" / f"{name}-{build_key(config)}"
+    return (root or cache_root()) / "models" / safe_name(f"{name}-{build_key(config)}")
 
 
 @contextlib.contextmanager

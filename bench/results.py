@@ -30,15 +30,38 @@ LOCK = ".lock"  # held by the process writing the run directory, and by its work
 RUN_FILES = (SPEC, CONFIG, EVENTS, SAMPLES, WORKER, SUMMARY, STDERR, GENERATIONS, BASE_GENERATIONS)
 
 
-SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|CREDENTIAL", re.IGNORECASE)
+SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|PRIVATE|CREDENTIAL", re.IGNORECASE)
+URL_PASSWORD = re.compile(r"(?<=://)([^\s:/@]+):([^\s@/]+)@")  # user:password@ in any URL
+RUN_SECRETS: dict[str, str] = {}  # secret-named values a run hands its worker (framework.env), not in os.environ
+
+
+def safe_name(value: Any) -> str:
+    """A path component from a config value: no separators, no leading dots (no `framework.version=../x`)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", str(value)).lstrip(".") or "_"
+
+
+def register_secrets(env: Mapping[str, Any]) -> None:
+    """Secret-named values the run passes to its worker (framework.env): scrubbed like the environment's."""
+    RUN_SECRETS.update({k: str(v) for k, v in env.items() if v is not None and SECRET_NAME.search(k)})
+
+
+def secret_forms(environ: Mapping[str, str]) -> list[str]:
+    """Every form a secret value can take in a file: as is, JSON- and repr-escaped, and each long line of a
+    multi-line one (a private key printed line by line)."""
+    values = [v for k, v in {**environ, **RUN_SECRETS}.items() if SECRET_NAME.search(k) and len(v) >= 6]
+    forms = set()
+    for v in values:
+        forms |= {v, json.dumps(v)[1:-1], repr(v)[1:-1]}
+        forms |= {line.strip() for line in v.splitlines() if len(line.strip()) >= 16}
+    return sorted(forms, key=len, reverse=True)  # longest first: a value never half-replaced by its part
 
 
 def redact(text: str, environ: Mapping[str, str] = os.environ) -> str:
-    """`text` with the values of secret-looking environment variables (HF_TOKEN, ...) replaced by ***."""
-    for name, value in environ.items():
-        if SECRET_NAME.search(name) and len(value) >= 6:
-            text = text.replace(value, "***")
-    return text
+    """`text` with secrets replaced by ***: values of secret-named variables (HF_TOKEN, SSH_PRIVATE_KEY, ...)
+    of the environment and of the run's framework.env, in every escaped form, and passwords in URLs."""
+    for form in secret_forms(environ):
+        text = text.replace(form, "***")
+    return URL_PASSWORD.sub(r"\1:***@", text)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

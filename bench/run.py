@@ -199,10 +199,21 @@ def finished_ok(run_dir: Path, spec: JobSpec) -> dict[str, Any] | None:
     return prior
 
 
+def scrub_hydra_files(run_dir: Path) -> None:
+    """Hydra's own records of the run and the sweep hold the overrides as typed: secrets scrubbed there too."""
+    for path in [*run_dir.glob(".hydra/*.yaml"), run_dir.parent / "multirun.yaml"]:
+        if path.is_file():
+            text = path.read_text(encoding="utf-8")
+            if results.redact(text) != text:
+                results.write_text_atomic(path, text)
+
+
 def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[str, Any]:
     """One run, start to summary. Never raises for a run that fails: the failure is its result. `lock_fd`:
     the run directory's lock, which the worker inherits."""
     cfg = config.validate(raw)
+    results.register_secrets(cfg.framework.env)
+    scrub_hydra_files(run_dir)
     spec = job_spec(cfg, run_dir, first_run=hydra_job_num() == 0)
     data = check_data(spec)  # bad rows stop the sweep before this run starts
     results.clear_run(run_dir)  # a rerun in the same directory starts from nothing

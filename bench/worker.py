@@ -227,9 +227,49 @@ def die_with_parent(parent_pid: int, interval_s: float = 0.5) -> None:
     threading.Thread(target=watch, daemon=True, name="sftbench-parent-watch").start()
 
 
+def scrub_output():
+    """Route this process's stdout and stderr (file descriptors 1 and 2, so frameworks, C libraries and
+    child processes too) through a pipe that is redacted line by line before it reaches worker.log: a
+    secret never lands in the file, even when the parent dies before it could rewrite the log."""
+    import threading
+
+    read_fd, write_fd = os.pipe()
+    log = os.fdopen(os.dup(1), "wb", buffering=0)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(write_fd, 1)
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+
+    def pump() -> None:
+        with os.fdopen(read_fd, "rb") as lines:
+            for line in lines:
+                log.write(results.redact(line.decode("utf-8", "replace")).encode("utf-8"))
+
+    thread = threading.Thread(target=pump, daemon=True, name="sftbench-scrub")
+    thread.start()
+
+    def close() -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.close(1)
+        os.close(2)
+        thread.join(timeout=5)  # children that still hold the pipe must not keep the worker alive
+
+    return close
+
+
 def main(argv: list[str]) -> int:
     if os.environ.get(PARENT_PID):
         die_with_parent(int(os.environ[PARENT_PID]))
+    close_output = scrub_output()
+    try:
+        return run_main(argv)
+    finally:
+        close_output()
+
+
+def run_main(argv: list[str]) -> int:
     spec_path = Path(argv[0])
     spec = JobSpec.load(spec_path)
     run_dir = Path(spec.run_dir)

@@ -181,7 +181,7 @@ def test_worker_env_keeps_the_inherited_pythonpath_when_the_framework_sets_none(
 
 
 def test_run_directory_names_cannot_escape_the_sweep():
-    from bench.config import safe_name
+    from bench.results import safe_name
 
     assert safe_name("../../etc") == "_.._etc"
     assert "/" not in safe_name("a/b") and safe_name("trl") == "trl"
@@ -302,3 +302,31 @@ def test_a_build_never_replaces_files_it_did_not_make(tmp_path):
     with pytest.raises(FileExistsError, match="did not build"):
         ensure_built(tmp_path / "stranger", {"seed": 0})
     assert (tmp_path / "stranger" / "config.json").exists()
+
+
+def test_two_checkouts_sharing_a_cache_give_their_workers_their_own_code(tmp_path, monkeypatch):
+    from bench import launch
+
+    first = launch.worker_pythonpath(tmp_path)
+    other = tmp_path / "other-checkout" / "bench"
+    other.mkdir(parents=True)
+    monkeypatch.setattr(launch, "PACKAGE_DIR", other)
+    second = launch.worker_pythonpath(tmp_path)
+    assert first != second
+    assert (first / "bench").resolve() == Path(launch.__file__).resolve().parent
+    assert (second / "bench").resolve() == other.resolve()
+
+
+@pytest.mark.parametrize("option", ["--index-url=https://elsewhere/simple", "-r /etc/passwd", "-e ."])
+def test_a_pip_option_in_the_requirements_is_rejected(option):
+    with pytest.raises(SpecError, match=r"framework.requirements: .* is a pip option; only requirement strings"):
+        typed(f"framework.requirements=['trl==1.16.0','{option}']")
+
+
+def test_paths_derived_from_config_values_stay_inside_the_cache(tmp_path):
+    from bench import envs
+    from bench.models import built_model_dir
+
+    env = envs.env_dir(tmp_path, "trl", "../../x", ["trl"])
+    model = built_model_dir("../../evil", {"seed": 0}, tmp_path)
+    assert env.parent == tmp_path / "envs" and model.parent == tmp_path / "models"

@@ -1,3 +1,5 @@
+import json
+
 from bench import results
 
 
@@ -26,3 +28,31 @@ def test_clear_run_removes_an_earlier_attempt(tmp_path):
     (tmp_path / "keep.txt").write_text("x")
     results.clear_run(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_private_keys_and_passwords_under_other_names_are_redacted():
+    key = "\n".join(["-----BEGIN OPENSSH PRIVATE KEY-----", "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ",
+                     "-----END OPENSSH PRIVATE KEY-----"])  # fmt: skip
+    env = {"SSH_PRIVATE_KEY": key, "DB_PASSWORD": "pa55word!", "AWS_SECRET_ACCESS_KEY": "abc/def+ghi"}
+    text = f"key {key} pw pa55word! aws abc/def+ghi"
+    assert results.redact(text, env) == "key *** pw *** aws ***"
+    assert "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ" not in results.redact(key.splitlines()[1], env)
+
+
+def test_a_password_inside_a_url_is_redacted_whatever_the_variable_is_called():
+    text = "DATABASE_URL=postgres://bench:s3cr3t-pw@db.internal:5432/runs"
+    assert results.redact(text, {}) == "DATABASE_URL=postgres://bench:***@db.internal:5432/runs"
+
+
+def test_escaped_forms_of_a_secret_are_redacted():
+    secret = 'hf_q"uo\\te'
+    env = {"HF_TOKEN": secret}
+    assert secret not in results.redact(json.dumps({"t": secret}), env)
+    assert json.dumps(secret)[1:-1] not in results.redact(json.dumps({"t": secret}), env)
+    assert repr(secret)[1:-1] not in results.redact(repr({"t": secret}), env)
+
+
+def test_secrets_a_run_passes_its_worker_are_redacted(monkeypatch):
+    monkeypatch.setattr(results, "RUN_SECRETS", {})
+    results.register_secrets({"MY_API_TOKEN": "tok_123456789", "MISBEHAVE": "raise"})
+    assert results.redact("tok_123456789 raise", {}) == "*** raise"

@@ -36,6 +36,9 @@ def train(ctx):
         os._exit(3)
     if mode == "kill9":  # what the OOM killer does
         os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "leak":  # prints a secret from its environment, then hangs until it is killed
+        print(f"logging in with {os.environ.get('HF_TOKEN')}", flush=True)
+        time.sleep(600)
     if mode == "hang":
         subprocess.Popen(["sleep", "600"])  # a child of its own: the whole tree must go
         time.sleep(600)

@@ -172,6 +172,25 @@ def test_a_worker_does_not_outlive_its_parent(tmp_path, trl_python, sig):
     assert not orphans
 
 
+def test_a_secret_never_reaches_the_worker_log_even_when_the_parent_is_killed(tmp_path, trl_python):
+    """The parent scrubs the log when a run ends; killed with SIGKILL it never does, so the worker scrubs its
+    own output before it reaches the file."""
+    secret = "hf_thisIsNotARealToken456"
+    cmd = sweep_cmd(tmp_path, trl_python, "framework.env.MISBEHAVE=leak", "timeout_s=900")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=sweep_env(HF_TOKEN=secret), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    log = None
+    for _ in range(1200):
+        log = next(iter(tmp_path.glob(f"*/*/{results.STDERR}")), None)
+        if log is not None and "logging in with" in log.read_text(errors="replace"):
+            break
+        time.sleep(0.5)
+    proc.kill()
+    proc.wait(timeout=120)
+    text = log.read_text(errors="replace")
+    assert "logging in with ***" in text and secret not in text
+
+
 def test_a_run_directory_being_written_is_refused_to_a_second_writer(tmp_path, trl_python):
     sweep_dir = tmp_path / "sweep"
     run_dir = sweep_dir / "0-misbehave"
