@@ -76,6 +76,7 @@ class DatasetConfig:
     system_prompt: str
     tokenize: TokenizeMode
     fill_to: int | None
+    max_row_bytes: int
     hub_id: str | None
     hub_files: dict[str, str] | None
 

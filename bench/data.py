@@ -51,8 +51,8 @@ def resolve_files(path: str | Path, pattern: str) -> list[Path]:
 class BadRow(DataError):
     """One row that cannot be used; `kind` names the problem for the skip counts (dataset.on_bad_row=skip)."""
 
-    def __init__(self, where: str, kind: str):
-        super().__init__(f"{where}: {kind}")
+    def __init__(self, where: str, kind: str, detail: str = ""):
+        super().__init__(f"{where}: {kind}{detail}")
         self.kind = kind
 
 
@@ -111,7 +111,7 @@ def _parse(path: Path) -> Iterator[tuple[int, object]]:
                 yield lineno, BadRow(f"{path}:{lineno}", f"not valid JSON ({e.msg})")
 
 
-def _example(where: str, row: object) -> Example:
+def _example(where: str, row: object, max_row_bytes: int | None = None) -> Example:
     if isinstance(row, BadRow):
         raise row
     if not isinstance(row, dict):
@@ -129,6 +129,9 @@ def _example(where: str, row: object) -> Example:
         if key in REQUIRED_FIELDS and not value.strip():
             raise BadRow(where, f"field {key!r} is empty")
         values[key] = value
+    size = sum(len(v.encode("utf-8")) for v in values.values())
+    if max_row_bytes is not None and size > max_row_bytes:  # one giant row would take minutes and gigabytes
+        raise BadRow(where, "row larger than dataset.max_row_bytes", f" ({size:,} > {max_row_bytes:,} bytes)")
     return Example(**values)
 
 
@@ -138,6 +141,7 @@ def load_examples(
     on_bad_row: str = "error",
     shuffle_seed: int | None = None,
     report: DataReport | None = None,
+    max_row_bytes: int | None = None,
 ) -> list[Example]:
     """The usable rows of `files`, validated, in order (or shuffled with `shuffle_seed`), at most `max_rows`.
 
@@ -154,7 +158,7 @@ def load_examples(
         for lineno, row in _parse(f):
             report.rows += 1
             try:
-                ex = _example(f"{f}:{lineno}", row)
+                ex = _example(f"{f}:{lineno}", row, max_row_bytes)
             except BadRow as bad:
                 if on_bad_row == "error":
                     raise

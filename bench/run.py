@@ -34,7 +34,7 @@ from bench.data import (
     load_examples,
     resolve_files,
 )
-from bench.errors import UserError
+from bench.errors import DataError, UserError
 from bench.models import built_model_dir
 from bench.runners.base import STACK
 from bench.sampler import host_has_gpu
@@ -107,6 +107,7 @@ def data_spec(cfg: Config) -> DataSpec:
         on_bad_row=d.on_bad_row,
         shuffle_seed=d.shuffle_seed,
         fill_to=d.fill_to,
+        max_row_bytes=d.max_row_bytes,
     )
 
 
@@ -178,9 +179,14 @@ def check_data(spec: JobSpec) -> dict[str, Any]:
     """Read every row before the run starts (bad rows stop the sweep here) and count what the held-out split
     shares with the training rows."""
     d = spec.data
-    train = load_examples(d.train_files, d.max_rows, d.on_bad_row, d.shuffle_seed)
+    rows = DataReport()
+    train = load_examples(d.train_files, d.max_rows, d.on_bad_row, d.shuffle_seed, rows, d.max_row_bytes)
+    if not train:
+        skipped = "".join(f", {n} {kind}" for kind, n in rows.skipped.items())
+        raise DataError(f"0 usable rows in {', '.join(d.train_files)}: {rows.rows} read, {rows.duplicates} "
+                        f"duplicates{skipped}")  # fmt: skip
     report = DataReport()
-    held_out = load_examples(d.eval_files, None, d.on_bad_row, None, report)
+    held_out = load_examples(d.eval_files, None, d.on_bad_row, None, report, d.max_row_bytes)
     overlap = heldout_overlap(train, held_out)
     heldout = {"rows": report.rows, "kept": report.kept, "duplicates": report.duplicates, "skipped": report.skipped}
     return {"heldout": heldout | {"overlap_with_train": overlap}}

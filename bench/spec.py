@@ -76,6 +76,7 @@ class DataSpec:
     on_bad_row: OnBadRow  # error: stop naming file, line and field; skip: leave it out and count it
     shuffle_seed: int | None  # shuffle before taking max_rows
     fill_to: int | None  # strict mode only: pack the tokenized rows into sequences of exactly this length
+    max_row_bytes: int  # a larger row is a bad row (dataset.on_bad_row)
 
 
 @dataclass(frozen=True)

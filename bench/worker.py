@@ -93,7 +93,8 @@ def evaluate_run(ctx: RunContext, model, run_dir: Path) -> dict[str, Any]:
         from bench.evaluate import evaluate
 
         tokenizer = AutoTokenizer.from_pretrained(ctx.model_path, trust_remote_code=spec.model.trust_remote_code)
-        held_out = load_examples(spec.data.eval_files, None, spec.data.on_bad_row)
+        data = spec.data
+        held_out = load_examples(data.eval_files, None, data.on_bad_row, max_row_bytes=data.max_row_bytes)
         conversations = [to_conversation(ex, spec.data.system_prompt) for ex in held_out]
         with ctx.timed("eval_s"):
             out: dict[str, Any] = {}
@@ -151,7 +152,8 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
         spec=spec,
         model_path="",
         examples=load_examples(
-            spec.data.train_files, spec.data.max_rows, spec.data.on_bad_row, spec.data.shuffle_seed, data_report
+            spec.data.train_files, spec.data.max_rows, spec.data.on_bad_row, spec.data.shuffle_seed, data_report,
+            spec.data.max_row_bytes,
         ),
         callbacks=[recorder],
         on_gpu=on_gpu,

@@ -330,3 +330,22 @@ def test_paths_derived_from_config_values_stay_inside_the_cache(tmp_path):
     env = envs.env_dir(tmp_path, "trl", "../../x", ["trl"])
     model = built_model_dir("../../evil", {"seed": 0}, tmp_path)
     assert env.parent == tmp_path / "envs" and model.parent == tmp_path / "models"
+
+
+def test_data_with_no_usable_row_stops_before_the_run_with_the_counts(tmp_path, write_jsonl):
+    from bench.run import check_data
+
+    path = write_jsonl([{"instruction": "q", "input": "", "output": ""}] * 3 + [{"instruction": "q"}])
+    with pytest.raises(DataError, match=r"0 usable rows in .*data.jsonl: 4 read, 0 duplicates, 3 field 'output' is "
+                       r"empty, 1 field 'output' is missing"):  # fmt: skip
+        check_data(job_spec(typed(f"dataset.path={path}", "dataset.on_bad_row=skip"), tmp_path))
+
+
+def test_a_row_above_the_size_bound_is_a_bad_row(tmp_path, write_jsonl):
+    from bench.run import check_data
+
+    path = write_jsonl([{"instruction": "q", "input": "", "output": "a"}, {"instruction": "q", "output": "x" * 2000}])
+    with pytest.raises(DataError, match=r"data.jsonl:2: row larger than dataset.max_row_bytes \(2,001 > 1,000 bytes\)"):
+        check_data(job_spec(typed(f"dataset.path={path}", "dataset.max_row_bytes=1000"), tmp_path))
+    spec = job_spec(typed(f"dataset.path={path}", "dataset.max_row_bytes=1000", "dataset.on_bad_row=skip"), tmp_path)
+    check_data(spec)  # skipped and counted instead

@@ -22,7 +22,7 @@ def make_spec(**train) -> JobSpec:
                         trust_remote_code=False),  # fmt: skip
         data=DataSpec(name="d", train_files=("/data/train.json",), eval_files=(), files_sha256="0" * 64,
                       system_prompt="You are Qwen.", max_rows=None, tokenize="framework", on_bad_row="error",
-                      shuffle_seed=None, fill_to=None),  # fmt: skip
+                      shuffle_seed=None, fill_to=None, max_row_bytes=1_000_000),  # fmt: skip
         train=dataclasses.replace(DEFAULT_TRAIN, **train),
         evaluation=DEFAULT_EVAL,
         skip_steps=3,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from bench.data import Example, to_conversation, tokenize_conversation
+from bench.errors import DataError
 from bench.spec import JobSpec
 
 # The stack every runner trains on (HF Trainer, peft, TRL under LLaMA-Factory and Unsloth too): the worker
@@ -82,7 +83,10 @@ class RunContext:
             return packed(self.tokenized(), self.spec.data.fill_to)
         cut = self.spec.train.max_seq_len
         rows = [{k: v[:cut] for k, v in r.items()} for r in self.tokenized()]
-        return [r for r in rows if any(r["completion_mask"])]
+        kept = [r for r in rows if any(r["completion_mask"])]
+        if not kept:
+            raise DataError(f"0 usable rows: all {len(rows)} rows have no answer token within train.max_seq_len={cut}")
+        return kept
 
     @property
     def torch_dtype(self):
