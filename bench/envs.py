@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 from bench.results import safe_name
 
 COMPLETE = ".complete"  # written last: an environment without it is half-built and gets rebuilt
+VERIFIED: set[Path] = set()  # environments this process has checked (once per sweep, not once per run)
 
 
 class EnvError(RuntimeError):
@@ -50,18 +52,61 @@ def ensure_env(
     requirements: list[str],
     on_line: Callable[[str], None] = lambda line: None,
     base_python: str = sys.executable,
+    expect: dict[str, str] | None = None,
+    notice: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
 ) -> tuple[Path, float | None]:
-    """The environment's interpreter, building it first if needed; also the build time (None when cached)."""
-    if (env / COMPLETE).exists():
+    """The environment's interpreter, building it first if needed; also the build time (None when cached).
+
+    A built environment is checked before use (`damage`: files missing, `expect`ed versions); a damaged one is
+    rebuilt once, with a notice. A build already running elsewhere is waited for, with a notice.
+    """
+    if (env / COMPLETE).exists() and (env in VERIFIED or not damage(env, expect)):
+        VERIFIED.add(env)
         return python_of(env), None
     env.parent.mkdir(parents=True, exist_ok=True)
     with open(env.with_name(env.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two sweeps building the same env wait for one another
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            notice(f"waiting for a build of {env.name} in progress elsewhere")
+            fcntl.flock(lock, fcntl.LOCK_EX)  # two sweeps building the same env wait for one another
         if (env / COMPLETE).exists():
-            return python_of(env), None
+            problem = damage(env, expect)
+            if not problem:
+                VERIFIED.add(env)
+                return python_of(env), None
+            notice(f"environment {env.name} is damaged ({problem}); rebuilding it")
+            (env / COMPLETE).unlink()
         start = time.perf_counter()
-        _build(env, requirements, on_line, base_python)
+        _build(env, requirements, on_line, base_python, lock.fileno())
+        VERIFIED.add(env)
         return python_of(env), time.perf_counter() - start
+
+
+DAMAGE_CHECK = """
+import importlib.metadata as m, json, os, sys
+missing = [str(d.locate_file(f)) for d in m.distributions() for f in (d.files or [])
+           if not str(f).endswith(".pyc") and not os.path.exists(d.locate_file(f))]
+versions = {p: m.version(p) for p in json.loads(sys.argv[1]) if any(True for _ in m.distributions(name=p))}
+print(json.dumps({"missing": missing[:3], "n_missing": len(missing), "versions": versions}))
+"""
+
+
+def damage(env: Path, expect: dict[str, str] | None = None) -> str | None:
+    """What is wrong with a built environment, or None: package files missing (every installed file is
+    checked, as pip recorded them), or an expected package at another version than pinned."""
+    try:
+        proc = subprocess.run([str(python_of(env)), "-c", DAMAGE_CHECK, json.dumps(sorted(expect or {}))],
+                              capture_output=True, text=True, timeout=120, env=build_environ())  # fmt: skip
+        found = json.loads(proc.stdout)
+    except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError):
+        return "its interpreter does not run"
+    if found["n_missing"]:
+        return f"{found['n_missing']} package files missing, e.g. {found['missing'][0]}"
+    for package, version in (expect or {}).items():
+        if found["versions"].get(package) != version:
+            return f"{package} is {found['versions'].get(package, 'not installed')}, expected {version}"
+    return None
 
 
 def build_environ() -> dict[str, str]:
@@ -88,29 +133,42 @@ def installed_versions(python: Path, packages: tuple[str, ...]) -> dict[str, str
         return {}
 
 
-def _build(env: Path, requirements: list[str], on_line: Callable[[str], None], base_python: str) -> None:
+def _build(
+    env: Path, requirements: list[str], on_line: Callable[[str], None], base_python: str, lock_fd: int | None = None
+) -> None:
+    """venv + pip install, each in its own process group, stopped with it when the build is interrupted. The
+    build's lock goes to each step too: a step that outlives a killed parent still holds it, so the next
+    build waits for it rather than clearing the environment under it."""
     log_path = env.with_name(env.name + ".build.log")
     tail: deque[str] = deque(maxlen=30)
     steps = [
         [base_python, "-m", "venv", "--clear", str(env)],
         [str(python_of(env)), "-m", "pip", "install", "--progress-bar", "off", *requirements],
     ]
-    with open(log_path, "w", encoding="utf-8") as log:
+    with open(log_path, "w", encoding="utf-8", buffering=1) as log:  # line-buffered: a user can follow it
         for cmd in steps:
             on_line(" ".join(cmd[-len(requirements) :]) if "pip" in cmd else f"creating {env}")
             proc = subprocess.Popen(
-                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=build_environ()
-            )
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=build_environ(),
+                start_new_session=True, pass_fds=() if lock_fd is None else (lock_fd,),
+            )  # fmt: skip
             assert proc.stdout is not None
-            for line in proc.stdout:
-                log.write(line)
-                line = line.rstrip()
-                if line and "is ignored: it is neither a file nor a directory" not in line:
-                    tail.append(line)
-                    on_line(line)
-            if proc.wait() != 0:
+            try:
+                for line in proc.stdout:
+                    log.write(line)
+                    line = line.rstrip()
+                    if line and "is ignored: it is neither a file nor a directory" not in line:
+                        tail.append(line)
+                        on_line(line)
+                returncode = proc.wait()
+            except BaseException:  # Ctrl-C, SIGTERM: the step goes with the build
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise
+            if returncode != 0:
                 raise EnvError(
-                    f"building {env.name} failed ({' '.join(cmd[:4])} exited {proc.returncode}); "
+                    f"building {env.name} failed ({' '.join(cmd[:4])} exited {returncode}); "
                     f"log: {log_path}\n" + "\n".join(tail)
                 )
     freeze = subprocess.run(

@@ -150,8 +150,6 @@ def launch(
     task = progress.add_task("starting", total=max_steps) if progress else None
     steps = StepTail(events_path)
     timed_out = interrupted = False
-    # A terminated parent, or one whose terminal hung up, takes its worker down too.
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         while proc.poll() is None:
             if time.perf_counter() - start > timeout_s:
@@ -165,8 +163,6 @@ def launch(
         interrupted = True
         kill_tree(proc)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         kill_tree(proc)  # whatever the worker left behind in its process group (compile workers, ...)
         stats = sampler.stop()
         if progress is not None:
@@ -179,6 +175,18 @@ def launch(
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interruptible():
+    """SIGTERM and SIGHUP (a terminal hung up) interrupt like Ctrl-C while a run builds or trains, so the run
+    is stopped, recorded as interrupted, and takes its worker or build down with it."""
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class StepTail:

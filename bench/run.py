@@ -163,7 +163,7 @@ def framework_python(cfg: Config) -> tuple[Path, float | None]:
         def show(line: str) -> None:
             status.update(f"[bold]building {fw.name} {fw.version} environment[/] {line[:100]}")
 
-        return envs.ensure_env(env, requirements, show)
+        return envs.ensure_env(env, requirements, show, expect={fw.distribution: fw.version}, notice=console.print)
 
 
 def host_reason(fw: config.FrameworkConfig, spec: JobSpec) -> str | None:
@@ -244,12 +244,16 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[
     if reason:
         return {**base, "status": "skipped", "reason": reason, "metrics": {}}
     try:
-        python, build_s = framework_python(cfg)
+        with launch.interruptible():
+            python, build_s = framework_python(cfg)
     except envs.EnvError as e:
         return {**base, "status": "failed", "reason": f"environment: {e}".splitlines()[0], "log_tail": str(e)}
+    except KeyboardInterrupt:
+        reason = "interrupted while building the environment (its build stopped; it is rebuilt on next use)"
+        return {**base, "status": "interrupted", "reason": reason, "metrics": {}}
     env = launch.worker_env(launch.worker_pythonpath(cfg.cache_path), fw.env)
     columns = [TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=console, transient=True) as progress:
+    with launch.interruptible(), Progress(*columns, console=console, transient=True) as progress:
         outcome = launch.launch(
             python, run_dir, env, cfg.timeout_s, cfg.sampler, spec.train.max_steps, progress, spec.train.num_gpus,
             lock_fd,

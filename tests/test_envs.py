@@ -1,0 +1,120 @@
+"""Framework environments: built clean, checked before use, rebuilt when damaged, never half-used.
+
+Built for real (venv + pip) from a local package with an in-tree build backend: no index is needed.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from bench import envs
+from tests.conftest import REPO
+
+TINY = f"tinypkg @ file://{Path(__file__).parent / 'fixtures' / 'tinypkg'}"
+
+
+def site_file(env: Path) -> Path:
+    (found,) = env.glob("lib/python*/site-packages/tinypkg/__init__.py")
+    return found
+
+
+def test_a_damaged_environment_is_rebuilt_once_with_a_notice(tmp_path, monkeypatch):
+    monkeypatch.setattr(envs, "VERIFIED", set())
+    env = tmp_path / "envs" / "tiny-1.0-abc"
+    python, built_s = envs.ensure_env(env, [TINY], expect={"tinypkg": "1.0"})
+    assert built_s is not None and python.exists()
+    assert envs.ensure_env(env, [TINY], expect={"tinypkg": "1.0"})[1] is None  # intact: used as is
+
+    site_file(env).unlink()  # a package file deleted behind the harness's back
+    envs.VERIFIED.clear()  # a later sweep
+    notices = []
+    _, rebuilt_s = envs.ensure_env(env, [TINY], expect={"tinypkg": "1.0"}, notice=notices.append)
+    assert rebuilt_s is not None and site_file(env).exists()
+    assert len(notices) == 1 and "is damaged (1 package files missing" in notices[0] and "rebuilding" in notices[0]
+
+
+def test_a_package_at_another_version_than_pinned_is_damage(tmp_path, monkeypatch):
+    monkeypatch.setattr(envs, "VERIFIED", set())
+    env = tmp_path / "env"
+    envs.ensure_env(env, [TINY])
+    assert envs.damage(env, {"tinypkg": "1.0"}) is None
+    assert envs.damage(env, {"tinypkg": "2.0"}) == "tinypkg is 1.0, expected 2.0"
+    assert envs.damage(env, {"trl": "1.16.0"}) == "trl is not installed, expected 1.16.0"
+
+
+def build_in_subprocess(env: Path, stderr: Path, **extra_env) -> subprocess.Popen:
+    code = f"from pathlib import Path; from bench import envs; envs.ensure_env(Path({str(env)!r}), [{TINY!r}])"
+    with open(stderr, "w") as err:
+        return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL, stderr=err,
+                                env=os.environ | extra_env)  # fmt: skip
+
+
+def wait_for_text(path: Path, text: str, limit_s: float = 600) -> None:
+    """Until `path` holds `text` (a process reached that point): no race against a fixed sleep."""
+    deadline = time.monotonic() + limit_s
+    while not (path.exists() and text in path.read_text(errors="replace")):
+        assert time.monotonic() < deadline, f"{text!r} never appeared in {path}"
+        time.sleep(0.2)
+
+
+def others(env: Path, builder: subprocess.Popen) -> list[psutil.Process]:
+    """Processes still working in `env` (pip and its build) besides the builder itself."""
+    return [p for p in psutil.process_iter(["cmdline"])
+            if str(env) in " ".join(p.info["cmdline"] or []) and p.pid != builder.pid]  # fmt: skip
+
+
+def test_an_interrupted_build_stops_pip_and_is_rebuilt_next_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(envs, "VERIFIED", set())
+    env = tmp_path / "env"
+    builder = build_in_subprocess(env, tmp_path / "stderr", SFTBENCH_SLOW_BUILD="1")
+    wait_for_text(env.with_name(env.name + ".build.log"), "Preparing metadata")  # pip is inside the slow build
+    builder.send_signal(signal.SIGINT)  # Ctrl-C
+    builder.wait(timeout=120)
+    deadline = time.monotonic() + 60
+    while others(env, builder) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not others(env, builder), "pip left running"
+    assert not (env / envs.COMPLETE).exists()
+    _, built_s = envs.ensure_env(env, [TINY])  # half-built: rebuilt, never half-used
+    assert built_s is not None and site_file(env).exists()
+
+
+def test_a_build_in_progress_elsewhere_is_waited_for_with_a_notice(tmp_path):
+    import fcntl
+
+    env = tmp_path / "env"
+    env.parent.mkdir(parents=True, exist_ok=True)
+    with open(env.with_name(env.name + ".lock"), "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as another sweep's build holds it
+        builder = build_in_subprocess(env, tmp_path / "stderr")
+        wait_for_text(tmp_path / "stderr", "waiting for a build of env in progress elsewhere")
+        assert builder.poll() is None and not env.exists()  # waiting, not building
+    assert builder.wait(timeout=600) == 0
+    assert (env / envs.COMPLETE).exists()
+
+
+def test_a_sweep_interrupted_while_building_records_the_run_and_stops_the_build(tmp_path):
+    cache, results_dir = tmp_path / "cache", tmp_path / "results"
+    cmd = [sys.executable, "-m", "bench.run", f"results_dir={results_dir}", f"cache_dir={cache}",
+           f"hydra.searchpath=[file://{REPO}/tests/conf]", "framework=misbehave", "worker_requirements=[]",
+           f"framework.requirements=['{TINY}']"]  # fmt: skip
+    with open(tmp_path / "stderr", "w") as err:
+        extra = {"SFTBENCH_SLOW_BUILD": "1", "SFTBENCH_TEST_REPO": str(REPO)}
+        sweep = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err, env=os.environ | extra)
+    deadline = time.monotonic() + 600
+    while not (logs := list(cache.glob("envs/*.build.log"))) or "Preparing metadata" not in logs[0].read_text():
+        assert time.monotonic() < deadline and sweep.poll() is None, (tmp_path / "stderr").read_text()
+        time.sleep(0.2)
+    sweep.send_signal(signal.SIGTERM)
+    assert sweep.wait(timeout=120) == 130
+    stderr = (tmp_path / "stderr").read_text()
+    assert "Traceback" not in stderr and "recorded as interrupted" in stderr
+    (summary,) = results_dir.glob("*/*/summary.json")
+    assert '"status": "interrupted"' in summary.read_text() and "building the environment" in summary.read_text()
+    env = logs[0].with_name(logs[0].name.removesuffix(".build.log"))
+    assert not [p for p in psutil.process_iter(["cmdline"]) if str(env) in " ".join(p.info["cmdline"] or [])]
