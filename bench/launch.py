@@ -168,8 +168,11 @@ def launch(
         if progress is not None:
             _show_steps(progress, task, steps)
             progress.remove_task(task)
-    if log_path.exists():  # frameworks print what they like; secrets from the environment are scrubbed
-        results.write_text_atomic(log_path, log_path.read_text(encoding="utf-8", errors="replace"))
+    # The worker scrubs its own output; this catches what reached the log around it (torchrun's launcher).
+    # On a full disk the log stays as the worker wrote it.
+    if log_path.exists():
+        with contextlib.suppress(results.DiskFull):
+            results.write_text_atomic(log_path, log_path.read_text(encoding="utf-8", errors="replace"))
     return Outcome(proc.returncode, timed_out, interrupted, time.perf_counter() - start, stats, _tail(log_path))
 
 

@@ -27,6 +27,7 @@ from scipy import stats  # noqa: E402
 
 from bench import config, frontier_table, measure, results  # noqa: E402
 from bench import metrics as registry  # noqa: E402
+from bench.errors import UserError  # noqa: E402
 from bench.runners.base import STACK  # noqa: E402
 from bench.spec import flatten  # noqa: E402
 from bench.summary import loss_curves, parity  # noqa: E402
@@ -356,12 +357,13 @@ def build(sweep_dir: Path, baseline: str = "trl") -> dict[str, Path]:
     title = f"sftbench report: {sweep_dir.name}"
     content = sections(frame, ratios, reps, quality, unreadable, base_line(sweep_dir), frontier_section(sweep_dir),
                        baseline)  # fmt: skip
-    frame.to_csv(sweep_dir / "runs.csv", index=False)
-    frame.astype({c: "string" for c in frame.columns if frame[c].dtype == object}).to_parquet(
-        sweep_dir / "runs.parquet", index=False
-    )
+    with results.atomic_path(sweep_dir / "runs.csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    with results.atomic_path(sweep_dir / "runs.parquet") as tmp:
+        frame.astype({c: "string" for c in frame.columns if frame[c].dtype == object}).to_parquet(tmp, index=False)
     for name, png in images.items():
-        (sweep_dir / name).write_bytes(png)
+        with results.atomic_path(sweep_dir / name) as tmp:
+            tmp.write_bytes(png)
     results.write_text_atomic(sweep_dir / "report.md", markdown(title, content, images))
     results.write_text_atomic(sweep_dir / "report.html", to_html(title, content, images, frame))
     return {n: sweep_dir / n for n in ("runs.csv", "runs.parquet", "report.md", "report.html")}
@@ -375,7 +377,12 @@ def main(argv: list[str] | None = None) -> int:
     if not a.sweep_dir.is_dir():
         print(f"error: {a.sweep_dir}: not a sweep directory", file=sys.stderr)
         return 2
-    for name, path in build(a.sweep_dir, a.baseline).items():
+    try:
+        paths = build(a.sweep_dir, a.baseline)
+    except (UserError, OSError) as e:  # a full disk (DiskFull), an unwritable directory: one line
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
 

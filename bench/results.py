@@ -6,6 +6,7 @@ Standard library only: both the parent and the worker use it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -64,12 +65,47 @@ def redact(text: str, environ: Mapping[str, str] = os.environ) -> str:
     return URL_PASSWORD.sub(r"\1:***@", text)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary name in the same directory, then rename: readers never see half a file.
-    Secrets from the environment never reach a results file."""
+class DiskFull(UserError):
+    """A results file could not be written for lack of space: the sweep ends with one line."""
+
+
+def mount_point(path: Path) -> Path:
+    """The file system's mount point under `path` (what a user frees space on)."""
+    p = path.resolve()
+    while not p.exists():
+        p = p.parent
+    dev = p.stat().st_dev
+    while p != p.parent and p.parent.stat().st_dev == dev:
+        p = p.parent
+    return p
+
+
+def no_space(error: OSError) -> bool:
+    return error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """A temporary name in the same directory to write to, renamed to `path` once written: readers never see
+    half a file, and a failed write (a full disk) leaves neither a temporary file nor a damaged `path`."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(redact(text), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if no_space(e):
+            raise DiskFull(f"no space left on {mount_point(path)} writing {path}") from None
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write atomically (atomic_path). Secrets from the environment never reach a results file."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(redact(text), encoding="utf-8")
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

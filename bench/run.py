@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -41,6 +42,7 @@ from bench.sampler import host_has_gpu
 from bench.spec import DataSpec, JobSpec, ModelSpec
 
 REPO = Path(__file__).resolve().parent.parent
+DISK_LOW_BYTES = 64 << 10  # less free space than this after a failed run: the disk is why
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)  # logs: no wrap at 80 columns
 SWEEP_SIZE = 0  # set when the sweep starts (same process with Hydra's basic launcher)
 
@@ -266,6 +268,10 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[
     base["framework_version"] = versions.get(fw.distribution)  # what really ran
     heldout = data["heldout"]
     notes = list(worker.get("notes", []))  # where a framework does not follow the spec to the letter
+    if outcome.sampler.error:
+        notes.append(outcome.sampler.error)
+    if status != "ok" and shutil.disk_usage(run_dir).free < DISK_LOW_BYTES:
+        reason = f"no space left on {results.mount_point(run_dir)} (the worker could not write its results); {reason}"
     if heldout["kept"] and heldout["overlap_with_train"] / heldout["kept"] > HELDOUT_OVERLAP_WARN:
         notes.append(
             f"held-out: {heldout['overlap_with_train']} of {heldout['kept']} rows are also training rows; "

@@ -45,6 +45,7 @@ class SamplerStats:
     samples: int = 0
     sampler_cpu_s: float = 0.0  # CPU time the sampler thread itself spent
     baseline_used_mb: list[float] | None = None  # each GPU's used memory before the worker started
+    error: str | None = None  # why sampling stopped early (the samples file could not be written)
 
 
 class Sampler(threading.Thread):
@@ -137,11 +138,14 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         cpu_start = time.thread_time()
-        with open(self.out, "a", encoding="utf-8") as fh:
-            while not self._halt.is_set():
-                fh.write(json.dumps(self.sample()) + "\n")
-                fh.flush()
-                self._halt.wait(self.interval_s)
+        try:
+            with open(self.out, "a", encoding="utf-8") as fh:
+                while not self._halt.is_set():
+                    fh.write(json.dumps(self.sample()) + "\n")
+                    fh.flush()
+                    self._halt.wait(self.interval_s)
+        except OSError as e:  # a full disk: the run goes on unsampled, and its summary says so
+            self.stats.error = f"resource samples stopped after {self.stats.samples}: {e.strerror} ({self.out})"
         self.stats.sampler_cpu_s = time.thread_time() - cpu_start
 
     def stop(self) -> SamplerStats:

@@ -246,7 +246,8 @@ def scrub_output():
     def pump() -> None:
         with os.fdopen(read_fd, "rb") as lines:
             for line in lines:
-                log.write(results.redact(line.decode("utf-8", "replace")).encode("utf-8"))
+                with contextlib.suppress(OSError):  # a full disk: keep draining, so no writer ever blocks
+                    log.write(results.redact(line.decode("utf-8", "replace")).encode("utf-8"))
 
     thread = threading.Thread(target=pump, daemon=True, name="sftbench-scrub")
     thread.start()

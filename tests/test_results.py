@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from bench import results
 
 
@@ -56,3 +58,46 @@ def test_secrets_a_run_passes_its_worker_are_redacted(monkeypatch):
     monkeypatch.setattr(results, "RUN_SECRETS", {})
     results.register_secrets({"MY_API_TOKEN": "tok_123456789", "MISBEHAVE": "raise"})
     assert results.redact("tok_123456789 raise", {}) == "*** raise"
+
+
+def test_a_write_on_a_full_disk_is_one_line_and_leaves_no_temporary_file(small_disk):
+    from tests.doubles.disk import fill
+
+    results.write_json_atomic(small_disk / "summary.json", {"status": "ok"})
+    fill(small_disk)
+    with pytest.raises(results.DiskFull, match=rf"no space left on {small_disk} writing {small_disk}/summary.json"):
+        results.write_json_atomic(small_disk / "summary.json", {"status": "failed", "reason": "x" * 100_000})
+    assert json.loads((small_disk / "summary.json").read_text()) == {"status": "ok"}  # what was written stays
+    assert not list(small_disk.glob(".*.tmp"))
+
+
+def test_the_sampler_stops_writing_on_a_full_disk_and_says_so(small_disk):
+    import os
+    import time
+
+    from bench.sampler import Sampler
+    from tests.doubles.disk import fill
+
+    fill(small_disk)
+    sampler = Sampler(small_disk / results.SAMPLES, interval_s=0.01, gpu=False)
+    sampler.attach(os.getpid())
+    time.sleep(0.5)
+    stats = sampler.stop()
+    assert stats.error and "No space left on device" in stats.error
+
+
+def test_a_report_on_a_full_disk_is_one_line(small_disk, capsys):
+    import shutil
+    from pathlib import Path
+
+    from bench import report
+    from tests.doubles.disk import fill
+
+    sweep = small_disk / "sweep"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "h200-sweep" / "0-trl", sweep / "0-trl",
+                    ignore=shutil.ignore_patterns("samples.jsonl"))  # fmt: skip
+    fill(small_disk)
+    assert report.main([str(sweep)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: no space left on {small_disk} writing") and err.count("\n") == 1
+    assert not list(sweep.glob(".*.tmp"))

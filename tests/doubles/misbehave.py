@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 NOT_APPLIED: frozenset[str] = frozenset()
 
@@ -36,6 +37,11 @@ def train(ctx):
         os._exit(3)
     if mode == "kill9":  # what the OOM killer does
         os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "fill":  # the disk fills up under the run
+        from tests.doubles.disk import fill
+
+        fill(Path(ctx.spec.run_dir))
+        return {}
     if mode == "leak":  # prints a secret from its environment, then hangs until it is killed
         print(f"logging in with {os.environ.get('HF_TOKEN')}", flush=True)
         time.sleep(600)

@@ -191,6 +191,15 @@ def test_a_secret_never_reaches_the_worker_log_even_when_the_parent_is_killed(tm
     assert "logging in with ***" in text and secret not in text
 
 
+def test_a_full_disk_ends_the_sweep_with_one_line_and_keeps_what_was_written(small_disk, trl_python):
+    proc = sweep(small_disk, trl_python, "framework.env.MISBEHAVE=fill", "eval.enabled=false")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"no space left on {small_disk}" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    (run_dir,) = [p.parent for p in small_disk.glob(f"*/*/{results.SPEC}")]
+    assert (run_dir / results.SPEC).stat().st_size > 0 and (run_dir / results.EVENTS).exists()
+    assert not list(small_disk.rglob("*.tmp"))
+
+
 def test_a_run_directory_being_written_is_refused_to_a_second_writer(tmp_path, trl_python):
     sweep_dir = tmp_path / "sweep"
     run_dir = sweep_dir / "0-misbehave"
