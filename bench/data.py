@@ -6,9 +6,11 @@ each framework's environment with the same code.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import random
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +47,23 @@ def resolve_files(path: str | Path, pattern: str) -> list[Path]:
         if not files:
             raise DataError(f"{p}: no files match {pattern!r}")
         return files
-    raise DataError(f"{p}: dataset file not found")
+    raise DataError(f"{p}: {what_is(p)}")
+
+
+def what_is(p: Path) -> str:
+    """Why `p` is not a data file or directory, in words: missing, a symlink loop, a FIFO, a device..."""
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        return "dataset file not found" if not p.is_symlink() else "dataset file not found (a broken symlink)"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symlink loop, not a dataset file"
+        return f"cannot be read ({e.strerror})"
+    kinds = [(stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device")]  # fmt: skip
+    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    return f"{kind}, not a dataset file"
 
 
 class BadRow(DataError):

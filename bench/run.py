@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench import config, envs, launch, results, summary
+from bench import config, envs, launch, measure, results, summary
 from bench.config import Config
 from bench.data import (
     BUNDLED_MEDICAL,
@@ -263,6 +263,8 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[
     base["ended_at"] = time.time()
     report = summary.read_worker(run_dir)  # None when the worker died before reporting
     status, reason = summary.status_of(report, outcome)
+    peak_rss = measure.peak_rss_mb(results.read_jsonl(run_dir / results.SAMPLES))
+    reason = summary.killed_hint(reason, peak_rss, summary.memory_limit_mb())
     worker = report or {}
     versions = worker.get("versions") or envs.installed_versions(python, (*spec.packages, *STACK))
     base["framework_version"] = versions.get(fw.distribution)  # what really ran
@@ -305,6 +307,22 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[
     return out
 
 
+HYDRA_ONLY = {".hydra", "run.log", results.LOCK}  # what Hydra and the lock put in a run dir before it starts
+
+
+def discard_if_untouched(run_dir: Path) -> None:
+    """A command rejected before its first run leaves no sweep behind: remove the run and sweep directories
+    this sweep created when they hold nothing but Hydra's own records (never an earlier sweep's runs)."""
+    sweep_dir = run_dir.parent
+    if {p.name for p in run_dir.iterdir()} <= HYDRA_ONLY and {p.name for p in sweep_dir.iterdir()} <= {
+        run_dir.name,
+        "multirun.yaml",
+    }:
+        shutil.rmtree(run_dir)
+        (sweep_dir / "multirun.yaml").unlink(missing_ok=True)
+        sweep_dir.rmdir()
+
+
 def run_job(cfg: DictConfig) -> str:
     """One run of the sweep (Hydra's task function)."""
     hc = HydraConfig.get()
@@ -318,6 +336,8 @@ def run_job(cfg: DictConfig) -> str:
             results.write_json_atomic(run_dir / results.SUMMARY, out)
     except UserError as e:  # SpecError and DataError included
         console.print(f"[red]error:[/] {e}")
+        if hc.job.num == 0:
+            discard_if_untouched(run_dir)
         sys.exit(2)  # SystemExit passes through Hydra's launcher: the sweep stops, no traceback
     if out["status"] == "interrupted":
         console.print(f"[red]interrupted:[/] {run_dir} recorded as interrupted; finished runs are intact")

@@ -103,6 +103,26 @@ def metrics(run_dir: Path, worker: dict[str, Any], outcome, skip_steps: int, sam
     return registry.declared({k: v for k, v in m.items() if v is not None})
 
 
+def memory_limit_mb() -> float | None:
+    """This machine's memory limit for our processes, where a cgroup sets one (v2, then v1)."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            raw = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if raw.isdigit() and int(raw) < 1 << 60:  # v1 says "no limit" with a huge number, v2 with "max"
+            return int(raw) / 2**20
+    return None
+
+
+def killed_hint(reason: str, peak_rss_mb: float | None, limit_mb: float | None) -> str:
+    """A SIGKILL the parent did not send is most often the kernel's OOM killer: say so when a limit is known."""
+    if "killed by signal 9" not in reason or limit_mb is None:
+        return reason
+    peak = "-" if peak_rss_mb is None else f"{peak_rss_mb:,.0f}"
+    return f"{reason}; likely out of memory (peak RSS {peak} MB, limit {limit_mb:,.0f} MB)"
+
+
 def status_of(worker: dict[str, Any] | None, outcome) -> tuple[str, str]:
     """The run's status and reason, trusting the parent's view over the worker's when they disagree."""
     if outcome.interrupted:

@@ -172,3 +172,17 @@ def test_shibing624_medical_layout_is_read_from_a_local_copy(tmp_path):
     held_out = resolve_files(finetune, "valid_zh*.json*")
     assert [p.name for p in train] == ["train_zh_0.json"] and [p.name for p in held_out] == ["valid_zh_0.json"]
     assert len(load_examples(train)) == 5
+
+
+def test_a_path_that_is_no_data_file_says_what_it_is(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.jsonl")
+    (tmp_path / "loop.jsonl").symlink_to(tmp_path / "loop.jsonl")
+    (tmp_path / "broken.jsonl").symlink_to(tmp_path / "nowhere.jsonl")
+    with pytest.raises(DataError, match="pipe.jsonl: a FIFO, not a dataset file"):
+        resolve_files(tmp_path / "pipe.jsonl", "*")
+    with pytest.raises(DataError, match="loop.jsonl: a symlink loop, not a dataset file"):
+        resolve_files(tmp_path / "loop.jsonl", "*")
+    with pytest.raises(DataError, match=r"broken.jsonl: dataset file not found \(a broken symlink\)"):
+        resolve_files(tmp_path / "broken.jsonl", "*")

@@ -155,3 +155,13 @@ def test_parity_skips_runs_that_did_not_finish():
     from bench.summary import parity
 
     assert parity([run("0", "unsloth", status="skipped"), run("1", "trl")])[0] == {}
+
+
+def test_a_sigkill_under_a_memory_limit_is_called_a_likely_out_of_memory():
+    from bench.summary import killed_hint
+
+    reason = "worker killed by signal 9 without reporting a result"
+    hint = "likely out of memory (peak RSS 23,000 MB, limit 24,576 MB)"
+    assert killed_hint(reason, 23_000.4, 24_576.0) == f"{reason}; {hint}"
+    assert killed_hint(reason, 100.0, None) == reason  # no known limit: no guess
+    assert killed_hint("worker exited with code 3", 100.0, 24_576.0) == "worker exited with code 3"

@@ -232,6 +232,7 @@ def test_secrets_in_the_environment_never_reach_results_files(tmp_path, trl_pyth
 def test_wrong_typed_override_is_a_one_line_error(tmp_path, trl_python, override, message):
     proc = sweep(tmp_path, trl_python, override)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not list(tmp_path.iterdir())  # rejected before any run: no sweep directory left behind
 
 
 def test_unknown_config_key_is_rejected(tmp_path, trl_python):
