@@ -133,6 +133,24 @@ def installed_versions(python: Path, packages: tuple[str, ...]) -> dict[str, str
         return {}
 
 
+# Runs a module (`venv`, `pip`) like `python -m`, stopping its whole process group if the harness that
+# started it disappears (SIGKILL leaves the harness no chance to stop it).
+GUARD = """
+import os, runpy, signal, sys, threading, time
+parent = int(sys.argv.pop(1))
+def watch():
+    while True:
+        try:
+            os.kill(parent, 0)
+        except OSError:
+            os.killpg(0, signal.SIGKILL)
+        time.sleep(0.5)
+threading.Thread(target=watch, daemon=True).start()
+sys.argv.pop(0)
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
 def _build(
     env: Path, requirements: list[str], on_line: Callable[[str], None], base_python: str, lock_fd: int | None = None
 ) -> None:
@@ -141,9 +159,10 @@ def _build(
     build waits for it rather than clearing the environment under it."""
     log_path = env.with_name(env.name + ".build.log")
     tail: deque[str] = deque(maxlen=30)
+    guard = ["-c", GUARD, str(os.getpid())]
     steps = [
-        [base_python, "-m", "venv", "--clear", str(env)],
-        [str(python_of(env)), "-m", "pip", "install", "--progress-bar", "off", *requirements],
+        [base_python, *guard, "venv", "--clear", str(env)],
+        [str(python_of(env)), *guard, "pip", "install", "--progress-bar", "off", *requirements],
     ]
     with open(log_path, "w", encoding="utf-8", buffering=1) as log:  # line-buffered: a user can follow it
         for cmd in steps:

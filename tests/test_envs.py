@@ -118,3 +118,18 @@ def test_a_sweep_interrupted_while_building_records_the_run_and_stops_the_build(
     assert '"status": "interrupted"' in summary.read_text() and "building the environment" in summary.read_text()
     env = logs[0].with_name(logs[0].name.removesuffix(".build.log"))
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(env) in " ".join(p.info["cmdline"] or [])]
+
+
+def test_a_build_whose_parent_is_killed_stops_too(tmp_path, monkeypatch):
+    env = tmp_path / "env"
+    builder = build_in_subprocess(env, tmp_path / "stderr", SFTBENCH_SLOW_BUILD="1")
+    wait_for_text(env.with_name(env.name + ".build.log"), "Preparing metadata")
+    builder.kill()  # SIGKILL: no handler runs in the builder
+    builder.wait(timeout=60)
+    deadline = time.monotonic() + 60
+    while others(env, builder) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not others(env, builder), "pip left running after its parent was killed"
+    monkeypatch.setattr(envs, "VERIFIED", set())
+    _, built_s = envs.ensure_env(env, [TINY])  # the next build is not blocked and not half-used
+    assert built_s is not None and site_file(env).exists()
