@@ -58,3 +58,18 @@ def test_mfu_of_the_recorded_trl_run_follows_the_lora_formula():
 def test_both_frameworks_trained_on_the_same_answer_tokens():
     trl_events, unsloth_events = load("0-trl")[2], load("1-unsloth")[2]
     assert [e["trainable_tokens"] for e in trl_events] == [e["trainable_tokens"] for e in unsloth_events]
+
+
+@pytest.mark.parametrize("run", ["0-trl", "1-unsloth"])
+def test_every_metric_of_a_gpu_run_is_declared_in_the_registry(run):
+    """summary.metrics refuses undeclared names: a GPU run's full set passes (recomputed from its files)."""
+    from bench import metrics as registry
+    from bench.launch import Outcome
+    from bench.sampler import SamplerStats
+    from bench.summary import metrics
+
+    _, worker, _, _ = load(run)
+    outcome = Outcome(0, False, False, 60.0, SamplerStats(samples=10), "")
+    m = metrics(SWEEP / run, worker, outcome, skip_steps=3, samples_per_step=8)
+    assert {"peak_vram_mb", "mfu", "energy_j_per_1k_tokens", "torch_max_allocated_mb"} <= set(m)
+    assert all(registry.get(name) for name in m)
