@@ -186,3 +186,14 @@ def test_a_path_that_is_no_data_file_says_what_it_is(tmp_path):
         resolve_files(tmp_path / "loop.jsonl", "*")
     with pytest.raises(DataError, match=r"broken.jsonl: dataset file not found \(a broken symlink\)"):
         resolve_files(tmp_path / "broken.jsonl", "*")
+
+
+def test_strict_mode_with_no_answer_token_left_says_so():
+    from bench.runners.base import RunContext
+    from tests.test_spec import make_spec
+
+    ctx = RunContext(spec=make_spec(max_seq_len=4), model_path="", examples=[], callbacks=[], on_gpu=False,
+                     precision="fp32")  # fmt: skip
+    ctx._tokenized = [{"input_ids": [1, 2, 3, 4, 5, 6], "completion_mask": [0, 0, 0, 0, 1, 1]}] * 3
+    with pytest.raises(DataError, match=r"0 usable rows: all 3 rows have no answer token within train.max_seq_len=4"):
+        ctx.pretokenized()

@@ -101,3 +101,17 @@ def test_a_report_on_a_full_disk_is_one_line(small_disk, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"error: no space left on {small_disk} writing") and err.count("\n") == 1
     assert not list(sweep.glob(".*.tmp"))
+
+
+def test_hydras_own_records_of_a_run_and_sweep_are_scrubbed(tmp_path, monkeypatch):
+    from bench.run import scrub_hydra_files
+
+    monkeypatch.setattr(results, "RUN_SECRETS", {})
+    run_dir = tmp_path / "sweep" / "0-trl"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- framework.env.MY_API_TOKEN=tok_123456789\n")
+    (tmp_path / "sweep" / "multirun.yaml").write_text("task:\n- framework.env.MY_API_TOKEN=tok_123456789\n")
+    results.register_secrets({"MY_API_TOKEN": "tok_123456789"})
+    scrub_hydra_files(run_dir)
+    for path in (run_dir / ".hydra" / "overrides.yaml", tmp_path / "sweep" / "multirun.yaml"):
+        assert "tok_123456789" not in path.read_text() and "MY_API_TOKEN=***" in path.read_text()
