@@ -216,6 +216,14 @@ def heldout_overlap(train: list[Example], held_out: list[Example]) -> int:
     return sum(ex in seen for ex in held_out)
 
 
+def heldout_note(counts: dict) -> str | None:
+    """A warning when too many held-out rows are training rows (`counts`: the summary's data.heldout)."""
+    if counts["kept"] and counts["overlap_with_train"] / counts["kept"] > HELDOUT_OVERLAP_WARN:
+        return (f"held-out: {counts['overlap_with_train']} of {counts['kept']} rows are also training rows; "
+                "quality measured on them is recall")  # fmt: skip
+    return None
+
+
 def to_conversation(example: Example, system_prompt: str) -> dict[str, list[dict[str, str]]]:
     """A conversational prompt/completion pair: system + user turn as the prompt, the answer as completion."""
     return {

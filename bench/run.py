@@ -24,13 +24,13 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench import config, envs, launch, measure, results, summary
+from bench import config, envs, launch, results, summary
 from bench.config import Config
 from bench.data import (
     BUNDLED_MEDICAL,
-    HELDOUT_OVERLAP_WARN,
     DataReport,
     files_sha256,
+    heldout_note,
     heldout_overlap,
     load_examples,
     resolve_files,
@@ -263,22 +263,15 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[
     base["ended_at"] = time.time()
     report = summary.read_worker(run_dir)  # None when the worker died before reporting
     status, reason = summary.status_of(report, outcome)
-    peak_rss = measure.peak_rss_mb(results.read_jsonl(run_dir / results.SAMPLES))
-    reason = summary.killed_hint(reason, peak_rss, summary.memory_limit_mb())
     worker = report or {}
-    versions = worker.get("versions") or envs.installed_versions(python, (*spec.packages, *STACK))
-    base["framework_version"] = versions.get(fw.distribution)  # what really ran
-    heldout = data["heldout"]
-    notes = list(worker.get("notes", []))  # where a framework does not follow the spec to the letter
-    if outcome.sampler.error:
-        notes.append(outcome.sampler.error)
+    metrics = summary.metrics(run_dir, worker, outcome, spec.skip_steps, spec.train.batch_size * spec.train.grad_accum)
+    reason = summary.killed_hint(reason, metrics.get("peak_rss_mb"), summary.memory_limit_mb())
     if status != "ok" and shutil.disk_usage(run_dir).free < DISK_LOW_BYTES:
         reason = f"no space left on {results.mount_point(run_dir)} (the worker could not write its results); {reason}"
-    if heldout["kept"] and heldout["overlap_with_train"] / heldout["kept"] > HELDOUT_OVERLAP_WARN:
-        notes.append(
-            f"held-out: {heldout['overlap_with_train']} of {heldout['kept']} rows are also training rows; "
-            "quality measured on them is recall"
-        )
+    versions = worker.get("versions") or envs.installed_versions(python, (*spec.packages, *STACK))
+    base["framework_version"] = versions.get(fw.distribution)  # what really ran
+    # Where a framework does not follow the spec to the letter, and what else a reader must know.
+    notes = [*worker.get("notes", []), *filter(None, [outcome.sampler.error, heldout_note(data["heldout"])])]
     out = {
         **base,
         "status": status,
@@ -295,9 +288,7 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[
         "fingerprint": worker.get("fingerprint", {}),
         "notes": notes,
         "sampler": {"interval_s": cfg.sampler.interval_s, "baseline_used_mb": outcome.sampler.baseline_used_mb},
-        "metrics": summary.metrics(
-            run_dir, worker, outcome, spec.skip_steps, spec.train.batch_size * spec.train.grad_accum
-        ),
+        "metrics": metrics,
     }
     if build_s is not None:
         out["metrics"]["env_build_s"] = build_s

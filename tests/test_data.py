@@ -197,3 +197,11 @@ def test_strict_mode_with_no_answer_token_left_says_so():
     ctx._tokenized = [{"input_ids": [1, 2, 3, 4, 5, 6], "completion_mask": [0, 0, 0, 0, 1, 1]}] * 3
     with pytest.raises(DataError, match=r"0 usable rows: all 3 rows have no answer token within train.max_seq_len=4"):
         ctx.pretokenized()
+
+
+def test_a_held_out_split_that_repeats_training_rows_gets_a_warning():
+    from bench.data import heldout_note
+
+    assert heldout_note({"kept": 40, "overlap_with_train": 31}).startswith("held-out: 31 of 40 rows are also training")
+    assert heldout_note({"kept": 40, "overlap_with_train": 2}) is None  # 5 %: at the threshold, no warning
+    assert heldout_note({"kept": 0, "overlap_with_train": 0}) is None
