@@ -87,7 +87,7 @@ def compare(baseline: Path, candidate: Path, rules: dict[str, float]) -> list[Ch
     if not common:
         raise Unusable(
             "no run of the candidate matches a run of the baseline (same framework, job key and seed); "
-            f"baseline: {', '.join(sorted(set(base['_key'])))}; candidate: {', '.join(sorted(set(cand['_key'])))}"
+            + job_difference(base, cand)
         )
     checks = []
     for _, b in base[(base["status"] == "ok") & ~base["_key"].isin(set(cand["_key"]))].iterrows():
@@ -112,6 +112,18 @@ def compare(baseline: Path, candidate: Path, rules: dict[str, float]) -> list[Ch
         raise Unusable("no check was made: the matched baseline runs have none of the gated metrics "
                        f"({', '.join(rules)}) or did not finish ok")  # fmt: skip
     return checks
+
+
+def job_difference(base, cand) -> str:
+    """What sets the two sweeps' jobs apart, field by field (the first run of a framework both have), as
+    fms-acceleration's benchmark prints the argument diff; or the keys when no framework is shared."""
+    shared = [fw for fw in dict.fromkeys(base["framework"]) if fw in set(cand["framework"])]
+    if not shared:
+        return f"baseline: {', '.join(sorted(set(base['_key'])))}; candidate: {', '.join(sorted(set(cand['_key'])))}"
+    b, c = base[base["framework"] == shared[0]].iloc[0], cand[cand["framework"] == shared[0]].iloc[0]
+    fields = sorted(k for k in set(base.columns) | set(cand.columns) if k.startswith("job.") or k == "seed")
+    diff = [f"{k.removeprefix('job.')}: {b.get(k)} → {c.get(k)}" for k in fields if str(b.get(k)) != str(c.get(k))]
+    return f"{shared[0]} {b['run']} → {c['run']} differ in " + ("; ".join(diff) or "fields this harness cannot see")
 
 
 def _num(value) -> float | None:
@@ -185,11 +197,16 @@ def main(argv: list[str] | None = None) -> int:
     except (Unusable, OSError, yaml.YAMLError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    Console(width=None if sys.stdout.isatty() else 160).print(table(checks))
+    failed = [c for c in checks if c.verdict in ("regressed", "missing")]
+    out = Console(width=None if sys.stdout.isatty() else 160)
+    out.print(table(checks))
+    n = len(checks)
+    verdict = f"regression: {len(failed)} of {n} checks failed" if failed else f"no regression ({n} checks)"
+    out.print(f"verdict: {verdict}")
     if a.summary:
         with open(a.summary, "a", encoding="utf-8") as fh:
             fh.write(markdown(checks, a.baseline, a.candidate))
-    return 1 if any(c.verdict in ("regressed", "missing") for c in checks) else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

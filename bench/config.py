@@ -28,6 +28,12 @@ def register_resolvers() -> None:
     """Resolvers the sweep directory layout in conf/config.yaml uses; called by each entry point."""
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)  # one value per sweep
     OmegaConf.register_new_resolver("safe", safe_name, replace=True)
+    OmegaConf.register_new_resolver("budget", budget_dir, replace=True)
+
+
+def budget_dir(budget_gb: Any) -> str:
+    """A frontier job's directory suffix: `24gb`, or `nobudget` (never `Nonegb`)."""
+    return "nobudget" if budget_gb is None else safe_name(f"{budget_gb:g}gb")
 
 
 @dataclass(frozen=True)

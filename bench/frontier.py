@@ -47,6 +47,8 @@ class Frontier:
     largest: int | None  # None: does not fit at the smallest probe
     probes: list[dict[str, Any]] = field(default_factory=list)
     job_key: str | None = None  # the searched job, less what the search varies (VARIED)
+    device: str | None = None  # the GPU the probes ran on, or "cpu"
+    limit: int | None = None  # frontier.limit: a largest value equal to it means "at least"
     method: str = frontier_table.METHOD
     budget_note: str | None = None  # the worker's word when the budget was not applied as asked (no GPU, small card)
 
@@ -105,7 +107,7 @@ def run_search(cfg: DictConfig, job_dir: Path) -> Frontier:
     if f is None:
         raise UserError("no frontier group in the config: run python -m bench.frontier")
     budget = f.vram_budget_gb
-    found = Frontier(cfg.framework.name, f.axis, budget, None)
+    found = Frontier(cfg.framework.name, f.axis, budget, None, limit=f.limit)
 
     def fits(value: int) -> bool:
         run_dir = job_dir / f"probe-{value}"
@@ -115,6 +117,8 @@ def run_search(cfg: DictConfig, job_dir: Path) -> Frontier:
         found.job_key = found.job_key or JobSpec.load(run_dir / results.SPEC).job_key(ignore=VARIED)
         found.probes.append({"value": value, "status": out["status"], "reason": out.get("reason", "")})
         found.budget_note = next((n for n in out.get("notes", []) if n.startswith("train.vram_budget_gb")), None)
+        gpus = (out.get("hardware") or {}).get("gpus")
+        found.device = found.device or (gpus[0]["name"] if gpus else "cpu" if out.get("hardware") else None)
         console.print(f"  probe {f.axis}={value}: {out['status']}")
         if out["status"] not in ("ok", "oom"):
             raise ProbeFailed(f"probe {f.axis}={value} {out['status']}: {out.get('reason', '')}")

@@ -26,21 +26,36 @@ def load(sweep_dir: Path) -> list[dict[str, Any]]:
     return found
 
 
+def on_cpu(found: list[dict[str, Any]]) -> bool:
+    return bool(found) and all(f.get("device") == "cpu" for f in found)
+
+
 def method(found: list[dict[str, Any]]) -> list[str]:
-    """How the budgets were applied: the method, then the worker's word wherever one was not."""
-    return [f"Budget enforced with {METHOD}.", *sorted({f["budget_note"] for f in found if f.get("budget_note")})]
+    """How the budgets were applied: the method, then the worker's word wherever one was not. Without a GPU
+    no budget was enforced, and the statement says that instead."""
+    notes = sorted({f["budget_note"] for f in found if f.get("budget_note")})
+    if on_cpu(found):
+        return ["No GPU: memory budgets were not enforced; the probes ran on the CPU.", *notes]
+    return [f"Budget enforced with {METHOD}.", *notes]
 
 
 def cell(found: dict[str, Any]) -> str:
-    """One framework x budget entry of the table."""
+    """One framework x budget entry of the table; a search that reached frontier.limit found a lower bound."""
     if any("error" in p for p in found["probes"]):
         return "error"
-    text = "does not fit at minimum" if found["largest"] is None else f"{found['largest']:,}"
+    if found["largest"] is None:
+        text = "does not fit at minimum"
+    elif found.get("limit") is not None and found["largest"] >= found["limit"]:
+        text = f"≥ {found['largest']:,} (limit)"
+    else:
+        text = f"{found['largest']:,}"
     return text + (" (budget not applied)" if found.get("budget_note") else "")
 
 
-def budget_label(budget_gb: float | None) -> str:
-    return "card" if budget_gb is None else f"{budget_gb:g} GB"
+def budget_label(budget_gb: float | None, cpu: bool = False) -> str:
+    if budget_gb is None:
+        return "no budget (CPU)" if cpu else "whole GPU"
+    return f"{budget_gb:g} GB"
 
 
 def row_label(found: dict[str, Any], jobs: int) -> str:
@@ -53,8 +68,10 @@ def frame(found: list[dict[str, Any]]):
     import pandas as pd
 
     jobs = len({f.get("job_key") for f in found})
+    cpu = on_cpu(found)
     rows = [
-        {"framework": row_label(f, jobs), "budget": budget_label(f["budget_gb"]), "largest": cell(f)} for f in found
+        {"framework": row_label(f, jobs), "budget": budget_label(f["budget_gb"], cpu), "largest": cell(f)}
+        for f in found
     ]
     return pd.DataFrame(rows).pivot(index="framework", columns="budget", values="largest").reset_index()
 
@@ -66,7 +83,7 @@ def table(found: list[dict[str, Any]]) -> Table:
     t = Table(title=f"largest {axis} that trains", caption="\n".join(method(found)), title_justify="left")
     t.add_column("framework")
     for b in budgets:
-        t.add_column(budget_label(b), justify="right")
+        t.add_column(budget_label(b, on_cpu(found)), justify="right")
     jobs = len({f.get("job_key") for f in found})
     labels = dict.fromkeys(row_label(f, jobs) for f in found)
     for label in labels:

@@ -58,13 +58,25 @@ def test_unusable_input_exits_2(tmp_path, which):
     assert compare.main([str(FIXTURE), str(target)]) == 2
 
 
-def test_nothing_in_common_exits_2(tmp_path):
+def test_nothing_in_common_exits_2_naming_the_fields_that_differ(tmp_path, capsys):
     other = candidate(tmp_path)
     for run in other.iterdir():
         if run.is_dir():
             summary = json.loads((run / results.SUMMARY).read_text())
             results.write_json_atomic(run / results.SUMMARY, summary | {"job_key": "another-job"})
+            spec = json.loads((run / results.SPEC).read_text())
+            spec["train"]["lr"] = 1e-3
+            results.write_json_atomic(run / results.SPEC, spec)
     assert compare.main([str(FIXTURE), str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "trl 0-trl → 0-trl differ in train.lr: 0.002 → 0.001" in err and err.count("\n") == 1
+
+
+def test_the_gate_prints_its_verdict(tmp_path, capsys):
+    assert compare.main([str(FIXTURE), str(FIXTURE)]) == 0
+    assert "verdict: no regression" in capsys.readouterr().out
+    assert compare.main([str(FIXTURE), str(candidate(tmp_path, tokens_per_s=1000.0))]) == 1
+    assert "verdict: regression: 1 of" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("tolerances", ["tokens_per_sec: 0.5\n", "tokens_per_s: {better: lower, rel_tol: 0.5}\n",

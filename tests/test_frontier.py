@@ -65,3 +65,25 @@ def test_the_table_marks_budgets_that_were_not_applied_and_failed_searches():
     console.print(table(searches))
     text = " ".join(console.export_text().split())  # the caption wraps at the table's width
     assert "79.2 GiB: whole card used" in text and "set_per_process_memory_fraction" in text
+
+
+def test_on_a_cpu_the_table_says_no_budget_was_enforced_and_a_search_at_the_limit_is_a_lower_bound():
+    from rich.console import Console
+
+    from bench.frontier_table import frame, method, table
+
+    cpu = [found("trl", None, 4096) | {"device": "cpu", "limit": 4096},
+           found("unsloth", None, 1024) | {"device": "cpu", "limit": 4096}]  # fmt: skip
+    df = frame(cpu).set_index("framework")
+    assert df.loc["trl", "no budget (CPU)"] == "≥ 4,096 (limit)" and df.loc["unsloth", "no budget (CPU)"] == "1,024"
+    assert method(cpu)[0].startswith("No GPU: memory budgets were not enforced")
+    console = Console(width=200, record=True)
+    console.print(table(cpu))
+    text = console.export_text()
+    assert "card" not in text and "Budget enforced" not in text
+
+
+def test_a_frontier_job_without_a_budget_gets_a_readable_directory():
+    from bench.config import budget_dir
+
+    assert (budget_dir(None), budget_dir(24.0), budget_dir(80)) == ("nobudget", "24gb", "80gb")
