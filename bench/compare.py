@@ -83,6 +83,10 @@ def _runs(sweep: Path):
 
 def compare(baseline: Path, candidate: Path, rules: dict[str, float]) -> list[Check]:
     base, cand = _runs(baseline), _runs(candidate)
+    devices = [set(frame["device"].dropna()) if "device" in frame else set() for frame in (base, cand)]
+    if all(devices) and devices[0] != devices[1]:
+        raise Unusable(f"the baseline ran on {', '.join(sorted(devices[0]))}, the candidate on "
+                       f"{', '.join(sorted(devices[1]))}: speed and memory do not compare across hardware")  # fmt: skip
     common = [k for k in dict.fromkeys(base["_key"]) if k in set(cand["_key"])]
     if not common:
         raise Unusable(
@@ -178,7 +182,12 @@ def table(checks: list[Check]) -> Table:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.compare",
+        description=__doc__.splitlines()[0],
+        epilog="example: python -m bench.compare results/main-sweep results/pr-sweep --tolerances tol.yaml "
+        "(tol.yaml: `tokens_per_s: 0.03`); exit 0 ok, 1 regression, 2 cannot compare",
+    )
     ap.add_argument("baseline", type=Path)
     ap.add_argument("candidate", type=Path)
     ap.add_argument("--tolerances", type=Path, help="YAML, metric: rel_tol (defaults: bench/metrics.py)")

@@ -64,6 +64,14 @@ def _spec_fields(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def device_of(hardware: dict[str, Any] | None) -> str | None:
+    """The GPU a run trained on, "cpu" without one, None where the run never reported its hardware."""
+    if not hardware:
+        return None
+    gpus = hardware.get("gpus") or []
+    return gpus[0]["name"] if gpus else "cpu"
+
+
 def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[dict[str, str]]]:
     """One row per run that has a readable summary; the others as (run, why) for the report."""
     rows, unreadable, summaries = [], [], []
@@ -92,6 +100,7 @@ def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[dict[str, str]]]:
             "model": (spec.get("model") or {}).get("name"),
             "dataset": (spec.get("data") or {}).get("name"),
             "precision": (summary.get("effective") or {}).get("precision"),
+            "device": device_of(summary.get("hardware")),
             "train_examples": (summary.get("effective") or {}).get("train_examples"),
             **{n: (q if registry.get(n).source == "quality" else m).get(n) for n in RUN_METRICS},
             "base_heldout_loss": (summary.get("base_quality") or {}).get("heldout_loss"),
@@ -370,7 +379,11 @@ def build(sweep_dir: Path, baseline: str = "trl") -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.report", description="Build a sweep's report from its runs.")
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.report",
+        description="Build a sweep's report from its runs.",
+        epilog="example: python -m bench.report results/<sweep> --baseline llamafactory",
+    )
     ap.add_argument("sweep_dir", type=Path)
     ap.add_argument("--baseline", default="trl", help="framework the ratios are taken against (default: trl)")
     a = ap.parse_args(argv)

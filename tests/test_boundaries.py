@@ -5,6 +5,8 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
+
 from bench import envs
 from tests.conftest import REPO
 
@@ -65,3 +67,18 @@ def test_the_wheel_ships_conf_inside_the_package(tmp_path):
     for path in ("bench/conf/config.yaml", "bench/conf/train/default.yaml", "bench/conf/framework/trl.yaml",
                  "bench/conf/hydra/launcher/slurm.yaml", "bench/assets/medical/train_zh_0.json"):  # fmt: skip
         assert path in names, path
+
+
+@pytest.mark.parametrize(
+    "module, first_line",
+    [
+        ("bench.run", "sftbench: one LoRA SFT job"),
+        ("bench.frontier", "sftbench memory frontier"),
+        ("bench.report", "usage: python -m bench.report"),
+        ("bench.compare", "usage: python -m bench.compare"),
+    ],
+)
+def test_help_starts_with_how_to_use_it(module, first_line):
+    proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith(first_line), proc.stdout[:500]
+    assert "python -m " + module in proc.stdout

@@ -135,3 +135,14 @@ def test_a_baseline_run_without_a_readable_candidate_fails_the_gate_by_name(tmp_
     summary = tmp_path / "summary.md"
     assert compare.main([str(FIXTURE), str(other), "--summary", str(summary)]) == 1
     assert "1-unsloth → no candidate run" in summary.read_text() and "no candidate run" in capsys.readouterr().out
+
+
+def test_sweeps_from_different_gpus_are_not_compared(tmp_path, capsys):
+    other = candidate(tmp_path)
+    for run in ("0-trl", "1-unsloth"):
+        path = other / run / results.SUMMARY
+        summary = json.loads(path.read_text())
+        summary["hardware"]["gpus"][0]["name"] = "NVIDIA A100-SXM4-80GB"
+        results.write_json_atomic(path, summary)
+    assert compare.main([str(FIXTURE), str(other)]) == 2
+    assert "the baseline ran on NVIDIA H200, the candidate on NVIDIA A100-SXM4-80GB" in capsys.readouterr().err
