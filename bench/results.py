@@ -60,7 +60,12 @@ def secret_forms(environ: Mapping[str, str]) -> list[str]:
 def redact(text: str, environ: Mapping[str, str] = os.environ) -> str:
     """`text` with secrets replaced by ***: values of secret-named variables (HF_TOKEN, SSH_PRIVATE_KEY, ...)
     of the environment and of the run's framework.env, in every escaped form, and passwords in URLs."""
-    for form in secret_forms(environ):
+    return scrub(text, secret_forms(environ))
+
+
+def scrub(text: str, forms: list[str]) -> str:
+    """`text` with the given secret forms (secret_forms) and passwords in URLs replaced by ***."""
+    for form in forms:
         text = text.replace(form, "***")
     return URL_PASSWORD.sub(r"\1:***@", text)
 

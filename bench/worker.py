@@ -243,11 +243,13 @@ def scrub_output():
     os.dup2(write_fd, 2)
     os.close(write_fd)
 
+    forms = results.secret_forms(os.environ)  # once: the worker's environment does not change under it
+
     def pump() -> None:
         with os.fdopen(read_fd, "rb") as lines:
             for line in lines:
                 with contextlib.suppress(OSError):  # a full disk: keep draining, so no writer ever blocks
-                    log.write(results.redact(line.decode("utf-8", "replace")).encode("utf-8"))
+                    log.write(results.scrub(line.decode("utf-8", "replace"), forms).encode("utf-8"))
 
     thread = threading.Thread(target=pump, daemon=True, name="sftbench-scrub")
     thread.start()
