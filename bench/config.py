@@ -25,7 +25,8 @@ def conf_dir() -> Path:
 
 
 def register_resolvers() -> None:
-    """Resolvers the sweep directory layout in conf/config.yaml uses; called by each entry point."""
+    """Resolvers the sweep directory layouts (conf/config.yaml, conf/frontier.yaml) use; bench.run calls it
+    when imported, which every entry point and every submitit job process does before composing a config."""
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)  # one value per sweep
     OmegaConf.register_new_resolver("safe", safe_name, replace=True)
     OmegaConf.register_new_resolver("budget", budget_dir, replace=True)
