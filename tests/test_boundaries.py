@@ -10,7 +10,7 @@ import pytest
 from bench import envs
 from tests.conftest import REPO
 
-PARENT_MODULES = ("bench.run", "bench.report", "bench.compare", "bench.frontier")
+PARENT_MODULES = ("bench.run", "bench.report", "bench.compare", "bench.frontier", "bench.export")
 
 
 def test_the_parent_side_imports_no_framework_and_no_runner():
@@ -76,6 +76,7 @@ def test_the_wheel_ships_conf_inside_the_package(tmp_path):
         ("bench.frontier", "sftbench memory frontier"),
         ("bench.report", "usage: python -m bench.report"),
         ("bench.compare", "usage: python -m bench.compare"),
+        ("bench.export", "usage: python -m bench.export"),
     ],
 )
 def test_help_starts_with_how_to_use_it(module, first_line):
