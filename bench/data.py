@@ -179,7 +179,9 @@ def load_examples(
                 ex = _example(f"{f}:{lineno}", row, max_row_bytes)
             except BadRow as bad:
                 if on_bad_row == "error":
-                    raise
+                    fix = "set dataset.max_row_bytes=<larger>, or " if "max_row_bytes" in bad.kind else ""
+                    skip = "to leave such rows out and count them: dataset.on_bad_row=skip"
+                    raise DataError(f"{bad}; {fix}{skip}") from None
                 report.skip(bad.kind)
                 continue
             if ex in seen:

@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -133,6 +134,79 @@ def installed_versions(python: Path, packages: tuple[str, ...]) -> dict[str, str
         return {}
 
 
+def pip_activity(line: str) -> str | None:
+    """What a build is doing, from one line of its output (pip's "Collecting X", "Downloading F (size)",
+    "Installing collected packages: ..." and kin, the harness's own step lines); None for a line that
+    says nothing new."""
+    line = line.strip()
+    if line.startswith("building model: "):  # bench.models.say
+        return line.removeprefix("building model: ")
+    if line.startswith(("creating ", "pip install ", "waiting ")):  # the harness's own steps
+        return line
+    if m := re.match(r"Collecting (\S+)", line):
+        return f"collecting {m[1]}"
+    if m := re.match(r"(Downloading|Using cached) (\S+?)(\.metadata)?(?: \((.+)\))?$", line):
+        name = _distribution(m[2])
+        verb = "downloading" if m[1] == "Downloading" else "cached"
+        return f"{verb} {name}{' metadata' if m[3] else ''}{f' ({m[4]})' if m[4] else ''}"
+    if m := re.match(r"Building wheels? for (\S+)", line):
+        return f"building wheel for {m[1]}"
+    if m := re.match(r"Installing collected packages: (.+)", line):
+        names = [n.strip() for n in m[1].split(",")]
+        shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+        return f"installing {len(names)} packages: {shown}"
+    if m := re.match(r"Successfully installed (.+)", line):
+        return f"installed {len(m[1].split())} packages"
+    return None
+
+
+def _distribution(filename: str) -> str:
+    """`torch 2.13.0` from a wheel or sdist file name (or a URL to one)."""
+    name = filename.rsplit("/", 1)[-1]
+    if name.endswith(".whl"):
+        return " ".join(name.split("-")[:2])
+    return re.sub(r"\.(tar\.gz|zip)$", "", name)
+
+
+class BuildProgress:
+    """A build's output lines turned into one status: what is being installed and, in plain mode (a log, not
+    a terminal), for how long, shown at most once every `every_s` seconds. A live display shows its own clock."""
+
+    def __init__(self, show: Callable[[str], None], live: bool, every_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic):  # fmt: skip
+        self.show, self.live, self.every_s, self.clock = show, live, every_s, clock
+        self.start = clock()
+        self.shown_at: float | None = None
+        self.activity = ""
+
+    def __call__(self, line: str) -> None:
+        activity = pip_activity(line)
+        if activity is None:
+            return
+        self.activity = activity
+        now = self.clock()
+        if self.live:
+            self.show(activity)
+        elif self.shown_at is None or now - self.shown_at >= self.every_s:
+            self.shown_at = now
+            self.show(f"{activity} [{elapsed(now - self.start)}]")
+
+
+def elapsed(seconds: float) -> str:
+    minutes, s = divmod(int(seconds), 60)
+    return f"{minutes}:{s:02d}"
+
+
+def dir_size_mb(path: Path) -> float:
+    """Bytes under `path` (files, not following links), in MiB: what a build left on disk."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, f)).st_size
+    return total / 2**20
+
+
 # Runs a module (`venv`, `pip`) like `python -m`, stopping its whole process group if the harness that
 # started it disappears (SIGKILL leaves the harness no chance to stop it).
 GUARD = """
@@ -157,43 +231,56 @@ def _build(
     """venv + pip install, each in its own process group, stopped with it when the build is interrupted. The
     build's lock goes to each step too: a step that outlives a killed parent still holds it, so the next
     build waits for it rather than clearing the environment under it."""
-    log_path = env.with_name(env.name + ".build.log")
-    tail: deque[str] = deque(maxlen=30)
-    guard = ["-c", GUARD, str(os.getpid())]
+    log_path = build_log(env)
+    pip = [str(python_of(env)), "pip", "install", "--progress-bar", "off", *requirements]
     steps = [
-        [base_python, *guard, "venv", "--clear", str(env)],
-        [str(python_of(env)), *guard, "pip", "install", "--progress-bar", "off", *requirements],
+        (f"creating virtual environment {env}", [base_python, "venv", "--clear", str(env)]),
+        (f"pip install {' '.join(requirements)}", pip),
     ]
     with open(log_path, "w", encoding="utf-8", buffering=1) as log:  # line-buffered: a user can follow it
-        for cmd in steps:
-            on_line(" ".join(cmd[-len(requirements) :]) if "pip" in cmd else f"creating {env}")
-            proc = subprocess.Popen(
-                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=build_environ(),
-                start_new_session=True, pass_fds=() if lock_fd is None else (lock_fd,),
-            )  # fmt: skip
-            assert proc.stdout is not None
-            try:
-                for line in proc.stdout:
-                    log.write(line)
-                    line = line.rstrip()
-                    if line and "is ignored: it is neither a file nor a directory" not in line:
-                        tail.append(line)
-                        on_line(line)
-                returncode = proc.wait()
-            except BaseException:  # Ctrl-C, SIGTERM: the step goes with the build
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                raise
-            if returncode != 0:
-                raise EnvError(
-                    f"building {env.name} failed ({' '.join(cmd[:4])} exited {returncode}); "
-                    f"log: {log_path}\n" + "\n".join(tail)
-                )
+        for what, cmd in steps:
+            on_line(what)
+            run_step(cmd, log, on_line, build_environ(), f"building {env.name}", lock_fd)
     freeze = subprocess.run(
         [str(python_of(env)), "-m", "pip", "freeze"], capture_output=True, text=True, env=build_environ()
     )
     (env / COMPLETE).write_text(freeze.stdout, encoding="utf-8")
+
+
+def build_log(env: Path) -> Path:
+    return env.with_name(env.name + ".build.log")
+
+
+def run_step(cmd: list[str], log, on_line: Callable[[str], None], environ: dict[str, str], what: str,
+             lock_fd: int | None = None) -> None:  # fmt: skip
+    """Run `cmd` = [python, module, args...] like `python -m`, in its own process group (stopped with the
+    harness, or when the step is interrupted), its output line by line into `log` and `on_line`; an
+    EnvError naming `what`, the log and its last lines when it fails."""
+    tail: deque[str] = deque(maxlen=30)
+    python, *module = cmd
+    # Unbuffered: a piped Python's print() output otherwise arrives in 8 KB blocks, long after it happened.
+    proc = subprocess.Popen(
+        [python, "-c", GUARD, str(os.getpid()), *module], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env=environ | {"PYTHONUNBUFFERED": "1"}, start_new_session=True,
+        pass_fds=() if lock_fd is None else (lock_fd,),
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            log.write(line)
+            line = line.rstrip()
+            if line and "is ignored: it is neither a file nor a directory" not in line:
+                tail.append(line)
+                on_line(line)
+        returncode = proc.wait()
+    except BaseException:  # Ctrl-C, SIGTERM: the step goes with the build
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    if returncode != 0:
+        raise EnvError(f"{what} failed ({' '.join(map(str, cmd[:3]))} exited {returncode}); log: {log.name}\n"
+                       + "\n".join(tail))  # fmt: skip
 
 
 def check_python(python: str) -> Path:

@@ -4,6 +4,8 @@ A `random` model is a Qwen2 architecture from a config with seeded random weight
 tokenizer trained on the bundled medical sample with Qwen2's own pre-tokenisation pipeline, special tokens
 and Qwen2.5's chat template. It is built once into the cache, so every framework loads the very same files.
 `build()` runs inside a framework environment (it needs torch/transformers/tokenizers); the rest is stdlib.
+The sweep builds it before a run starts (`python -m bench.models PATH CONFIG_JSON` in the framework's
+environment), so the one-time build stays out of the run's wall time; each step says what it is doing.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +50,20 @@ def built_model_dir(name: str, config: dict[str, Any], root: Path | None = None)
     return (root or cache_root()) / "models" / safe_name(f"{name}-{build_key(config)}")
 
 
+def say(message: str) -> None:
+    """One line of build progress (the sweep shows it as the build's status; a worker's log keeps it)."""
+    print(f"building model: {message}", flush=True)
+
+
 @contextlib.contextmanager
 def _locked(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for a build of {path.stem} in progress elsewhere")
+            fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -68,9 +80,13 @@ def ensure_built(path: str | Path, config: dict[str, Any]) -> Path:
         if done.exists():  # another worker built it while we waited
             return out
         if out.exists() and any(out.iterdir()):
-            raise FileExistsError(f"{out} holds files this harness did not build; refusing to replace them")
+            raise FileExistsError(
+                f"{out} holds files this harness did not build; refusing to replace them: move them away, "
+                "or give the harness another cache: cache_dir=/path/to/cache"
+            )
         tmp = out.with_name(out.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
+        say(f"{out.name}: a Qwen2 architecture with seeded random weights and a tokenizer of its own")
         build(config, tmp)
         (tmp / ".complete").write_text("ok\n")
         shutil.rmtree(out, ignore_errors=True)
@@ -136,7 +152,9 @@ def pretrain(model, tokenizer, texts: list[str], steps: int, block: int = 128, b
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min(1.0, (s + 1) / 20) * (1 - s / steps))
     gen = torch.Generator().manual_seed(0)
     model.train()
-    for _ in range(steps):
+    for step in range(steps):
+        if step % max(1, steps // 10) == 0:
+            say(f"pre-training step {step}/{steps} on the bundled corpus")
         rows = data[torch.randint(0, n, (batch,), generator=gen)].to(model.device)
         loss = model(input_ids=rows, labels=rows).loss
         loss.backward()
@@ -158,6 +176,7 @@ def build(config: dict[str, Any], out: Path) -> None:
     tokenizer_vocab = cfg.pop("tokenizer_vocab_size")
     pretrain_steps = cfg.pop("pretrain_steps", 0)
     texts = corpus_texts("You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")
+    say(f"training a {tokenizer_vocab}-token BPE tokenizer on {len(texts)} texts of the bundled sample")
     tokenizer = train_tokenizer(texts, tokenizer_vocab)
     if cfg.get("vocab_size") is None:  # tiny model: embedding sized to its tokenizer, padded like Qwen's
         cfg["vocab_size"] = -(-len(tokenizer) // 64) * 64
@@ -171,11 +190,14 @@ def build(config: dict[str, Any], out: Path) -> None:
     )
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"  # large presets initialise far faster on a GPU
+    say(f"initialising {model_config.num_hidden_layers} layers x {model_config.hidden_size} wide, seed {seed}, "
+        f"on {device}")  # fmt: skip
     with torch.device(device):
         model = Qwen2ForCausalLM(model_config)
     if pretrain_steps:
         pretrain(model, tokenizer, texts, pretrain_steps)
     model = model.to(dtype)
+    say(f"saving {sum(p.numel() for p in model.parameters()) / 1e6:,.1f} M parameters ({dtype})")
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -190,3 +212,7 @@ def build(config: dict[str, Any], out: Path) -> None:
     tc = json.loads(tc_path.read_text(encoding="utf-8"))
     tc["tokenizer_class"] = "Qwen2Tokenizer"
     tc_path.write_text(json.dumps(tc, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+if __name__ == "__main__":  # python -m bench.models PATH CONFIG_JSON, in a framework's environment
+    ensure_built(sys.argv[1], json.loads(sys.argv[2]))

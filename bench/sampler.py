@@ -3,12 +3,19 @@
 CPU: RSS and CPU percent of the whole tree via psutil. NVIDIA GPUs: via NVML (nvidia-ml-py), on each of the
 run's GPUs (the devices it was pinned to; every GPU of the machine when not told), the tree's own VRAM where the
 driver reports per-process figures, the device's used memory, utilisation, power and total energy counter.
+
+Host load, to say how far a run's numbers can be trusted: the 1-minute load average, the machine's busy CPU
+seconds and the CPU seconds of the worker tree and of this harness process (cumulative counters: their
+differences over the training window are what other processes took), and on GPUs the compute processes
+on the run's devices that are not the worker tree (optimum-benchmark's device-isolation check).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import platform
 import threading
 import time
 from dataclasses import dataclass
@@ -64,6 +71,8 @@ class Sampler(threading.Thread):
             self.handles = [h for h in map(self._handle, ids) if h is not None]
         self.stats = SamplerStats(baseline_used_mb=self.baseline_used_mb())
         self._procs: dict[int, psutil.Process] = {}
+        self._cpu_s: dict[int, float] = {}  # CPU seconds last seen per tree pid; exited processes keep theirs
+        self._me = psutil.Process()
         self._halt = threading.Event()
         self._t0 = time.perf_counter()
 
@@ -99,6 +108,24 @@ class Sampler(threading.Thread):
                 cpu += p.cpu_percent(None)
         return rss / MB, cpu
 
+    def _tree_cpu_s(self, procs: list[psutil.Process]) -> float:
+        """CPU seconds the worker tree has used so far, counting processes that have since exited."""
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                t = p.cpu_times()
+                self._cpu_s[p.pid] = t.user + t.system
+        return sum(self._cpu_s.values())
+
+    def _host(self, procs: list[psutil.Process]) -> dict[str, Any]:
+        t = psutil.cpu_times()
+        me = self._me.cpu_times()  # the harness itself (this thread, the progress display) is not "others"
+        return {
+            "load1": psutil.getloadavg()[0],
+            "host_busy_s": busy_cpu_s(t),
+            "tree_cpu_s": self._tree_cpu_s(procs),
+            "harness_cpu_s": me.user + me.system,
+        }
+
     def _gpu(self, pids: set[int]) -> list[dict[str, Any]]:
         nv = self.nvml
         rows = []
@@ -108,6 +135,9 @@ class Sampler(threading.Thread):
                 procs = nv.nvmlDeviceGetComputeRunningProcesses(h)
                 used = [p.usedGpuMemory for p in procs if p.pid in pids and p.usedGpuMemory is not None]
                 row["proc_mb"] = sum(used) / MB if used else None
+                # As optimum-benchmark's isolation check: pids that exist here (a pid from another PID
+                # namespace does not) and are not the worker tree.
+                row["other_pids"] = sorted(p.pid for p in procs if p.pid not in pids and psutil.pid_exists(p.pid))
             with contextlib.suppress(nv.NVMLError):
                 row["util_pct"] = nv.nvmlDeviceGetUtilizationRates(h).gpu
             with contextlib.suppress(nv.NVMLError):
@@ -125,6 +155,7 @@ class Sampler(threading.Thread):
             "time": time.time(),  # wall clock, to line samples up with the worker's step events
             "rss_mb": rss_mb,
             "cpu_pct": cpu_pct,
+            **self._host(procs),
         }
         if self.handles:
             row["gpus"] = self._gpu({p.pid for p in procs})
@@ -152,3 +183,38 @@ class Sampler(threading.Thread):
         self._halt.set()
         self.join()
         return self.stats
+
+
+def busy_cpu_s(t) -> float:
+    """CPU seconds the whole machine spent busy, summed over cores (psutil.cpu_times(): all but idle and
+    iowait; guest time is already inside user time)."""
+    return sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def host_facts(gpu: bool = True) -> dict[str, Any]:
+    """The machine a run measured: CPU model, cores, RAM, GPU models and driver (read in the parent, without
+    torch; the worker adds torch's own view in the summary's `hardware`)."""
+    facts: dict[str, Any] = {
+        "cpu_model": _cpu_model(),
+        "cpu_cores": psutil.cpu_count(logical=True),
+        "cpu_cores_physical": psutil.cpu_count(logical=False),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else psutil.cpu_count(),
+        "ram_mb": psutil.virtual_memory().total / MB,
+    }
+    nv = _nvml() if gpu else None
+    if nv is not None:
+        with contextlib.suppress(Exception):
+            driver = nv.nvmlSystemGetDriverVersion()
+            facts["gpu_driver"] = driver.decode() if isinstance(driver, bytes) else driver
+        with contextlib.suppress(Exception):
+            names = [nv.nvmlDeviceGetName(nv.nvmlDeviceGetHandleByIndex(i)) for i in range(nv.nvmlDeviceGetCount())]
+            facts["gpus"] = [n.decode() if isinstance(n, bytes) else n for n in names]
+    return facts

@@ -31,3 +31,25 @@ def small_disk(tmp_path):
         pytest.skip("mounting a tmpfs needs root")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def busy_machine():
+    """SFTBENCH_BURN_CPUS=N keeps N cores busy for the whole test session (N processes spinning), to prove
+    that no test depends on the machine's speed: the suite must pass as it does on an idle machine."""
+    import multiprocessing
+    import os
+
+    n = int(os.environ.get("SFTBENCH_BURN_CPUS", "0"))
+    burners = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(n)]
+    for p in burners:
+        p.start()
+    yield n
+    for p in burners:
+        p.terminate()
+        p.join()
+
+
+def _spin() -> None:
+    while True:
+        pass

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from bench import envs
 from tests.conftest import REPO
@@ -133,3 +134,61 @@ def test_a_build_whose_parent_is_killed_stops_too(tmp_path, monkeypatch):
     monkeypatch.setattr(envs, "VERIFIED", set())
     _, built_s = envs.ensure_env(env, [TINY])  # the next build is not blocked and not half-used
     assert built_s is not None and site_file(env).exists()
+
+
+@pytest.mark.parametrize(
+    "line, activity",
+    [
+        ("Collecting trl==1.16.0", "collecting trl==1.16.0"),
+        ("  Downloading torch-2.13.0-cp311-cp311-manylinux_2_28_x86_64.whl (906.4 MB)",
+         "downloading torch 2.13.0 (906.4 MB)"),
+        ("  Downloading trl-1.16.0-py3-none-any.whl.metadata (11 kB)", "downloading trl 1.16.0 metadata (11 kB)"),
+        ("  Using cached numpy-2.3.1-cp311-cp311-manylinux_2_28_x86_64.whl (16.9 MB)", "cached numpy 2.3.1 (16.9 MB)"),
+        ("  Downloading https://files.example/fire-0.7.0.tar.gz (87 kB)", "downloading fire-0.7.0 (87 kB)"),
+        ("Building wheel for fire (pyproject.toml): started", "building wheel for fire"),
+        ("Installing collected packages: a, b, c, d, e", "installing 5 packages: a, b, c, d, ..."),
+        ("Successfully installed a-1 b-2", "installed 2 packages"),
+        ("building model: pre-training step 40/400", "pre-training step 40/400"),
+        ("creating virtual environment /c/envs/trl", "creating virtual environment /c/envs/trl"),
+        ("Requirement already satisfied: six in ./lib", None),
+        ("  Attempting uninstall: x", None),
+    ],
+)  # fmt: skip
+def test_pip_lines_become_the_builds_status(line, activity):
+    assert envs.pip_activity(line) == activity
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_plain_progress_prints_with_elapsed_time_at_most_every_interval():
+    shown, clock = [], Clock()
+    progress = envs.BuildProgress(shown.append, live=False, every_s=10, clock=clock)
+    progress("Collecting trl==1.16.0")
+    clock.now = 4
+    progress("Collecting torch==2.13.0")  # within 10 s of the last line shown: held back
+    progress("Requirement already satisfied: six")  # says nothing new
+    clock.now = 75
+    progress("  Downloading torch-2.13.0-cp311-cp311-linux_x86_64.whl (906.4 MB)")
+    assert shown == ["collecting trl==1.16.0 [0:00]", "downloading torch 2.13.0 (906.4 MB) [1:15]"]
+
+
+def test_live_progress_shows_every_step_and_leaves_the_clock_to_the_display():
+    shown = []
+    progress = envs.BuildProgress(shown.append, live=True, clock=Clock())
+    for line in ("Collecting trl==1.16.0", "noise", "Collecting torch==2.13.0"):
+        progress(line)
+    assert shown == ["collecting trl==1.16.0", "collecting torch==2.13.0"]
+
+
+def test_a_builds_size_on_disk_is_measured(tmp_path):
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "a.so").write_bytes(b"x" * 2**20)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "python").symlink_to("/usr/bin/python3")  # a link counts as itself, not its target
+    assert 1.0 <= envs.dir_size_mb(tmp_path) < 1.01
