@@ -19,6 +19,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def overhead(session: nox.Session) -> None:
-    """Harness overhead: the TRL job through the harness vs run directly in the same environment."""
+    """Harness overhead: the TRL job through the harness vs the same job as a plain TRL script
+    (benchmarks/bare_trl.py), interleaved; posargs go to benchmarks/overhead.py (--rounds, --overrides)."""
     session.install("-e", ".")
     session.run("python", "benchmarks/overhead.py", *session.posargs)

@@ -18,17 +18,10 @@ from transformers import TrainerCallback
 IGNORE_INDEX = -100
 
 
-def packed_lengths(position_ids: list[int]) -> list[int]:
-    """Sequence lengths in a padding-free (packed) row, where positions restart at 0 for each sequence.
-
-    Padding-free collators pad the packed row with position 0, so padding shows up as sequences of length 1;
-    an SFT example (system prompt, question, answer) is never one token long, so those are dropped.
-    """
-    return [n for _, n in packed_segments(position_ids)]
-
-
 def packed_segments(position_ids: list[int]) -> list[tuple[int, int]]:
-    """(start, length) of each sequence in a packed row, padding singletons left out (see packed_lengths)."""
+    """(start, length) of each sequence in a padding-free (packed) row, where positions restart at 0 for each
+    sequence. Padding-free collators pad the row with position 0, so padding shows up as sequences of length
+    1; an SFT example (system prompt, question, answer) is never one token long, so those are dropped."""
     starts = [i for i, p in enumerate(position_ids) if p == 0] + [len(position_ids)]
     return [(a, b - a) for a, b in zip(starts, starts[1:], strict=False) if b - a > 1]
 
@@ -60,26 +53,47 @@ def sequences(inputs: dict[str, Any]) -> list[tuple[list[int], list[bool]]]:
     return out
 
 
-def batch_token_counts(inputs: dict[str, Any]) -> tuple[int, int, int]:
-    """(non-padding tokens, tokens that contribute to the loss, sum of squared sequence lengths) of one call.
+def batch_counts(inputs: dict[str, Any]):
+    """Counts of one model call as a device tensor, so that nothing waits for the GPU here: [non-padding
+    tokens, tokens that contribute to the loss, sum of squared sequence lengths, sequences]. The squared
+    lengths size the attention FLOPs; sequences against rows tell a packed batch from a padded one.
 
-    The squared lengths size the attention FLOPs, which grow with each sequence's length squared.
+    Padded batches are measured by their attention mask, padding-free and packed ones by their position ids
+    (a sequence of length n has positions 0..n-1, and 1 + 3 + ... + (2n-1) = n², so the squared lengths are a
+    sum over tokens). Padding in a padding-free row has position 0 next to another 0: a singleton, dropped as
+    in packed_segments. Returns None when the call has no token ids.
     """
+    import torch
+
     input_ids = inputs.get("input_ids")
+    if input_ids is None:
+        return None
     mask = inputs.get("attention_mask")
     position_ids = inputs.get("position_ids")
     labels = inputs.get("labels")
-    if input_ids is None:
-        return 0, 0, 0
+    rows = input_ids.reshape(-1, input_ids.shape[-1])
     if mask is not None and mask.dim() == 2:
-        lengths = mask.sum(dim=-1).tolist()
-    elif position_ids is not None:  # padding-free batch: no mask, sequences packed into rows
-        lengths = [n for row in position_ids.reshape(-1, position_ids.shape[-1]).tolist() for n in packed_lengths(row)]
+        lengths = mask.sum(dim=-1)
+        tokens, len_sq, seqs = lengths.sum(), (lengths * lengths).sum(), (lengths > 0).sum()
+    elif position_ids is not None:  # padding-free or packed rows (a 4D mask, if any, is block-diagonal)
+        pos = position_ids.reshape(rows.shape)
+        following = torch.cat([pos[:, 1:], torch.zeros_like(pos[:, :1])], dim=1)
+        real = ~((pos == 0) & (following == 0))
+        tokens, len_sq = real.sum(), ((2 * pos + 1) * real).sum()
+        seqs = ((pos == 0) & real).sum()
     else:
-        lengths = [input_ids.shape[-1]] * (input_ids.numel() // input_ids.shape[-1])
+        n = torch.tensor(rows.shape[-1], device=rows.device)
+        tokens, len_sq, seqs = n * rows.shape[0], n * n * rows.shape[0], torch.tensor(rows.shape[0], device=rows.device)
     # Causal LM loss compares position t with label t+1, so the first label of each row never counts.
-    trainable = int((labels[..., 1:] != IGNORE_INDEX).sum()) if labels is not None else 0
-    return int(sum(lengths)), trainable, int(sum(n * n for n in lengths))
+    trainable = (labels[..., 1:] != IGNORE_INDEX).sum() if labels is not None else torch.zeros_like(tokens)
+    return torch.stack([tokens, trainable, len_sq, seqs]).to(torch.float64)
+
+
+def batch_token_counts(inputs: dict[str, Any]) -> tuple[int, int, int]:
+    """(non-padding tokens, tokens that contribute to the loss, sum of squared sequence lengths) of one call,
+    read back to Python (tests and off-the-clock callers; the step loop keeps batch_counts on the device)."""
+    counts = batch_counts(inputs)
+    return (0, 0, 0) if counts is None else tuple(int(v) for v in counts.tolist()[:3])
 
 
 class Fingerprint:
@@ -90,19 +104,35 @@ class Fingerprint:
     masked the same way.
     """
 
+    KEYS = ("input_ids", "labels", "attention_mask", "position_ids")
+
     def __init__(self, batches: int):
         self.batches = batches
         self.seen = 0
         self._hash = hashlib.sha256()
+        self._kept: list[dict[str, Any]] = []
         self.facts: dict[str, Any] = {}
 
     def add(self, inputs: dict[str, Any]) -> None:
+        """Keep a device copy of one of the first batches (an asynchronous copy: no wait for the GPU); they
+        are hashed off the clock, in result(). A 4D mask is not kept (sequences() reads positions then)."""
         if self.seen >= self.batches:
             return
         self.seen += 1
-        self._hash.update(b"B")
-        for ids, labelled in sequences(inputs):
-            self._hash.update(b"S" + ",".join(map(str, ids)).encode() + b"|" + bytes(map(int, labelled)))
+        self._kept.append(
+            {
+                k: v.detach().clone()
+                for k in self.KEYS
+                if (v := inputs.get(k)) is not None and not (k == "attention_mask" and v.dim() != 2)
+            }
+        )
+
+    def _digest(self) -> None:
+        for inputs in self._kept:
+            self._hash.update(b"B")
+            for ids, labelled in sequences(inputs):
+                self._hash.update(b"S" + ",".join(map(str, ids)).encode() + b"|" + bytes(map(int, labelled)))
+        self._kept = []
 
     def dataset(self, dataset) -> None:
         """Sizes of the tokenized training set the framework built (columns vary by framework)."""
@@ -119,6 +149,7 @@ class Fingerprint:
                 self.facts["dataset_trainable_tokens"] = sum(sum(x) for x in dataset["completion_mask"])
 
     def result(self) -> dict[str, Any]:
+        self._digest()
         return {**self.facts, "batches_hashed": self.seen, "first_batches_sha256": self._hash.hexdigest()}
 
 
@@ -146,30 +177,49 @@ def model_facts(model) -> dict[str, Any]:
 
 
 class StepRecorder(TrainerCallback):
-    """Writes one event per optimizer step through `emit` (a dict sink)."""
+    """Writes one event per optimizer step through `emit` (a dict sink).
 
-    def __init__(self, emit: Callable[[dict[str, Any]], None], fingerprint_batches: int = 8):
+    Token counts accumulate on the device and are read once per optimizer step, where the step's time is
+    taken anyway: the bookkeeping adds no GPU synchronisation per micro-batch. With `heldout` (a function of
+    the model returning the held-out answer loss) and `every_steps`, the held-out loss is also taken every
+    N steps; that time is kept off the steps' clock and reported on its own.
+    """
+
+    def __init__(
+        self,
+        emit: Callable[[dict[str, Any]], None],
+        fingerprint_batches: int = 8,
+        heldout: Callable[[Any], float] | None = None,
+        every_steps: int | None = None,
+    ):
         self.emit = emit
         self.fingerprint = Fingerprint(fingerprint_batches)
+        self.heldout = heldout
+        self.every_steps = every_steps
         self.train_span: tuple[float, float] | None = None  # perf_counter at train begin / end
         self.train_window: tuple[float, float] | None = None  # the same in wall-clock time, for the samples
         self.model = None  # the model being trained, for evaluation afterwards
         self._hook = None
-        self._tokens = 0
-        self._trainable = 0
-        self._len_sq = 0
+        self._counts = None  # [tokens, trainable, len_sq, sequences] of the current step, on the device
+        self._fed = 0  # token slots fed (padding included) in the current step: known from shapes alone
+        self._rows = 0
+        self.layout = {"tokens_fed": 0, "rows": 0, "sequences": 0, "tokens": 0}  # over the whole run
         self.model_facts: dict[str, Any] = {}
         self._step_mark = 0.0
+        self.eval_s = 0.0  # held-out evaluations during training
+        self.first_loss: float | None = None
         self._pending: dict[int, dict[str, Any]] = {}
         self._cuda_sync: Callable[[], None] | None = None
 
     def _count_batch(self, module, args, kwargs):
         if module.training:
             self.fingerprint.add(kwargs)
-            tokens, trainable, len_sq = batch_token_counts(kwargs)
-            self._tokens += tokens
-            self._trainable += trainable
-            self._len_sq += len_sq
+            counts = batch_counts(kwargs)
+            if counts is not None:
+                self._counts = counts if self._counts is None else self._counts + counts
+                ids = kwargs["input_ids"]
+                self._fed += ids.numel()
+                self._rows += ids.numel() // ids.shape[-1]
 
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
         import torch
@@ -186,12 +236,12 @@ class StepRecorder(TrainerCallback):
         self.train_span = (self._step_mark, self._step_mark)
         self.train_window = (time.time(), time.time())
 
-    def _all_ranks(self, *counts: int) -> list[int]:
+    def _all_ranks(self, counts: list[float]) -> list[int]:
         """Counts summed over data-parallel ranks (each rank only sees its own batches)."""
         import torch.distributed as dist
 
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return list(counts)
+            return [int(v) for v in counts]
         import torch
 
         device = next(self.model.parameters()).device if self.model is not None else "cpu"
@@ -202,19 +252,38 @@ class StepRecorder(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self._cuda_sync is not None:
             self._cuda_sync()  # step time is wall time of finished GPU work, not of queued kernels
-        self._tokens, self._trainable, self._len_sq = self._all_ranks(self._tokens, self._trainable, self._len_sq)
         now = time.perf_counter()
+        # The one read of the step's counts (the GPU has finished the step, so it does not wait).
+        device_counts = self._counts.tolist() if self._counts is not None else [0, 0, 0, 0]
+        tokens, trainable, len_sq, seqs, fed, rows = self._all_ranks([*device_counts, self._fed, self._rows])
+        for key, value in (("tokens_fed", fed), ("rows", rows), ("sequences", seqs), ("tokens", tokens)):
+            self.layout[key] += value
         # Wall time since the previous step ended: data loading, forward/backward and optimizer step.
-        self._pending[state.global_step] = {
+        event = {
             "step": state.global_step,
             "step_time_s": now - self._step_mark,
-            "tokens": self._tokens,
-            "trainable_tokens": self._trainable,
-            "len_sq": self._len_sq,
+            "tokens": tokens,
+            "trainable_tokens": trainable,
+            "len_sq": len_sq,
+            "tokens_fed": fed,  # padding included: pad share = 1 - tokens / tokens_fed
             "time": time.time(),  # wall clock, to line steps up with the parent's resource samples
         }
-        self._tokens = self._trainable = self._len_sq = 0
-        self._step_mark = now
+        self._counts, self._fed, self._rows = None, 0, 0
+        if self.heldout is not None and self.every_steps and state.global_step % self.every_steps == 0:
+            event |= self._evaluate()
+        self._pending[state.global_step] = event
+        self._step_mark = time.perf_counter()
+
+    def _evaluate(self) -> dict[str, Any]:
+        """Held-out loss now, off the steps' clock; `elapsed_s` is wall time since training began, these
+        evaluations included (what a time-to-target counts, as MLPerf's does)."""
+        start = time.perf_counter()
+        loss = self.heldout(self.model)
+        if self._cuda_sync is not None:
+            self._cuda_sync()
+        end = time.perf_counter()
+        self.eval_s += end - start
+        return {"heldout_loss": loss, "eval_s": end - start, "elapsed_s": end - self.train_span[0]}
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         event = self._pending.pop(state.global_step, None)
@@ -222,6 +291,8 @@ class StepRecorder(TrainerCallback):
             if event is not None:
                 self._pending[state.global_step] = event
             return
+        if self.first_loss is None:
+            self.first_loss = float(logs["loss"])
         event.update(
             gpus=args.world_size,
             loss=float(logs["loss"]),

@@ -50,12 +50,16 @@ class FrameworkConfig:
     companions: dict[str, list[str]]
     python: str | None
     env: dict[str, Any]
+    # train.kernels choice -> what its environment adds (liger: [liger-kernel==X]); a framework without
+    # kernel switches declares none.
+    kernel_requirements: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # A config from someone else installs what it lists: requirement strings only, never pip options
         # (`--index-url`, `-r FILE`, `-e PATH`), which would reach other indexes or read local files.
         pins = [("framework.requirements", r) for r in self.requirements]
         pins += [(f"framework.companions.{k}", r) for k, rs in self.companions.items() for r in rs]
+        pins += [(f"framework.kernel_requirements.{k}", r) for k, rs in self.kernel_requirements.items() for r in rs]
         for where, requirement in pins:
             if requirement.strip().startswith("-"):
                 raise SpecError(f"{where}: {requirement!r} is a pip option; only requirement strings (name==version)")

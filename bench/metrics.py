@@ -59,9 +59,20 @@ METRICS: dict[str, Metric] = {
         Metric("final_loss", "nats", False, BOTH, rel_tol=0.02),
         Metric("tokens", "tokens", None),
         Metric("trainable_tokens", "tokens", None),
+        # Batch layout (train.packing): pad tokens fed / all token slots fed, sequences per row fed
+        Metric("padding_ratio", "fraction", False, BOTH),
+        Metric("sequences_per_row", "sequences", None),
+        # Time to quality (eval.every_steps, eval.target_loss): wall time from the start of training,
+        # the held-out evaluations included, as MLPerf Training counts it
+        Metric("train_eval_s", "s", False),  # the held-out evaluations during training (off the steps' clock)
+        Metric("time_to_target_s", "s", False, BOTH),
+        Metric("steps_to_target", "steps", False),
         # Where the time went
         Metric("wall_s", "s", False),
-        Metric("env_build_s", "s", False),
+        Metric("env_build_s", "s", False),  # one-time, outside wall_s: this run built the environment
+        Metric("env_check_s", "s", False),  # outside wall_s: checking an environment already built
+        Metric("env_size_mb", "MiB", None),  # the environment this run built, on disk
+        Metric("model_build_s", "s", False),  # one-time, outside wall_s: this run built the local model
         Metric("model_prepare_s", "s", False),
         Metric("model_load_s", "s", False),
         Metric("setup_s", "s", False),
@@ -69,6 +80,10 @@ METRICS: dict[str, Metric] = {
         Metric("eval_s", "s", False),
         Metric("sampler_samples", "samples", None),
         Metric("sampler_cpu_s", "s", False),
+        # The host's load while the run trained (bench.summary.host_load): how far its speed can be trusted
+        Metric("load_avg_1m", "load", None),
+        Metric("other_cpu_cores", "cores", None),  # above summary.SHARED_CPU_CORES the run shared its machine
+        Metric("gpu_other_processes", "processes", None),
         # Held-out quality (bench/evaluate.py)
         Metric("heldout_examples", "rows", None, source="quality"),
         Metric("heldout_rows_without_answer", "rows", None, source="quality"),

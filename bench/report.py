@@ -30,12 +30,19 @@ from bench import metrics as registry  # noqa: E402
 from bench.errors import UserError  # noqa: E402
 from bench.runners.base import STACK  # noqa: E402
 from bench.spec import flatten  # noqa: E402
-from bench.summary import loss_curves, parity  # noqa: E402
+from bench.summary import (  # noqa: E402
+    SHARED_CPU_CORES,
+    loss_curves,
+    parity,
+    shared_machine,
+    torch_build,
+    torch_build_mismatches,
+)
 
 RUN_METRICS = registry.shown("runs")
 REPEATED = ("tokens_per_s", "peak_vram_mb", "peak_rss_mb")  # shown with mean, 95 % CI and CV over seeds
 RATIOS = ("tokens_per_s", "peak_vram_mb", "peak_rss_mb")  # against the baseline framework's run of the same job
-PARITY = ("same_tokens", "step1_loss_rel_diff", "curve_loss_rel_diff", "curve_steps")
+PARITY = ("same_tokens", "step1_loss_rel_diff", "curve_loss_rel_diff", "curve_steps", "padding_diff")
 BOOTSTRAP = 2000  # resamples of the evaluated prompts for a quality difference's 95 % interval
 BLEU_NOTE = (
     "BLEU-4 is sacrebleu's corpus BLEU (zh tokenizer) with its default exponential smoothing: where no "
@@ -43,6 +50,10 @@ BLEU_NOTE = (
     "A quality difference is called one only when its 95 % bootstrap interval over the evaluated prompts "
     "excludes zero."
 )
+
+
+Section = tuple[str, str | None, pd.DataFrame | None]  # heading, a paragraph, a table
+SHARED_NOTE = f"{SHARED_CPU_CORES:.0%} of one core taken by other processes, or another process on its GPU"
 
 
 def version_columns() -> list[str]:
@@ -72,6 +83,42 @@ def device_of(hardware: dict[str, Any] | None) -> str | None:
     return gpus[0]["name"] if gpus else "cpu"
 
 
+def machine_columns(summary: dict[str, Any]) -> dict[str, Any]:
+    """What machine and torch a run measured, and whether it had that machine to itself (summary `host`,
+    `hardware`, `versions` and the host-load metrics)."""
+    host, hw = summary.get("host") or {}, summary.get("hardware") or {}
+    ram_mb = host.get("ram_mb")
+    return {
+        "torch_build": torch_build(summary),
+        "cpu_model": host.get("cpu_model") or hw.get("cpu"),
+        "cpu_cores": host.get("cpu_cores") or hw.get("cpu_count"),
+        "ram_gb": None if ram_mb is None else round(ram_mb / 1024, 1),
+        "gpu_driver": host.get("gpu_driver"),
+        "shared_machine": shared_machine(summary.get("metrics") or {}),
+    }
+
+
+HARDWARE = ("framework", "framework_version", "torch_build", "device", "gpu_driver", "cpu_model", "cpu_cores", "ram_gb")
+
+
+def trust_sections(frame: pd.DataFrame) -> list[Section]:
+    """How far the runs' numbers can be trusted: runs that shared their machine while training, and the
+    hardware and torch build behind each framework's runs (flagging one job run on different torch builds)."""
+    out: list[Section] = []
+    shared = frame[frame["shared_machine"].notna()] if "shared_machine" in frame else frame.iloc[0:0]
+    if not shared.empty:
+        text = (f"Other work ran on the machine while these runs trained (more than {SHARED_NOTE}): their speed "
+                "is not the framework's alone.")  # fmt: skip
+        out.append(("Runs that shared their machine", text, shared[["run", "framework", "shared_machine"]]))
+    cols = [c for c in HARDWARE if c in frame]
+    if "torch_build" in frame:
+        hardware = frame.groupby(cols, dropna=False, sort=False)["run"].agg(", ".join).reset_index()
+        builds = zip(frame["job_key"], frame["run"], frame["torch_build"], strict=True)
+        text = " ".join(f"Warning: {line}." for line in torch_build_mismatches(list(builds))) or None
+        out.append(("Hardware", text, hardware.rename(columns={"run": "runs"})))
+    return out
+
+
 def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[dict[str, str]]]:
     """One row per run that has a readable summary; the others as (run, why) for the report."""
     rows, unreadable, summaries = [], [], []
@@ -91,16 +138,19 @@ def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[dict[str, str]]]:
         m, q = summary.get("metrics", {}), summary.get("quality", {})
         row = {
             "run": summary["run"],
-            "framework": summary.get("framework"),
+            # The system under test: `trl`, or `trl+liger` with train.kernels (its own rows, groups and ratios).
+            "framework": summary.get("system") or summary.get("framework"),
             "framework_version": summary.get("framework_version"),
             "job_key": summary.get("job_key"),
             "seed": summary.get("seed"),
+            "scenario": summary.get("scenario"),  # conf/scenario/ preset, shown in the header
             "status": summary.get("status"),
             "reason": summary.get("reason", ""),
             "model": (spec.get("model") or {}).get("name"),
             "dataset": (spec.get("data") or {}).get("name"),
             "precision": (summary.get("effective") or {}).get("precision"),
             "device": device_of(summary.get("hardware")),
+            **machine_columns(summary),
             "train_examples": (summary.get("effective") or {}).get("train_examples"),
             **{n: (q if registry.get(n).source == "quality" else m).get(n) for n in RUN_METRICS},
             "base_heldout_loss": (summary.get("base_quality") or {}).get("heldout_loss"),
@@ -242,7 +292,44 @@ def plots(sweep_dir: Path, frame: pd.DataFrame) -> dict[str, bytes]:
     for ax in axes:
         ax.tick_params(axis="x", labelrotation=30, labelsize=7)
     out["throughput_quality.png"] = _png(fig)
+
+    evaluated = {run: [e for e in results.read_jsonl(sweep_dir / run / results.EVENTS) if "heldout_loss" in e]
+                 for run in ok["run"]}  # fmt: skip
+    if any(evaluated.values()):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for (run, events), system in zip(evaluated.items(), ok["framework"], strict=True):
+            x, y = [e["elapsed_s"] for e in events], [e["heldout_loss"] for e in events]
+            ax.plot(x, y, marker=".", label=f"{run} {system}")
+        targets = ok.get("job.evaluation.target_loss", pd.Series(dtype=float)).dropna().unique()
+        for target in targets:
+            ax.axhline(target, color="grey", linestyle="--", linewidth=0.8)
+        ax.set(xlabel="seconds since training began (evaluations included)", ylabel="held-out answer loss",
+               title="Time to quality")  # fmt: skip
+        ax.legend(fontsize=7)
+        out["time_to_quality.png"] = _png(fig)
     return out
+
+
+TIME_TO_QUALITY_NOTE = (
+    "The held-out answer loss is taken every `eval.every_steps` optimizer steps during training (the same rows "
+    "and evaluator for every framework). Time to target is wall time from the start of training until the "
+    "first evaluation at or below `eval.target_loss`, the evaluations included, as MLPerf Training's LoRA "
+    "benchmark counts it (it ranks systems by time to a target held-out loss); model loading and data "
+    "preparation before training are not on this clock, and the evaluations are kept off the step times "
+    "that throughput is taken from (`train_eval_s` is their total)."
+)
+
+
+def time_to_quality(frame: pd.DataFrame) -> pd.DataFrame | None:
+    """Per run that evaluated during training: the target, time and steps to reach it, or "not reached"."""
+    if frame.get("job.evaluation.target_loss", pd.Series(dtype=float)).isna().all():
+        return None
+    cols = ["run", "framework", "job.evaluation.target_loss", "time_to_target_s", "steps_to_target", "train_eval_s"]
+    ok = frame[(frame["status"] == "ok") & frame["job.evaluation.target_loss"].notna()].reindex(columns=cols)
+    reached = ok["time_to_target_s"].notna()
+    for col in ("time_to_target_s", "steps_to_target"):
+        ok[col] = ok[col].astype(object).where(reached, "not reached")
+    return ok.rename(columns={"job.evaluation.target_loss": "target_loss"})
 
 
 IDENTITY = ("run", "framework", "framework_version", "job_key", "seed", "status")
@@ -279,9 +366,6 @@ def frontier_section(sweep_dir: Path) -> tuple[pd.DataFrame, str] | None:
     return (frontier_table.frame(found), " ".join(frontier_table.method(found))) if found else None
 
 
-Section = tuple[str, str | None, pd.DataFrame | None]  # heading, a paragraph, a table
-
-
 def sections(frame, ratios, reps, quality, unreadable, base, front, baseline) -> list[Section]:
     """The report's content once; markdown() and to_html() only render it."""
     out: list[Section] = [("", base, None)] if base else []
@@ -292,9 +376,13 @@ def sections(frame, ratios, reps, quality, unreadable, base, front, baseline) ->
     else:
         out.append(("Runs", f"Ratios are taken against the {baseline} run of the same job and seed, only where "
                     "both trained on the same tokens (fingerprint).", summary_table(frame, ratios)))  # fmt: skip
+        out += trust_sections(frame)
         if not reps.empty and (reps["n"] > 1).any():
             out.append(("Repeats (mean, 95 % CI half-width, CV)", "Runs of one job, framework and version that "
                         "differ only by seed.", reps))  # fmt: skip
+        ttq = time_to_quality(frame)
+        if ttq is not None:
+            out.append(("Time to quality", TIME_TO_QUALITY_NOTE, ttq))
         if any(c in frame and frame[c].notna().any() for c in ("rouge_l", "bleu4")):
             out.append(("Quality", BLEU_NOTE, quality if not quality.empty else None))
         bad = frame[frame["status"] != "ok"]
@@ -356,6 +444,12 @@ def to_html(title: str, content: list[Section], images: dict[str, bytes], frame:
     return f"<!doctype html><html><head>{head}</head><body>{''.join(body)}</body></html>\n"
 
 
+def report_title(sweep_dir: Path, frame: pd.DataFrame) -> str:
+    """The sweep's name and the scenario(s) its runs started from (conf/scenario/), where any did."""
+    names = sorted({s for s in frame.get("scenario", []) if isinstance(s, str)})
+    return f"sftbench report: {sweep_dir.name}" + (f" (scenario: {', '.join(names)})" if names else "")
+
+
 def build(sweep_dir: Path, baseline: str = "trl") -> dict[str, Path]:
     """Write runs.csv, runs.parquet, report.md (+ PNGs) and report.html into `sweep_dir`."""
     frame, unreadable = load_runs(sweep_dir)
@@ -363,7 +457,7 @@ def build(sweep_dir: Path, baseline: str = "trl") -> dict[str, Path]:
     reps = repeats(frame) if not frame.empty else pd.DataFrame()
     quality = quality_differences(sweep_dir, frame)
     images = plots(sweep_dir, frame)
-    title = f"sftbench report: {sweep_dir.name}"
+    title = report_title(sweep_dir, frame)
     content = sections(frame, ratios, reps, quality, unreadable, base_line(sweep_dir), frontier_section(sweep_dir),
                        baseline)  # fmt: skip
     with results.atomic_path(sweep_dir / "runs.csv") as tmp:

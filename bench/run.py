@@ -7,8 +7,11 @@ no run could use (unknown names, unreadable data) stops the sweep with one line 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import math
+import re
 import resource
 import shutil
 import subprocess
@@ -22,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from bench import config, envs, launch, results, summary
 from bench.config import Config
@@ -38,7 +41,7 @@ from bench.data import (
 from bench.errors import DataError, UserError
 from bench.models import built_model_dir
 from bench.runners.base import STACK
-from bench.sampler import host_has_gpu
+from bench.sampler import host_facts, host_has_gpu
 from bench.spec import DataSpec, JobSpec, ModelSpec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,7 +61,10 @@ def model_spec(cfg: Config) -> ModelSpec:
     if m.source == "random":
         path = str(built_model_dir(m.name, m.config, cfg.cache_path))
     elif not m.path:
-        raise UserError(f"model={m.name}: set model.path to a hub id or a local directory")
+        raise UserError(
+            f"model={m.name}: no model to load; set model.path=<hub id or local directory>, e.g. "
+            "model.path=Qwen/Qwen2.5-0.5B-Instruct"
+        )
     elif Path(m.path).expanduser().exists():
         path = str(Path(m.path).expanduser().resolve())
     else:
@@ -76,12 +82,16 @@ def hub_files(d: config.DatasetConfig) -> tuple[list[Path], list[Path]]:
         except Exception as e:  # offline, unknown repo or file: all end the same way for the user
             raise UserError(
                 f"dataset={d.name}: cannot fetch {filename} from the hub dataset {d.hub_id} ({type(e).__name__}); "
-                f"download it once and set dataset.path to the local copy (see conf/dataset/{d.name}.yaml)"
+                f"download it once and set dataset.path=<local copy> (huggingface-cli download {d.hub_id} "
+                f"--repo-type dataset --local-dir data/{d.name}; see conf/dataset/{d.name}.yaml)"
             ) from None
 
     files = d.hub_files or {}
     if "train" not in files:
-        raise UserError(f"dataset={d.name}: dataset.hub_files needs a `train` file")
+        raise UserError(
+            f"dataset={d.name}: dataset.hub_files needs a `train` file: set "
+            "dataset.hub_files.train=<file in the hub dataset>"
+        )
     return [fetch(files["train"])], [fetch(files["eval"])] if files.get("eval") else []
 
 
@@ -148,32 +158,84 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def framework_requirements(fw: config.FrameworkConfig | DictConfig, worker: list[str] = ()) -> list[str]:
-    """The framework's requirements, the companion pins of its release and the harness's worker needs."""
+def framework_requirements(
+    fw: config.FrameworkConfig | DictConfig, worker: list[str] = (), kernels: str = "none"
+) -> list[str]:
+    """The framework's requirements, the companion pins of its release, what the job's train.kernels needs
+    and the harness's worker needs."""
     companions = fw.companions or {}
-    return [*fw.requirements, *companions.get(str(fw.version), companions.get("default", [])), *worker]
+    release = companions.get(str(fw.version), companions.get("default", []))
+    kernel = (fw.get("kernel_requirements") if isinstance(fw, DictConfig) else fw.kernel_requirements) or {}
+    return [*fw.requirements, *release, *kernel.get(kernels, []), *worker]
 
 
-def framework_python(cfg: Config) -> tuple[Path, float | None]:
+@contextlib.contextmanager
+def build_status(title: str):
+    """Live progress of a one-time build, fed its output lines: on a terminal, a spinner with the current step
+    (the package being downloaded or installed) and the elapsed time; in a log, a plain line every 10 s at most."""
+    if not console.is_terminal:
+        yield envs.BuildProgress(lambda text: console.print(f"{title}: {text}", markup=False), live=False)
+        return
+    columns = [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(title)
+        yield envs.BuildProgress(lambda text: progress.update(task, description=f"{title}: {text[:100]}"), live=True)
+
+
+def framework_python(cfg: Config) -> tuple[Path, dict[str, float]]:
+    """The framework's interpreter, and the one-time cost of getting it: `env_build_s` and `env_size_mb` when
+    this run built the environment, `env_check_s` when it only checked one already built."""
     fw = cfg.framework
     if fw.python:
-        return envs.check_python(fw.python), None
-    requirements = framework_requirements(fw, cfg.worker_requirements)
+        return envs.check_python(fw.python), {}
+    requirements = framework_requirements(fw, cfg.worker_requirements, cfg.train.kernels)
     env = envs.env_dir(cfg.cache_path, fw.name, fw.version, requirements)
-    with console.status(f"[bold]{fw.name} {fw.version}[/]: environment") as status:
+    title = f"{fw.name} {fw.version} environment"
+    if not (env / envs.COMPLETE).exists():
+        free_gb = shutil.disk_usage(next(p for p in (env, *env.parents) if p.exists())).free / 2**30
+        console.print(f"building the {title} (first use; its size is reported when done) into {env} "
+                      f"({free_gb:,.0f} GB free there; log: {envs.build_log(env)})", markup=False)  # fmt: skip
+    start = time.perf_counter()
+    with build_status(title) as progress:
+        python, build_s = envs.ensure_env(env, requirements, progress, expect={fw.distribution: fw.version},
+                                          notice=console.print)  # fmt: skip
+    if build_s is None:
+        return python, {"env_check_s": time.perf_counter() - start}
+    size_mb = envs.dir_size_mb(env)
+    console.print(f"built the {title} in {build_s:.0f} s: {size_mb / 1024:.1f} GB at {env}", markup=False)
+    return python, {"env_build_s": build_s, "env_size_mb": size_mb}
 
-        def show(line: str) -> None:
-            status.update(f"[bold]building {fw.name} {fw.version} environment[/] {line[:100]}")
 
-        return envs.ensure_env(env, requirements, show, expect={fw.distribution: fw.version}, notice=console.print)
+def build_model(spec: JobSpec, python: Path, env: dict[str, str]) -> dict[str, float]:
+    """Build a local model preset (model=tiny, *-arch) before the run starts, in the framework's environment,
+    so the one-time build is timed apart from the run (`model_build_s`); {} when it is already built."""
+    path = Path(spec.model.path)
+    if spec.model.source != "random" or (path / ".complete").exists():
+        return {}
+    title = f"model {spec.model.name}"
+    log_path = path.with_name(path.name + ".build.log")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    console.print(f"building {title} (first use) into {path} (log: {log_path})", markup=False)
+    start = time.perf_counter()
+    cmd = [str(python), "bench.models", str(path), json.dumps(spec.model.config)]
+    with open(log_path, "w", encoding="utf-8", buffering=1) as log, build_status(title) as progress:
+        envs.run_step(cmd, log, progress, env, f"building {title}")
+    build_s = time.perf_counter() - start
+    console.print(f"built {title} in {build_s:.0f} s", markup=False)
+    return {"model_build_s": build_s}
 
 
 def host_reason(fw: config.FrameworkConfig, spec: JobSpec) -> str | None:
     """Why this host cannot run the job at all, from the framework's declared facts (before any build)."""
     if spec.train.num_gpus > 1 and not fw.multi_gpu:
-        return f"train.num_gpus={spec.train.num_gpus}: the harness runs {fw.name} on one GPU (framework.multi_gpu)"
+        return (
+            f"train.num_gpus={spec.train.num_gpus}: the harness runs {fw.name} on one GPU "
+            "(framework.multi_gpu); run it with train.num_gpus=1"
+        )
     if fw.needs_gpu and not host_has_gpu():
         return f"{fw.name} requires an NVIDIA/AMD/Intel GPU; none found on this host"
+    if spec.train.kernels != "none" and not host_has_gpu():  # decided before building an env with them
+        return f"train.kernels={spec.train.kernels}: GPU kernels (Triton/CUDA); no GPU found on this host"
     return None
 
 
@@ -234,9 +296,13 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[
         "seed": spec.train.seed,
         "started_at": time.time(),
         "framework": spec.framework,
+        "system": spec.system(),  # the framework with the kernels it was asked to use: what is compared
         "framework_version": None,  # what was installed, once known; None where it never was
         "framework_version_requested": spec.framework_version,
         "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
+        # The preset the run started from (conf/scenario/), for the report's header; never part of the job key,
+        # which already covers every value the scenario set.
+        "scenario": HydraConfig.get().runtime.choices.get("scenario") if HydraConfig.initialized() else None,
         "git_commit": git_commit(),
         "spec": results.SPEC,
         "events": results.EVENTS,
@@ -247,13 +313,21 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[
         return {**base, "status": "skipped", "reason": reason, "metrics": {}}
     try:
         with launch.interruptible():
-            python, build_s = framework_python(cfg)
+            python, one_time = framework_python(cfg)
     except envs.EnvError as e:
         return {**base, "status": "failed", "reason": f"environment: {e}".splitlines()[0], "log_tail": str(e)}
     except KeyboardInterrupt:
         reason = "interrupted while building the environment (its build stopped; it is rebuilt on next use)"
         return {**base, "status": "interrupted", "reason": reason, "metrics": {}}
     env = launch.worker_env(launch.worker_pythonpath(cfg.cache_path), fw.env)
+    try:
+        with launch.interruptible():
+            one_time |= build_model(spec, python, env)
+    except envs.EnvError as e:
+        return {**base, "status": "failed", "reason": f"model: {e}".splitlines()[0], "log_tail": str(e)}
+    except KeyboardInterrupt:
+        reason = "interrupted while building the model (its build stopped; it is rebuilt on next use)"
+        return {**base, "status": "interrupted", "reason": reason, "metrics": {}}
     columns = [TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with launch.interruptible(), Progress(*columns, console=console, transient=True) as progress:
         outcome = launch.launch(
@@ -264,7 +338,10 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[
     report = summary.read_worker(run_dir)  # None when the worker died before reporting
     status, reason = summary.status_of(report, outcome)
     worker = report or {}
-    metrics = summary.metrics(run_dir, worker, outcome, spec.skip_steps, spec.train.batch_size * spec.train.grad_accum)
+    metrics = summary.metrics(
+        run_dir, worker, outcome, spec.skip_steps, spec.train.batch_size * spec.train.grad_accum,
+        spec.evaluation.target_loss,
+    )
     reason = summary.killed_hint(reason, metrics.get("peak_rss_mb"), summary.memory_limit_mb())
     if status != "ok" and shutil.disk_usage(run_dir).free < DISK_LOW_BYTES:
         reason = f"no space left on {results.mount_point(run_dir)} (the worker could not write its results); {reason}"
@@ -279,6 +356,7 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[
         "python": str(python),
         "versions": versions,
         "hardware": worker.get("hardware", {}),
+        "host": host_facts(cfg.sampler.gpu),  # CPU model, cores, RAM, GPU models and driver, read here
         "effective": {k: worker.get(k) for k in ("precision", "gradient_checkpointing", "train_examples", "tokenize")},
         "quality": worker.get("quality", {}),  # held-out loss, perplexity, ROUGE-L, BLEU-4 after training
         "base_quality": worker.get("base_quality", {}),  # the same for the base model (first run of a sweep)
@@ -290,8 +368,7 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[
         "sampler": {"interval_s": cfg.sampler.interval_s, "baseline_used_mb": outcome.sampler.baseline_used_mb},
         "metrics": metrics,
     }
-    if build_s is not None:
-        out["metrics"]["env_build_s"] = build_s
+    out["metrics"] |= one_time  # environment and model builds: paid before the run, outside its wall_s
     out["metrics"]["parent_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if status != "ok":
         out["log_tail"] = outcome.log_tail
@@ -359,7 +436,34 @@ config.register_resolvers()
 
 # Hydra's entry point. The task function stays importable as bench.run.run_job, so launchers that pickle it
 # (submitit) send a reference rather than the module's state.
-main = hydra.main(version_base="1.3", config_path=str(config.conf_dir()), config_name="config")(run_job)
+sweep = hydra.main(version_base="1.3", config_path=str(config.conf_dir()), config_name="config")(run_job)
+
+
+def unknown_choice(argv: list[str]) -> str | None:
+    """A config group choice on the command line that no conf file provides (`scenario=nope`), named with
+    the choices there are; None when every one exists. Hydra would say so too, in a dozen lines."""
+    roots = [config.conf_dir()]
+    for arg in argv:
+        if arg.startswith("hydra.searchpath="):
+            roots += [Path(p) for p in re.findall(r"file://([^,\]]+)", arg)]
+    for arg in argv:
+        group, _, value = arg.partition("=")
+        dirs = [root / group for root in roots if group.isidentifier() and (root / group).is_dir()]
+        if not dirs or not value or any(c in value for c in "()[]{}*$"):  # sweeps like choice(...) are Hydra's
+            continue
+        known = sorted({p.stem for d in dirs for p in d.glob("*.yaml")})
+        missing = [v for v in value.split(",") if v not in known]
+        if missing:
+            return f"{group}={missing[0]}: no such {group}; choose from {', '.join(known)} (conf/{group}/)"
+    return None
+
+
+def main() -> None:
+    problem = unknown_choice(sys.argv[1:])
+    if problem:
+        console.print(f"[red]error:[/] {problem}")
+        sys.exit(2)
+    sweep()
 
 
 class SweepTable(Callback):

@@ -25,6 +25,12 @@ Quant = Literal["none", "4bit"]  # 4bit: bitsandbytes NF4 base weights (QLoRA)
 TokenizeMode = Literal["framework", "harness"]
 ModelSource = Literal["pretrained", "random"]
 OnBadRow = Literal["error", "skip"]
+# How sequences are laid out in a batch: padded to the batch's longest (none), concatenated without padding
+# but kept apart by position ids (padding_free), or packed into rows of exactly max_seq_len (packed).
+Packing = Literal["none", "padding_free", "packed"]
+# liger: Liger's Triton kernels (RMSNorm, RoPE, SwiGLU, ...); unsloth: a framework's own Unsloth integration
+# (LLaMA-Factory's use_unsloth). GPU only.
+Kernels = Literal["none", "liger", "unsloth"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,8 @@ class TrainSpec:
     num_gpus: int  # > 1: data parallel, the worker launched with torchrun (one process per GPU)
     attn_implementation: str
     chat_template: ChatTemplate
+    packing: Packing
+    kernels: Kernels
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,8 @@ class EvalSpec:
     prompts: int  # held-out prompts answered greedily and scored
     max_new_tokens: int
     batch_size: int  # for the held-out loss
+    every_steps: int | None  # also take the held-out loss every N optimizer steps during training
+    target_loss: float | None  # held-out loss that counts as "trained": time and steps to reach it
     base: bool = False  # set by the harness, not the user: also evaluate the base model (the sweep's first run)
 
 
@@ -115,6 +125,14 @@ class JobSpec:
             (len(t.lora.target_modules) > 0, "train.lora.target_modules is empty"),
             (self.data.max_rows is None or self.data.max_rows > 0, f"dataset.max_rows={self.data.max_rows}: > 0"),
             (self.evaluation.prompts >= 0, f"eval.prompts={self.evaluation.prompts}: must be >= 0"),
+            (
+                self.evaluation.every_steps is None or self.evaluation.every_steps > 0,
+                f"eval.every_steps={self.evaluation.every_steps}: must be > 0 (or null: no evaluation during training)",
+            ),
+            (
+                self.evaluation.target_loss is None or self.evaluation.every_steps is not None,
+                "eval.target_loss needs the held-out loss during training: set eval.every_steps=N as well",
+            ),
             (self.skip_steps >= 0, f"skip_steps={self.skip_steps}: must be >= 0"),
         ]
         for ok, message in checks:
@@ -134,10 +152,17 @@ class JobSpec:
             data.pop(where)
         train = dataclasses.asdict(self.train)
         train.pop("seed")
+        # Kernels are how a framework runs the job, as the framework itself is: part of the system under test
+        # (system()), not of the job, so "HF", "HF+Liger" and "Unsloth" are compared on one job.
+        train.pop("kernels")
         evaluation = dataclasses.asdict(self.evaluation)
         evaluation.pop("base")
         job = {"model": model, "data": data, "train": train, "eval": evaluation, "skip_steps": self.skip_steps}
         return flatten(job)
+
+    def system(self) -> str:
+        """What is being compared on the job: the framework, with the kernels it was asked to use."""
+        return self.framework if self.train.kernels == "none" else f"{self.framework}+{self.train.kernels}"
 
     def job_key(self, ignore: tuple[str, ...] = ()) -> str:
         """The identity of the job (see job_fields): one short hash, stored in every summary. `ignore`: fields
@@ -176,7 +201,7 @@ def resolve_precision(requested: str, on_gpu: bool, bf16_supported: bool) -> str
     if requested == "auto":
         return "bf16" if bf16_supported else "fp32"
     if requested == "bf16" and not bf16_supported:
-        raise SpecError("train.precision=bf16: this GPU does not support bf16; use fp16 or fp32")
+        raise SpecError("train.precision=bf16: this GPU does not support bf16; set train.precision=fp16 or fp32")
     return requested
 
 

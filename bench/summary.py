@@ -14,6 +14,7 @@ from bench import metrics as registry
 STEP1_RTOL = 1e-5  # step-1 loss: the base model's loss on the same first batch
 CURVE_RTOL = 1e-3  # loss curve after the first update: bf16 kernels differ by ~1e-4, a changed job by more
 CURVE_STEPS = 5  # steps compared after the first one a non-zero learning rate has influenced
+PADDING_TOL = 0.01  # two runs of one job whose padding shares differ by more than 1 point did different work
 
 
 def steady_events(events: list[dict[str, Any]], skip_steps: int) -> list[dict[str, Any]]:
@@ -44,6 +45,24 @@ def loss_metrics(events: list[dict[str, Any]]) -> dict[str, Any]:
     if not losses:
         return {}
     return {"steps": len(events), "first_loss": losses[0], "final_loss": losses[-1]}
+
+
+def layout_metrics(layout: dict[str, Any]) -> dict[str, Any]:
+    """The batches' layout over the whole run (train.packing): padding share and sequences per row."""
+    if not layout.get("tokens_fed"):
+        return {}
+    return {"padding_ratio": layout.get("padding_ratio"), "sequences_per_row": layout["sequences"] / layout["rows"]}
+
+
+def target_metrics(events: list[dict[str, Any]], target: float | None) -> dict[str, Any]:
+    """Time and steps until the held-out loss first reached eval.target_loss; absent when it never did
+    (the report says "not reached")."""
+    if target is None:
+        return {}
+    for e in events:
+        if e.get("heldout_loss") is not None and e["heldout_loss"] <= target:
+            return {"time_to_target_s": e["elapsed_s"], "steps_to_target": e["step"]}
+    return {}
 
 
 def gpu_metrics(
@@ -83,7 +102,14 @@ def gpu_metrics(
     return m
 
 
-def metrics(run_dir: Path, worker: dict[str, Any], outcome, skip_steps: int, samples_per_step: int) -> dict[str, Any]:
+def metrics(
+    run_dir: Path,
+    worker: dict[str, Any],
+    outcome,
+    skip_steps: int,
+    samples_per_step: int,
+    target_loss: float | None = None,
+) -> dict[str, Any]:
     events = results.read_jsonl(run_dir / results.EVENTS)
     samples = results.read_jsonl(run_dir / results.SAMPLES)
     steady = steady_events(events, skip_steps)
@@ -94,13 +120,99 @@ def metrics(run_dir: Path, worker: dict[str, Any], outcome, skip_steps: int, sam
         **loss_metrics(events),
         "tokens": sum(e["tokens"] for e in events),
         "trainable_tokens": sum(e["trainable_tokens"] for e in events),
+        **layout_metrics(worker.get("layout", {})),
+        **target_metrics(events, target_loss),
         "peak_rss_mb": measure.peak_rss_mb(samples),
         **gpu_metrics(steady, samples, worker, outcome.sampler.baseline_used_mb),
         **worker.get("torch_memory", {}),
+        **host_load(samples, worker.get("train_window")),
         "sampler_samples": outcome.sampler.samples,
         "sampler_cpu_s": outcome.sampler.sampler_cpu_s,
     }
     return registry.declared({k: v for k, v in m.items() if v is not None})
+
+
+SHARED_CPU_CORES = 0.10  # other processes took more than 10 % of one core over training: the machine was shared
+
+
+def _bracket(samples: list[dict[str, Any]], start: float, end: float) -> list[dict[str, Any]]:
+    """The samples spanning [start, end]: the last one at or before start through the first at or after end
+    (a short window still gets two samples to difference)."""
+    timed = [s for s in samples if "time" in s and "host_busy_s" in s]
+    first = max((i for i, s in enumerate(timed) if s["time"] <= start), default=0)
+    last = min((i for i, s in enumerate(timed) if s["time"] >= end), default=len(timed) - 1)
+    return timed[first : last + 1]
+
+
+def host_load(samples: list[dict[str, Any]], window: list[float] | tuple[float, float] | None) -> dict[str, Any]:
+    """The host's load over the training window: mean 1-minute load average, the cores other processes kept
+    busy on average (machine busy CPU seconds less the worker tree's and the harness's, per second), and on
+    GPUs how many other processes computed on the run's devices. Empty without two samples to compare."""
+    if not window:
+        return {}
+    span = _bracket(samples, window[0], window[1])
+    if len(span) < 2 or span[-1]["time"] <= span[0]["time"]:
+        return {}
+    a, b = span[0], span[-1]
+    others_s = (b["host_busy_s"] - a["host_busy_s"]) - (b["tree_cpu_s"] - a["tree_cpu_s"])
+    others_s -= b.get("harness_cpu_s", 0.0) - a.get("harness_cpu_s", 0.0)
+    out: dict[str, Any] = {
+        "load_avg_1m": sum(s["load1"] for s in span) / len(span),
+        "other_cpu_cores": max(0.0, others_s) / (b["time"] - a["time"]),
+    }
+    gpu_rows = [g for s in span for g in s.get("gpus", []) if "other_pids" in g]
+    if gpu_rows:
+        out["gpu_other_processes"] = len({pid for g in gpu_rows for pid in g["other_pids"]})
+    return out
+
+
+def shared_machine(metrics: dict[str, Any]) -> str | None:
+    """Why a run's speed cannot be taken at face value (other work on its machine while it trained), or None."""
+    why = []
+    cores = metrics.get("other_cpu_cores")
+    if cores is not None and cores > SHARED_CPU_CORES:
+        why.append(f"other processes used {cores:.2f} cores (load average {metrics.get('load_avg_1m', 0):.1f})")
+    if metrics.get("gpu_other_processes"):
+        why.append(f"{metrics['gpu_other_processes']} other process(es) computed on its GPU")
+    return "shared its machine while training: " + "; ".join(why) if why else None
+
+
+def torch_build(summary: dict[str, Any]) -> str | None:
+    """The torch a run trained with: its version (a local tag such as +cpu included) and CUDA build."""
+    version = (summary.get("versions") or {}).get("torch")
+    if not version:
+        return None
+    cuda = (summary.get("hardware") or {}).get("cuda")
+    return f"{version} cuda {cuda}" if cuda else f"{version} cpu-only"
+
+
+def torch_build_mismatches(runs: list[tuple[str | None, str, str | None]]) -> list[str]:
+    """One line per job key whose runs (job key, run, torch build) trained on different torch builds: their
+    speed differences are partly torch's, not only the frameworks'."""
+    builds: dict[str, dict[str, list[str]]] = {}
+    for job_key, run, build in runs:
+        if job_key and isinstance(build, str) and build:  # a run that never reported one (skipped) has NaN
+            builds.setdefault(job_key, {}).setdefault(build, []).append(str(run))
+    return [
+        f"job {key[:8]} ran on different torch builds: " + "; ".join(f"{b} ({', '.join(r)})" for b, r in found.items())
+        for key, found in builds.items()
+        if len(found) > 1
+    ]
+
+
+def time_cells(m: dict[str, Any]) -> tuple[str, str]:
+    """Where a run's time went, for the sweep table: the run's own phases (model load, training, evaluation)
+    and the one-time costs paid before it started (environment build or check, model build), kept apart."""
+    run = " ".join(f"{label} {m[k]:.1f}" for label, k in (("load", "model_load_s"), ("train", "train_s"),
+                                                          ("eval", "eval_s")) if m.get(k) is not None)  # fmt: skip
+    once = []
+    if m.get("env_build_s") is not None:
+        once.append(f"env build {m['env_build_s']:.0f}")
+    elif m.get("env_check_s") is not None:
+        once.append(f"env check {m['env_check_s']:.1f}")
+    if m.get("model_build_s") is not None:
+        once.append(f"model build {m['model_build_s']:.0f}")
+    return run or "-", " ".join(once) or "-"
 
 
 def memory_limit_mb() -> float | None:
@@ -193,6 +305,8 @@ def parity(summaries: list[dict[str, Any]], curves: dict[str, list[dict[str, Any
         loss, ref_loss = s.get("metrics", {}).get("first_loss"), ref.get("metrics", {}).get("first_loss")
         rel = abs(loss - ref_loss) / abs(ref_loss) if loss is not None and ref_loss else None
         curve, steps = curve_rel_diff(curves.get(s.get("run"), []), curves.get(ref.get("run"), []))
+        pad, ref_pad = s.get("metrics", {}).get("padding_ratio"), ref.get("metrics", {}).get("padding_ratio")
+        pad_diff = abs(pad - ref_pad) if pad is not None and ref_pad is not None else None
         out.append(
             {
                 "reference": ref.get("run"),
@@ -204,6 +318,8 @@ def parity(summaries: list[dict[str, Any]], curves: dict[str, list[dict[str, Any
                 "curve_loss_rel_diff": curve,
                 "curve_steps": f"{steps[0]}-{steps[-1]}" if steps else None,
                 "same_curve": curve is not None and curve <= CURVE_RTOL,
+                "padding_diff": pad_diff,
+                "same_padding": pad_diff is None or pad_diff <= PADDING_TOL,
             }
         )
     return out
@@ -235,6 +351,8 @@ def sweep_table(
         ("loss first→final", "right"),
         ("data fingerprint", "left"),
         ("wall s", "right"),
+        ("time s", "left"),  # the run's phases
+        ("one-time s", "left"),  # paid before the run, outside its wall time
     ]
     for col, justify in columns:
         table.add_column(col, justify=justify, overflow="fold")
@@ -245,19 +363,23 @@ def sweep_table(
         loss = f"{m['first_loss']:.3f}→{m['final_loss']:.3f}" if "final_loss" in m else "-"
         row = [
             " ".join([s.get("run", "?"), *varying]),
-            f"{s.get('framework')} {s.get('framework_version') or ''}",
+            f"{s.get('system') or s.get('framework')} {s.get('framework_version') or ''}",
             (s.get("job_key") or "-")[:8],
             f"[{styles.get(s['status'], 'red')}]{s['status']}[/]",
-            _fmt(m.get("tokens_per_s"), ",.0f"),
+            _fmt(m.get("tokens_per_s"), ",.0f") + (" [yellow]shared[/]" if shared_machine(m) else ""),
             _fmt(m.get("samples_per_s"), ".2f"),
             _fmt(m.get("peak_rss_mb"), ",.0f"),
             _fmt(vram, ",.0f"),
             loss,
             _parity_cell(s, par),
             _fmt(m.get("wall_s"), ".1f"),
+            *time_cells(m),
         ]
         table.add_row(*row)
     notes = [f"{s.get('run')} {s['status']}: {s['reason']}" for s in summaries if s.get("reason")]
+    notes += [f"[yellow]{s.get('run')} {why}[/]" for s in summaries if (why := shared_machine(s.get("metrics", {})))]
+    builds = [(s.get("job_key"), s.get("run", "?"), torch_build(s)) for s in summaries]
+    notes += [f"[yellow]{line}[/]" for line in torch_build_mismatches(builds)]
     table.caption = "\n".join(notes) or None
     table.caption_justify = "left"
     return table
@@ -269,6 +391,9 @@ def _parity_cell(summary: dict[str, Any], par: dict[str, Any]) -> str:
     sha = summary.get("fingerprint", {}).get("first_batches_sha256", "")[:8]
     if (summary.get("effective") or {}).get("tokenize") == "harness":
         sha += " strict"  # tokenized once by the harness
+    packing = summary.get("fingerprint", {}).get("packing", "none")
+    if packing != "none":
+        sha += f" {packing}"  # the batch layout is part of what was trained on
     if not par:
         return sha or "-"
     if par["reference"] == summary.get("run"):
@@ -278,4 +403,6 @@ def _parity_cell(summary: dict[str, Any], par: dict[str, Any]) -> str:
         cell += f" [red]step-1 loss Δ{par['step1_loss_rel_diff']:.1e}[/]"
     if not par["same_curve"] and par["curve_loss_rel_diff"] is not None:
         cell += f" [red]loss steps {par['curve_steps']} Δ{par['curve_loss_rel_diff']:.1e}[/]"
+    if not par["same_padding"]:
+        cell += f" [red]padding Δ{100 * par['padding_diff']:.1f} pts[/]"
     return cell

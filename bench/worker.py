@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import platform
 import sys
@@ -114,6 +115,57 @@ def evaluate_run(ctx: RunContext, model, run_dir: Path) -> dict[str, Any]:
         return {"notes": [f"evaluation failed: {type(e).__name__}: {e}"]}
 
 
+def heldout_loss_fn(ctx: RunContext):
+    """For eval.every_steps: the held-out answer loss as a function of the model, its rows tokenized now,
+    before training, so that nothing but the forward passes happens on the way."""
+    from transformers import AutoTokenizer
+
+    from bench.data import tokenize_conversation
+    from bench.evaluate import answer_loss
+
+    spec, data = ctx.spec, ctx.spec.data
+    tokenizer = AutoTokenizer.from_pretrained(ctx.model_path, trust_remote_code=spec.model.trust_remote_code)
+    held_out = load_examples(data.eval_files, None, data.on_bad_row, max_row_bytes=data.max_row_bytes)
+    conversations = [to_conversation(ex, data.system_prompt) for ex in held_out]
+    rows = [tokenize_conversation(tokenizer, c, spec.train.max_seq_len) for c in conversations]
+    rows = [r for r in rows if any(r["completion_mask"])]  # as evaluate() does: rows that keep answer tokens
+
+    def loss(model) -> float:
+        was_training = model.training
+        model.eval()
+        try:
+            return answer_loss(model, rows, tokenizer.pad_token_id, spec.evaluation.batch_size)[0]
+        finally:
+            model.train(was_training)
+
+    return loss
+
+
+def check_first_loss(first_loss: float | None) -> str | None:
+    """A step-1 loss of zero or NaN means the model learned nothing real from that batch (a masking or
+    packing bug: every label ignored, attention broken): the run failed, whatever the framework says."""
+    if first_loss is None:
+        return None
+    if math.isnan(first_loss) or math.isinf(first_loss):
+        return f"step-1 loss is {first_loss}: the model did not train on real tokens (labels or attention broken)"
+    if first_loss == 0:
+        return "step-1 loss is 0: no token contributed to the loss (labels masked or packing broke the batch)"
+    return None
+
+
+def check_layout(spec: JobSpec, layout: dict[str, int]) -> str | None:
+    """The batch layout the model really got against train.packing: a framework that packs on its own, or
+    ignores a packing request, changes the job (it is never left implicit)."""
+    rows, seqs = layout.get("rows", 0), layout.get("sequences", 0)
+    if not rows:
+        return None
+    if spec.train.packing == "none" and seqs > rows:
+        return f"train.packing=none, but the model was fed {seqs} sequences in {rows} rows: the framework packed them"
+    if spec.train.packing != "none" and seqs == rows and spec.train.batch_size > 1:
+        return f"train.packing={spec.train.packing}, but every row the model was fed held one sequence: not packed"
+    return None
+
+
 def prepare_model(spec: JobSpec) -> str:
     if spec.model.source == "random":
         from bench.models import ensure_built
@@ -146,7 +198,7 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
             events.write(json.dumps(event) + "\n")
             events.flush()
 
-    recorder = StepRecorder(emit)
+    recorder = StepRecorder(emit, every_steps=spec.evaluation.every_steps)
     data_report = DataReport()
     ctx = RunContext(
         spec=spec,
@@ -161,6 +213,8 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
     )
     with ctx.timed("model_prepare_s"):
         ctx.model_path = prepare_model(spec)
+    if spec.evaluation.every_steps and spec.data.eval_files:
+        recorder.heldout = heldout_loss_fn(ctx)
     budget_note = apply_vram_budget(spec.train.vram_budget_gb, on_gpu)
     runner_start = time.perf_counter()
     try:
@@ -171,6 +225,8 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
     if recorder.train_span is not None:
         begin, end = recorder.train_span
         ctx.timings |= {"setup_s": begin - runner_start, "train_s": end - begin}
+        if recorder.eval_s:  # held-out evaluations inside that span (eval.every_steps), off the steps' clock
+            ctx.timings["train_eval_s"] = recorder.eval_s
     quality = evaluate_run(ctx, recorder.model, run_dir) if spec.evaluation.enabled and RANK == 0 else {}
     not_applied = [f"train.{name} is not applied by {spec.framework}" for name in sorted(runner.NOT_APPLIED)]
     notes = not_applied + extra.get("notes", []) + quality.get("notes", []) + ([budget_note] if budget_note else [])
@@ -179,14 +235,18 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
     except Exception as e:  # counted after training; a tokenizer without a chat template cannot say
         over_length = None
         notes.append(f"over-length rows not counted: {type(e).__name__}: {e}")
-    fingerprint = recorder.fingerprint.result()
+    fingerprint = recorder.fingerprint.result() | {"packing": spec.train.packing}
+    layout = recorder.layout
+    # Share of the token slots fed to the model that were padding.
+    padding = 1 - layout["tokens"] / layout["tokens_fed"] if layout["tokens_fed"] else None
+    failure = check_first_loss(recorder.first_loss) or check_layout(spec, layout)
     # What the framework trained on: the dataset it built, which may be smaller than the rows handed over
     # (TRL drops rows that truncation leaves without an answer token).
     train_examples = fingerprint.get("examples", len(ctx.examples))
     dropped = 0 if spec.data.fill_to else max(0, len(ctx.examples) - train_examples)  # fill_to: packed rows
     return {
-        "status": "ok",
-        "reason": "",
+        "status": "failed" if failure else "ok",
+        "reason": failure or "",
         "precision": precision,
         "gradient_checkpointing": spec.train.gradient_checkpointing and on_gpu,
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
@@ -196,6 +256,7 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
         "timings": ctx.timings,
         "model_facts": recorder.model_facts,
         "fingerprint": fingerprint,
+        "layout": layout | {"padding_ratio": padding},
         "torch_memory": torch_memory,
         "train_window": recorder.train_window,
         "versions": package_versions(spec.packages),

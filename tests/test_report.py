@@ -165,3 +165,16 @@ def test_the_base_model_reference_is_stated(sweep):
     results.write_json_atomic(summary_path, summary)
     report.build(sweep)
     assert "Base model before fine-tuning (evaluated in 0-trl): held-out loss 12.1" in (sweep / "report.md").read_text()
+
+
+def test_time_to_quality_says_not_reached_and_the_kernels_are_their_own_system():
+    frame = frame_of([
+        {"framework": "trl", "job.evaluation.target_loss": 2.5, "time_to_target_s": 12.34, "steps_to_target": 20},
+        {"framework": "trl+liger", "job.evaluation.target_loss": 2.5, "time_to_target_s": None, "steps_to_target": None},
+    ])  # fmt: skip
+    ttq = report.time_to_quality(frame).set_index("run")
+    assert ttq.loc["0-trl", "time_to_target_s"] == 12.34 and ttq.loc["0-trl", "steps_to_target"] == 20
+    assert ttq.loc["1-trl+liger", "time_to_target_s"] == "not reached"
+    ratios = report.with_ratios(frame, "trl").set_index("run")
+    assert ratios.loc["1-trl+liger", "vs_trl"] == "against 0-trl"  # HF+Liger is compared with HF on one job
+    assert report.time_to_quality(frame_of([{}])) is None

@@ -83,10 +83,23 @@ def test_the_job_key_ignores_framework_version_seed_and_where_things_lie():
     [
         {"gradient_checkpointing": True}, {"scheduler": "cosine"}, {"warmup_steps": 0}, {"num_gpus": 2},
         {"attn_implementation": "eager"}, {"vram_budget_gb": 24.0}, {"lr": 1e-4}, {"max_seq_len": 64},
+        {"packing": "padding_free"}, {"packing": "packed"},
     ],
 )  # fmt: skip
 def test_every_training_field_but_the_seed_changes_the_job_key(change):
     assert make_spec(**change).job_key() != make_spec().job_key()
+
+
+def test_kernels_name_the_system_under_test_not_another_job():
+    liger = make_spec(kernels="liger")
+    assert liger.job_key() == make_spec().job_key()
+    assert (liger.system(), make_spec().system()) == ("trl+liger", "trl")
+
+
+def test_a_target_loss_without_evaluation_during_training_is_refused():
+    spec = dataclasses.replace(make_spec(), evaluation=dataclasses.replace(DEFAULT_EVAL, target_loss=2.0))
+    with pytest.raises(SpecError, match="eval.target_loss needs .* eval.every_steps=N"):
+        spec.validate()
 
 
 def test_lora_data_model_and_eval_fields_change_the_job_key():
@@ -98,6 +111,7 @@ def test_lora_data_model_and_eval_fields_change_the_job_key():
         dataclasses.replace(spec, data=dataclasses.replace(spec.data, tokenize="harness")),
         dataclasses.replace(spec, model=dataclasses.replace(spec.model, config={"hidden_size": 128})),
         dataclasses.replace(spec, evaluation=dataclasses.replace(spec.evaluation, prompts=2)),
+        dataclasses.replace(spec, evaluation=dataclasses.replace(spec.evaluation, every_steps=5)),
         dataclasses.replace(spec, skip_steps=5),
     ]
     assert len({s.job_key() for s in changed} | {spec.job_key()}) == len(changed) + 1

@@ -165,3 +165,36 @@ def test_a_sigkill_under_a_memory_limit_is_called_a_likely_out_of_memory():
     assert killed_hint(reason, 23_000.4, 24_576.0) == f"{reason}; {hint}"
     assert killed_hint(reason, 100.0, None) == reason  # no known limit: no guess
     assert killed_hint("worker exited with code 3", 100.0, 24_576.0) == "worker exited with code 3"
+
+
+def test_two_runs_of_one_job_whose_padding_differs_by_more_than_a_point_are_flagged():
+    from bench.summary import parity
+
+    a, b, c = run("0", "trl"), run("1", "llamafactory"), run("2", "unsloth")
+    a["metrics"]["padding_ratio"], b["metrics"]["padding_ratio"], c["metrics"]["padding_ratio"] = 0.20, 0.205, 0.02
+    p = parity([a, b, c])
+    assert p[1]["same_padding"] and not p[2]["same_padding"]
+    assert p[2]["padding_diff"] == pytest.approx(0.18)
+    table = sweep_table([a, b, c])
+    cells = [str(cell) for cell in table.columns[[col.header for col in table.columns].index("data fingerprint")].cells]
+    assert "padding Δ18.0 pts" in cells[2] and "padding" not in cells[1]
+
+
+def test_time_to_target_is_the_first_evaluation_at_or_below_it():
+    from bench.summary import target_metrics
+
+    ev = events(6)
+    ev[1] |= {"heldout_loss": 3.0, "elapsed_s": 4.0}
+    ev[3] |= {"heldout_loss": 2.4, "elapsed_s": 9.5}
+    ev[5] |= {"heldout_loss": 2.1, "elapsed_s": 15.0}
+    assert target_metrics(ev, 2.5) == {"time_to_target_s": 9.5, "steps_to_target": 4}
+    assert target_metrics(ev, 2.0) == {}  # not reached: no figure, and the report says so
+    assert target_metrics(ev, None) == {}
+
+
+def test_the_layout_gives_the_padding_share_and_sequences_per_row():
+    from bench.summary import layout_metrics
+
+    layout = {"tokens_fed": 1000, "tokens": 800, "rows": 8, "sequences": 24, "padding_ratio": 0.2}
+    assert layout_metrics(layout) == {"padding_ratio": 0.2, "sequences_per_row": 3.0}
+    assert layout_metrics({}) == {}

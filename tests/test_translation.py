@@ -20,7 +20,7 @@ ELSEWHERE = {"precision", "chat_template", "vram_budget_gb", "num_gpus"}
 CHANGED = {
     "lr": 1.234e-4, "scheduler": "cosine", "warmup_steps": 7, "batch_size": 3, "grad_accum": 5,
     "max_seq_len": 777, "max_steps": 11, "seed": 1234, "gradient_checkpointing": True,
-    "attn_implementation": "eager", "quant": "4bit",
+    "attn_implementation": "eager", "quant": "4bit", "packing": "packed", "kernels": "liger",
 }  # fmt: skip
 LORA_CHANGED = {"r": 3, "alpha": 9, "dropout": 0.123, "target_modules": ("q_proj",)}
 REGISTERED = {name: facts["runner"] for name, facts in config.frameworks().items()}
@@ -57,3 +57,19 @@ def test_every_lora_field_reaches_the_framework(runner, field):
 @pytest.mark.parametrize("runner", sorted(REGISTERED))
 def test_what_a_runner_does_not_apply_names_real_fields(runner):
     assert runners.load(REGISTERED[runner]).NOT_APPLIED <= set(CHANGED)
+
+
+@pytest.mark.parametrize("runner", sorted(REGISTERED))
+@pytest.mark.parametrize("field, modes", [("packing", ("padding_free", "packed")), ("kernels", ("liger", "unsloth"))])
+def test_every_mode_is_translated_or_refused_with_its_reason(runner, field, modes):
+    """A packing or kernel mode a framework cannot honour is a skipped run with the reason, never a silent
+    fallback to another mode (it would make "the same job" a different one)."""
+    module = runners.load(REGISTERED[runner])
+    for mode in modes:
+        spec = make_spec(**{field: mode})
+        reason = module.unsupported_reason(spec, cuda_available=True, find_spec=lambda name: object())
+        if field in module.NOT_APPLIED:
+            continue
+        assert reason or translate(runner, spec) != translate(runner, make_spec()), (runner, mode)
+        if reason:
+            assert f"train.{field}={mode}" in reason

@@ -115,6 +115,24 @@ def packed(rows: list[dict[str, list[int]]], length: int) -> list[dict[str, list
     ]
 
 
+def kernels_unsupported(
+    spec: JobSpec, offered: dict[str, str], cuda_available: bool | None = None, find_spec=importlib.util.find_spec
+) -> str | None:
+    """Why train.kernels cannot be honoured here, or None. `offered`: kernel choice -> the module it needs."""
+    kernels = spec.train.kernels
+    if kernels == "none":
+        return None
+    if kernels not in offered:
+        return f"train.kernels={kernels}: {spec.framework} has no switch for it (it offers: none, {', '.join(offered)})"
+    if find_spec(offered[kernels]) is None:
+        return f"train.kernels={kernels}: {offered[kernels]} is not installed in this environment"
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    return None if cuda_available else f"train.kernels={kernels}: its kernels need a CUDA GPU; torch sees none"
+
+
 def quant_unsupported(
     spec: JobSpec, cuda_available: bool | None = None, find_spec=importlib.util.find_spec
 ) -> str | None:

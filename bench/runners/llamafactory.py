@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import Example
-from bench.runners.base import quant_unsupported
+from bench.runners.base import kernels_unsupported, quant_unsupported
 from bench.spec import JobSpec
 
 DATASET = "sftbench_train"
@@ -22,6 +22,10 @@ IGNORE_INDEX = -100
 TEMPLATES = {"qwen2.5": "qwen"}
 ATTENTION = {"sdpa": "sdpa", "eager": "disabled", "flash_attention_2": "fa2"}
 NOT_APPLIED: frozenset[str] = frozenset()
+KERNELS = {"liger": "liger_kernel", "unsloth": "unsloth"}  # enable_liger_kernel, use_unsloth
+# train.packing -> its data arguments. packed: whole sequences packed into rows of cutoff_len, attention kept
+# within each (neat_packing). It has no padding-free batching without packing.
+PACKING = {"none": {"packing": False, "neat_packing": False}, "packed": {"packing": True, "neat_packing": True}}
 
 
 def unsupported_reason(
@@ -29,7 +33,14 @@ def unsupported_reason(
 ) -> str | None:
     if spec.train.attn_implementation not in ATTENTION:
         return f"train.attn_implementation={spec.train.attn_implementation}: LLaMA-Factory offers {sorted(ATTENTION)}"
-    return quant_unsupported(spec, cuda_available, find_spec)
+    if spec.train.packing not in PACKING:
+        return (
+            f"train.packing={spec.train.packing}: LLaMA-Factory has no padding-free batching without packing "
+            "(use train.packing=packed, its neat_packing)"
+        )
+    return quant_unsupported(spec, cuda_available, find_spec) or kernels_unsupported(
+        spec, KERNELS, cuda_available, find_spec
+    )
 
 
 def write_dataset(examples: list[Example], system_prompt: str, data_dir: Path) -> None:
@@ -80,7 +91,9 @@ def run_args(spec: JobSpec, model_path: str, data_dir: Path, precision: str, on_
         "template": TEMPLATES[t.chat_template],
         "cutoff_len": t.max_seq_len,
         "train_on_prompt": False,  # loss on the answer tokens only
-        "packing": False,
+        **PACKING.get(t.packing, {}),
+        "enable_liger_kernel": t.kernels == "liger",
+        "use_unsloth": t.kernels == "unsloth",
         "overwrite_cache": True,
         **({"tokenized_path": str(data_dir / "tokenized")} if spec.data.tokenize == "harness" else {}),
         "output_dir": str(Path(spec.run_dir) / "trainer"),

@@ -7,18 +7,29 @@ from pathlib import Path
 from typing import Any
 
 from bench.models import QWEN25_CHAT_TEMPLATE
-from bench.runners.base import quant_unsupported
+from bench.runners.base import kernels_unsupported, quant_unsupported
 from bench.spec import JobSpec
 
 PAD_TO_MULTIPLE_OF = 8  # what LLaMA-Factory's SFT collator does; identical padding keeps losses bit-comparable
 NOT_APPLIED: frozenset[str] = frozenset()
+KERNELS = {"liger": "liger_kernel"}  # Trainer's use_liger_kernel
+# train.packing -> SFTConfig. padding_free: each batch flattened into one row, positions restarting per
+# sequence; packed: best-fit-decreasing packing of whole sequences into rows of max_length (TRL makes that
+# padding-free too). Attention stays within each sequence through the position ids.
+PACKING = {
+    "none": {"packing": False, "padding_free": False},
+    "padding_free": {"packing": False, "padding_free": True},
+    "packed": {"packing": True, "packing_strategy": "bfd", "padding_free": True},
+}
 
 
 def unsupported_reason(
     spec: JobSpec, cuda_available: bool | None = None, find_spec=importlib.util.find_spec
 ) -> str | None:
-    """TRL trains on CPU and GPU alike; 4-bit base weights need bitsandbytes and a CUDA GPU."""
-    return quant_unsupported(spec, cuda_available, find_spec)
+    """TRL trains on CPU and GPU alike; 4-bit base weights and Liger's kernels need a CUDA GPU."""
+    return quant_unsupported(spec, cuda_available, find_spec) or kernels_unsupported(
+        spec, KERNELS, cuda_available, find_spec
+    )
 
 
 def quantization_kwargs(spec: JobSpec) -> dict[str, Any] | None:
@@ -63,9 +74,12 @@ def sft_kwargs(spec: JobSpec, precision: str, on_gpu: bool) -> dict[str, Any]:
         "fp16": precision == "fp16",
         "gradient_checkpointing": t.gradient_checkpointing and on_gpu,
         "use_cpu": not on_gpu,
-        "max_length": t.max_seq_len,
+        # TRL refuses padding_free without packing under a max_length (it could not enforce it): such rows
+        # train whole; the worker's over-length count says whether any row was longer.
+        "max_length": None if t.packing == "padding_free" else t.max_seq_len,
         "completion_only_loss": True,  # loss on the answer tokens only
-        "packing": False,
+        **PACKING[t.packing],
+        "use_liger_kernel": t.kernels == "liger",
         "pad_to_multiple_of": PAD_TO_MULTIPLE_OF,
         "logging_steps": 1,
         "save_strategy": "no",

@@ -17,8 +17,8 @@ from bench.spec import JobSpec
 
 NEEDS_GPU = "Unsloth requires an NVIDIA/AMD/Intel GPU"
 PACKAGES = ("unsloth", "unsloth_zoo", "triton")
-# Unsloth picks its own attention kernels.
-NOT_APPLIED: frozenset[str] = frozenset({"attn_implementation"})
+# Unsloth picks its own attention kernels, and always uses its own kernels (train.kernels=none included).
+NOT_APPLIED: frozenset[str] = frozenset({"attn_implementation", "kernels"})
 
 
 def unsupported_reason(
@@ -33,6 +33,8 @@ def unsupported_reason(
         cuda_available = torch.cuda.is_available()
     if not cuda_available:
         return f"{NEEDS_GPU}; torch sees none (its CPU fallback would not be an Unsloth result)"
+    if spec.train.kernels == "liger":
+        return "train.kernels=liger: Unsloth uses its own kernels (compare framework=trl train.kernels=liger)"
     return quant_unsupported(spec, cuda_available, find_spec)
 
 
@@ -73,7 +75,9 @@ def peft_kwargs(spec: JobSpec) -> dict[str, Any]:
 
 def sft_kwargs(spec: JobSpec, precision: str, on_gpu: bool) -> dict[str, Any]:
     # Checkpointing is already applied by get_peft_model; asking the Trainer too would wrap it twice.
-    return trl_runner.sft_kwargs(spec, precision, on_gpu) | {"gradient_checkpointing": False}
+    # packing/padding_free come from the spec explicitly (trl_runner.PACKING): Unsloth turns padding-free
+    # on by itself only when padding_free is left unset, so train.packing=none stays padded here.
+    return trl_runner.sft_kwargs(spec, precision, on_gpu) | {"gradient_checkpointing": False, "use_liger_kernel": False}
 
 
 def translate(spec: JobSpec, precision: str, on_gpu: bool) -> dict[str, Any]:

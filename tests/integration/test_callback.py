@@ -49,3 +49,36 @@ print(json.dumps(model_facts(model)))
     assert facts["embedding_params"] == 128 * 32
     assert facts["matmul_params"] == facts["params"]  # tied output projection: embedding size counted back
     assert (facts["num_layers"], facts["attn_dim"]) == (2, 32)
+
+
+def test_counting_a_micro_batch_never_reads_the_device(in_trl_env):
+    # Meta tensors have shapes but no data: any read back to the host (.item(), .tolist(), int(t)) raises.
+    # Counting and fingerprinting must pass them through, so on a GPU no micro-batch waits for the device.
+    code = """
+import json, torch
+from bench.callback import StepRecorder
+rec = StepRecorder(emit=lambda e: None)
+module = torch.nn.Linear(1, 1)
+meta = dict(device="meta")
+padded = {"input_ids": torch.ones(2, 8, dtype=torch.long, **meta), "attention_mask": torch.ones(2, 8, **meta),
+          "labels": torch.ones(2, 8, dtype=torch.long, **meta)}
+packed = {"input_ids": torch.ones(1, 10, dtype=torch.long, **meta), "position_ids": torch.zeros(1, 10, **meta),
+          "labels": torch.ones(1, 10, dtype=torch.long, **meta)}
+for _ in range(3):
+    rec._count_batch(module, (), padded)
+    rec._count_batch(module, (), packed)
+print(json.dumps([str(rec._counts.device), rec._fed, rec._rows, rec.fingerprint.seen]))
+"""
+    assert json.loads(in_trl_env(code)) == ["meta", 3 * (16 + 10), 3 * (2 + 1), 6]
+
+
+def test_sequences_per_row_tell_a_packed_batch_from_a_padded_one(in_trl_env):
+    code = """
+import json, torch
+from bench.callback import batch_counts
+padded = {"input_ids": torch.ones(2, 8, dtype=torch.long), "attention_mask": torch.tensor([[1] * 8, [1] * 5 + [0] * 3])}
+packed = {"input_ids": torch.ones(1, 10, dtype=torch.long),
+          "position_ids": torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2, 0, 0]])}
+print(json.dumps([batch_counts(padded).tolist()[3], batch_counts(packed).tolist()[3]]))
+"""
+    assert json.loads(in_trl_env(code)) == [2, 2]  # two rows of one sequence each; one row of two sequences

@@ -1,0 +1,55 @@
+"""scripts/gpu_bench.sh rehearsed on a CPU: every step runs (tiny model, few steps) and its tables come out."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory, trl_python):
+    out = tmp_path_factory.mktemp("gpu-bench") / "bench"
+    proc = subprocess.run([str(REPO / "scripts" / "gpu_bench.sh"), sys.executable, "--rehearse", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=1500)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+def test_the_overhead_ratio_is_measured_at_both_loads(rehearsal):
+    out, stdout = rehearsal
+    lines = (out / "overhead.txt").read_text().splitlines()
+    assert len([line for line in lines if line.startswith("median step-time ratio harness/bare")]) == 2
+    assert len([line for line in lines if line.startswith("sampler CPU")]) == 2
+    assert "NOT THE SAME JOB" not in "\n".join(lines)
+    assert stdout.count("median step-time ratio") >= 2  # repeated with the tables at the end
+
+
+def test_the_framework_comparison_has_a_row_per_framework_and_seed(rehearsal):
+    out, stdout = rehearsal
+    runs = pd.read_csv(out / "seed-0.5b" / "runs.csv")
+    assert set(runs["scenario"]) == {"seed-0.5b"} and set(runs["job.train.packing"]) == {"packed"}
+    trl = runs[(runs["framework"] == "trl") & (runs["job.train.kernels"] == "none")]
+    liger = runs[runs["framework"].str.startswith("trl") & (runs["job.train.kernels"] == "liger")]
+    unsloth = runs[runs["framework"] == "unsloth"]
+    assert list(trl["status"]) == ["ok"] and list(trl["seed"]) == [1]
+    # No GPU here: the GPU-only rows are there, skipped, with their reasons.
+    assert list(liger["status"]) == ["skipped"] and liger["reason"].str.len().min() > 0
+    assert list(unsloth["status"]) == ["skipped"] and "GPU" in unsloth["reason"].iloc[0]
+    report = (out / "seed-0.5b" / "report.md").read_text()
+    assert report.startswith("# sftbench report: seed-0.5b (scenario: seed-0.5b)")
+    assert "## Runs" in report and "# sftbench report: seed-0.5b" in stdout
+
+
+def test_the_frontier_has_a_cell_per_framework(rehearsal):
+    out, stdout = rehearsal
+    found = {f["framework"]: f for f in json.loads((out / "frontier-7b-24gb" / "frontier.json").read_text())}
+    assert set(found) == {"trl", "unsloth"}
+    assert found["trl"]["largest"] == 256 and found["trl"]["budget_gb"] == 24
+    assert found["unsloth"]["largest"] is None  # skipped without a GPU: the search says why and stops
+    assert "Memory frontier" in stdout
