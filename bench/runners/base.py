@@ -123,7 +123,8 @@ def kernels_unsupported(
     if kernels == "none":
         return None
     if kernels not in offered:
-        return f"train.kernels={kernels}: {spec.framework} has no switch for it (it offers: none, {', '.join(offered)})"
+        choices = ", ".join(f"train.kernels={k}" for k in ("none", *offered))
+        return f"train.kernels={kernels}: {spec.framework} has no switch for it; it offers {choices}"
     if find_spec(offered[kernels]) is None:
         return f"train.kernels={kernels}: {offered[kernels]} is not installed in this environment"
     if cuda_available is None:

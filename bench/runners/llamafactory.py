@@ -32,7 +32,8 @@ def unsupported_reason(
     spec: JobSpec, cuda_available: bool | None = None, find_spec=importlib.util.find_spec
 ) -> str | None:
     if spec.train.attn_implementation not in ATTENTION:
-        return f"train.attn_implementation={spec.train.attn_implementation}: LLaMA-Factory offers {sorted(ATTENTION)}"
+        offered = ", ".join(f"train.attn_implementation={a}" for a in ATTENTION)
+        return f"train.attn_implementation={spec.train.attn_implementation}: LLaMA-Factory offers {offered}"
     if spec.train.packing not in PACKING:
         return (
             f"train.packing={spec.train.packing}: LLaMA-Factory has no padding-free batching without packing "
@@ -131,4 +132,6 @@ def train(ctx) -> dict[str, Any]:
     if spec.data.tokenize == "harness":
         write_tokenized(ctx.pretokenized(), data_dir / "tokenized")
     run_exp(args=run_args(spec, ctx.model_path, data_dir, ctx.precision, ctx.on_gpu), callbacks=ctx.callbacks)
+    if spec.train.packing == "packed":  # its data arguments shorten cutoff_len by one whenever packing is on
+        return {"notes": [f"LLaMA-Factory packs into rows of {spec.train.max_seq_len - 1} tokens (cutoff_len - 1)"]}
     return {}
