@@ -168,9 +168,10 @@ def test_the_base_model_reference_is_stated(sweep):
 
 
 def test_time_to_quality_says_not_reached_and_the_kernels_are_their_own_system():
+    target = {"job.evaluation.target_loss": 2.5}
     frame = frame_of([
-        {"framework": "trl", "job.evaluation.target_loss": 2.5, "time_to_target_s": 12.34, "steps_to_target": 20},
-        {"framework": "trl+liger", "job.evaluation.target_loss": 2.5, "time_to_target_s": None, "steps_to_target": None},
+        {"framework": "trl", **target, "time_to_target_s": 12.34, "steps_to_target": 20},
+        {"framework": "trl+liger", **target, "time_to_target_s": None, "steps_to_target": None},
     ])  # fmt: skip
     ttq = report.time_to_quality(frame).set_index("run")
     assert ttq.loc["0-trl", "time_to_target_s"] == 12.34 and ttq.loc["0-trl", "steps_to_target"] == 20
