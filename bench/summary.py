@@ -339,23 +339,23 @@ def sweep_table(
 ) -> Table:
     """One row per run: status, throughput, peak memory, loss and wall time, fit for one screen."""
     table = Table(title=title, title_justify="left")
+    # Fit for a 160-column log: samples/s is in the report, and VRAM only where a run had a GPU.
+    gpu = any(s.get("metrics", {}).get("peak_vram_mb") is not None for s in summaries)
     columns = [
-        ("run", "left"),
-        ("framework", "left"),
-        ("job", "left"),
-        ("status", "left"),
-        ("tok/s", "right"),
-        ("samples/s", "right"),
-        ("peak RSS MB", "right"),
-        ("peak VRAM MB", "right"),
-        ("loss first→final", "right"),
-        ("data fingerprint", "left"),
-        ("wall s", "right"),
-        ("time s", "left"),  # the run's phases
-        ("one-time s", "left"),  # paid before the run, outside its wall time
+        ("run", "left", None),
+        ("framework", "left", None),
+        ("job", "left", None),
+        ("status", "left", None),
+        ("tok/s", "right", None),
+        ("peak RSS MB", "right", None),
+        *([("peak VRAM MB", "right", None)] if gpu else []),
+        ("loss first→final", "right", None),
+        ("data fingerprint", "left", 19),  # its flags (≠ tokens, step-1 loss Δ) must stay readable
+        ("wall s", "right", None),
+        ("time s", "left", None),  # the run's phases; after "once:", what was paid before it (not in wall s)
     ]
-    for col, justify in columns:
-        table.add_column(col, justify=justify, overflow="fold")
+    for col, justify, width in columns:
+        table.add_column(col, justify=justify, overflow="fold", min_width=width)
     styles = {"ok": "green", "skipped": "yellow"}
     for s, varying, par in zip(summaries, varying_overrides(summaries), parity(summaries, curves), strict=True):
         m = s.get("metrics", {})
@@ -367,13 +367,12 @@ def sweep_table(
             (s.get("job_key") or "-")[:8],
             f"[{styles.get(s['status'], 'red')}]{s['status']}[/]",
             _fmt(m.get("tokens_per_s"), ",.0f") + (" [yellow]shared[/]" if shared_machine(m) else ""),
-            _fmt(m.get("samples_per_s"), ".2f"),
             _fmt(m.get("peak_rss_mb"), ",.0f"),
-            _fmt(vram, ",.0f"),
+            *([_fmt(vram, ",.0f")] if gpu else []),
             loss,
             _parity_cell(s, par),
             _fmt(m.get("wall_s"), ".1f"),
-            *time_cells(m),
+            "; once: ".join(c for c in time_cells(m) if c != "-") or "-",
         ]
         table.add_row(*row)
     notes = [f"{s.get('run')} {s['status']}: {s['reason']}" for s in summaries if s.get("reason")]
