@@ -8,6 +8,14 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def sigint_default() -> None:
+    """preexec_fn for a child a test will Ctrl-C: a shell starts background jobs with SIGINT ignored, and a
+    Python started that way keeps ignoring it (no KeyboardInterrupt), so restore the default first."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def write_jsonl(tmp_path):
     """Write rows as JSON Lines to a file under tmp_path and return its path."""

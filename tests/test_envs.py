@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from bench import envs
-from tests.conftest import REPO
+from tests.conftest import REPO, sigint_default
 
 TINY = f"tinypkg @ file://{Path(__file__).parent / 'fixtures' / 'tinypkg'}"
 
@@ -52,7 +52,7 @@ def build_in_subprocess(env: Path, stderr: Path, **extra_env) -> subprocess.Pope
     code = f"from pathlib import Path; from bench import envs; envs.ensure_env(Path({str(env)!r}), [{TINY!r}])"
     with open(stderr, "w") as err:
         return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL, stderr=err,
-                                env=os.environ | extra_env)  # fmt: skip
+                                env=os.environ | extra_env, preexec_fn=sigint_default)  # fmt: skip
 
 
 def wait_for_text(path: Path, text: str, limit_s: float = 600) -> None:

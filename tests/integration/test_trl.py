@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench import results
-from tests.conftest import REPO
+from tests.conftest import REPO, sigint_default
 
 pytestmark = pytest.mark.integration
 
@@ -115,6 +115,7 @@ def test_an_interrupted_sweep_stops_its_worker_and_records_the_run(tmp_path, sig
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=sigint_default,
     )
     # Interrupt once training is under way, however long a busy machine takes to get there (the deadline only
     # ends a test that would otherwise hang).
