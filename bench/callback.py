@@ -82,8 +82,9 @@ def batch_counts(inputs: dict[str, Any]):
         tokens, len_sq = real.sum(), ((2 * pos + 1) * real).sum()
         seqs = ((pos == 0) & real).sum()
     else:
-        n = torch.tensor(rows.shape[-1], device=rows.device)
-        tokens, len_sq, seqs = n * rows.shape[0], n * n * rows.shape[0], torch.tensor(rows.shape[0], device=rows.device)
+        # new_full fills on the device; torch.tensor(..., device=) would copy from the host and wait for it.
+        n, r = rows.new_full((), rows.shape[-1]), rows.new_full((), rows.shape[0])
+        tokens, len_sq, seqs = n * r, n * n * r, r
     # Causal LM loss compares position t with label t+1, so the first label of each row never counts.
     trainable = (labels[..., 1:] != IGNORE_INDEX).sum() if labels is not None else torch.zeros_like(tokens)
     return torch.stack([tokens, trainable, len_sq, seqs]).to(torch.float64)

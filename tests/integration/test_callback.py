@@ -82,3 +82,15 @@ packed = {"input_ids": torch.ones(1, 10, dtype=torch.long),
 print(json.dumps([batch_counts(padded).tolist()[3], batch_counts(packed).tolist()[3]]))
 """
     assert json.loads(in_trl_env(code)) == [2, 2]  # two rows of one sequence each; one row of two sequences
+
+
+def test_rows_without_mask_or_positions_count_every_slot(in_trl_env):
+    code = """
+import json, torch
+from bench.callback import batch_counts, StepRecorder
+rows = {"input_ids": torch.ones(3, 8, dtype=torch.long), "labels": torch.tensor([[-100] * 4 + [1] * 4] * 3)}
+meta = {k: v.to("meta") for k, v in rows.items()}
+StepRecorder(emit=lambda e: None)._count_batch(torch.nn.Linear(1, 1), (), meta)  # no host read here either
+print(json.dumps(batch_counts(rows).tolist()))
+"""
+    assert json.loads(in_trl_env(code)) == [24, 12, 3 * 64, 3]
