@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 
+from bench import metrics
 from bench.results import safe_name
 from bench.spec import EvalSpec, ModelSource, OnBadRow, SpecError, TokenizeMode, TrainSpec, from_mapping
 
@@ -85,6 +86,8 @@ class DatasetConfig:
     shuffle_seed: int | None
     on_bad_row: OnBadRow
     system_prompt: str
+    prompt_format: str
+    eos: bool
     tokenize: TokenizeMode
     fill_to: int | None
     max_row_bytes: int
@@ -115,6 +118,32 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class PublishedConfig:
+    """A scenario that replays a published run: where it comes from. Values this host cannot honour (4-bit
+    weights or an 8-bit optimizer without a GPU) are left out and listed, and the run is "not as published"."""
+
+    source: str
+
+
+@dataclass(frozen=True)
+class ClaimConfig:
+    """A published claim a scenario's sweep can check: `candidate` is `ratio` times `baseline` on `metric`
+    (systems by name: trl, unsloth, trl+liger; the metric from bench/metrics.py)."""
+
+    metric: str
+    baseline: str
+    candidate: str
+    ratio: float
+    source: str
+
+    def __post_init__(self) -> None:
+        if self.metric not in metrics.METRICS:
+            raise SpecError(f"claims: metric {self.metric!r} is not declared in bench/metrics.py")
+        if self.ratio <= 0:
+            raise SpecError(f"claims: ratio {self.ratio} for {self.metric}: must be > 0")
+
+
+@dataclass(frozen=True)
 class Config:
     framework: FrameworkConfig
     model: ModelConfig
@@ -129,6 +158,8 @@ class Config:
     cache_dir: str
     results_dir: str
     resume: bool
+    published: PublishedConfig | None  # set by a scenario that replays a published run
+    claims: list[ClaimConfig]  # set by a scenario that carries a published claim
     frontier: FrontierConfig | None = field(default=None)  # python -m bench.frontier only
 
     @property

@@ -11,16 +11,19 @@ import hashlib
 import json
 import random
 import stat
+import string
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.errors import DataError
+from bench.errors import DataError, SpecError
 
 ASSETS = Path(__file__).parent / "assets"
 BUNDLED_MEDICAL = ASSETS / "medical"
 REQUIRED_FIELDS = ("instruction", "output")
 ON_BAD_ROW = ("error", "skip")
+CHAT = "chat"  # dataset.prompt_format: the model's chat template
+FORMAT_FIELDS = ("instruction", "input", "output")
 HELDOUT_OVERLAP_WARN = 0.05  # share of held-out rows also in the training rows above which a run says so
 
 
@@ -226,6 +229,65 @@ def heldout_note(counts: dict) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class PlainFormat:
+    """A plain prompt format (`### Question: {instruction}\n### Answer: {output}`): the prompt is the text
+    before {output}, the answer {output} (and the EOS token with `eos`). Spaces right before {output} go with
+    the answer, as a BPE tokenizer attaches a leading space to the next word: cut there, the prompt tokenizes
+    the same alone and inside the row, so every framework's split of prompt and answer is the same."""
+
+    template: str
+    eos: bool
+
+    def prompt(self, example: Example) -> str:
+        head = self.template[: -len("{output}")]
+        return head.rstrip(" \t").format(instruction=example.instruction, input=example.input)
+
+    def completion(self, example: Example, eos_token: str | None) -> str:
+        head = self.template[: -len("{output}")]
+        space = head[len(head.rstrip(" \t")) :]
+        return space + example.output + (eos_token or "" if self.eos else "")
+
+
+def format_fields(template: str) -> list[str]:
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as e:
+        raise SpecError(f"dataset.prompt_format={template!r}: not a format string ({e})") from None
+
+
+def plain_format(data) -> PlainFormat | None:
+    """The job's plain prompt format (`data`: its DataSpec), or None when it trains in the chat format."""
+    return None if data.prompt_format == CHAT else PlainFormat(data.prompt_format, data.eos)
+
+
+def check_prompt_format(data, loss_on: str) -> PlainFormat | None:
+    """dataset.prompt_format checked before any run: `chat`, or a format string over instruction / input /
+    output ending with {output}. Returns the plain format, None for chat."""
+    template = data.prompt_format
+    if template == CHAT:
+        if data.eos:
+            raise SpecError("dataset.eos=true: the chat template ends the answer itself; eos applies to plain formats")
+        return None
+    where = f"dataset.prompt_format={template!r}"
+    fields = format_fields(template)
+    unknown = [f for f in fields if f not in FORMAT_FIELDS]
+    if unknown:
+        known = "{instruction}, {input}, {output}"
+        raise SpecError(f"{where}: unknown field {{{unknown[0]}}}; a format knows {known}")
+    if "output" not in fields:
+        raise SpecError(f"{where}: no {{output}} field, so no answer to train on")
+    if fields.count("output") > 1 or not template.endswith("{output}"):
+        raise SpecError(f"{where}: must end with {{output}} (the answer is what follows the prompt), once")
+    plain = PlainFormat(template, data.eos)
+    if loss_on == "answer" and not template[: -len("{output}")].strip():
+        raise SpecError(
+            f"{where}: nothing before {{output}}, so no prompt apart from the answer; train.loss_on=answer needs "
+            "one (or set train.loss_on=all)"
+        )
+    return plain
+
+
 def to_conversation(example: Example, system_prompt: str) -> dict[str, list[dict[str, str]]]:
     """A conversational prompt/completion pair: system + user turn as the prompt, the answer as completion."""
     return {
@@ -235,6 +297,35 @@ def to_conversation(example: Example, system_prompt: str) -> dict[str, list[dict
         ],
         "completion": [{"role": "assistant", "content": example.output}],
     }
+
+
+def prompt_text(tokenizer, example: Example, data) -> str:
+    """What a model is asked, as text: the chat template's prompt (with the generation prompt), or the plain
+    format's prompt. Evaluation generates from it."""
+    plain = plain_format(data)
+    if plain is not None:
+        return plain.prompt(example)
+    messages = to_conversation(example, data.system_prompt)["prompt"]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def tokenize_example(tokenizer, example: Example, data, max_len: int | None) -> dict:
+    """One example tokenized by the harness in the job's prompt format: ids and the answer mask (strict mode
+    trains on these, evaluation scores the answer with them)."""
+    plain = plain_format(data)
+    if plain is None:
+        return tokenize_conversation(tokenizer, to_conversation(example, data.system_prompt), max_len)
+    prompt = plain.prompt(example)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(prompt + plain.completion(example, tokenizer.eos_token), add_special_tokens=False)["input_ids"]
+    if ids[: len(prompt_ids)] != prompt_ids:
+        raise DataError(
+            f"dataset.prompt_format={plain.template!r}: the prompt's last tokens merge with the answer's first "
+            f"({prompt[-20:]!r}); end the prompt part on a token boundary"
+        )
+    mask = [0] * len(prompt_ids) + [1] * (len(ids) - len(prompt_ids))
+    cut = len(ids) if max_len is None else max_len
+    return {"input_ids": ids[:cut], "completion_mask": mask[:cut]}
 
 
 def tokenize_conversation(tokenizer, conversation: dict[str, list[dict[str, str]]], max_len: int | None) -> dict:

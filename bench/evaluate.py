@@ -8,7 +8,6 @@ and BLEU-4 (sacrebleu's `zh` tokenizer), both at the character level for Chinese
 from __future__ import annotations
 
 import math
-from typing import Any
 
 
 class CharTokenizer:
@@ -64,15 +63,14 @@ def answer_loss(model, rows: list[dict[str, list[int]]], pad_id: int, batch_size
     return total / max(count, 1), count
 
 
-def generate(model, tokenizer, prompts: list[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
-    """Greedy answers to chat prompts, one at a time (no padding effects on the result)."""
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
+    """Greedy answers to prompts already rendered in the job's format, one at a time (no padding effects)."""
     import torch
 
     device = next(model.parameters()).device
     answers = []
     with torch.no_grad():
-        for messages in prompts:
-            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        for text in prompts:
             ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
             out = model.generate(
                 input_ids=ids,
@@ -86,21 +84,23 @@ def generate(model, tokenizer, prompts: list[list[dict[str, str]]], max_new_toke
     return answers
 
 
-def evaluate(model, tokenizer, conversations: list[dict[str, Any]], max_len: int, cfg) -> tuple[dict, list[dict]]:
-    """Held-out metrics of `model` and its generations (prompt, reference, prediction, its ROUGE-L)."""
-    from bench.data import tokenize_conversation
+def evaluate(model, tokenizer, examples: list, data, max_len: int, cfg) -> tuple[dict, list[dict]]:
+    """Held-out metrics of `model` and its generations (question, reference, prediction, its ROUGE-L), with
+    the rows in the job's prompt format (`data`: its DataSpec)."""
+    from bench.data import prompt_text, tokenize_example
 
     was_training = model.training
     model.eval()
     try:
-        rows = [tokenize_conversation(tokenizer, c, max_len) for c in conversations]
+        rows = [tokenize_example(tokenizer, ex, data, max_len) for ex in examples]
         scored = [r for r in rows if any(r["completion_mask"])]  # truncation can cut a whole answer away
         loss, tokens = answer_loss(model, scored, tokenizer.pad_token_id, cfg.batch_size)
-        sample = conversations[: cfg.prompts]
-        predictions = generate(model, tokenizer, [c["prompt"] for c in sample], cfg.max_new_tokens)
+        sample = examples[: cfg.prompts]
+        predictions = generate(model, tokenizer, [prompt_text(tokenizer, ex, data) for ex in sample],
+                               cfg.max_new_tokens)  # fmt: skip
     finally:
         model.train(was_training)
-    references = [c["completion"][0]["content"] for c in sample]
+    references = [ex.output for ex in sample]
     rouge = rouge_l_each(predictions, references)
     bleu, matches = bleu4(predictions, references)
     metrics = {
@@ -115,7 +115,7 @@ def evaluate(model, tokenizer, conversations: list[dict[str, Any]], max_len: int
         "bleu4_4gram_matches": matches,
     }
     generations = [
-        {"prompt": c["prompt"][-1]["content"], "reference": ref, "prediction": pred, "rouge_l": r}
-        for c, ref, pred, r in zip(sample, references, predictions, rouge, strict=True)
+        {"prompt": ex.user_content, "reference": ref, "prediction": pred, "rouge_l": r}
+        for ex, ref, pred, r in zip(sample, references, predictions, rouge, strict=True)
     ]
     return metrics, generations

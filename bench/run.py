@@ -38,11 +38,11 @@ from bench.data import (
     load_examples,
     resolve_files,
 )
-from bench.errors import DataError, UserError
+from bench.errors import DataError, SpecError, UserError
 from bench.models import built_model_dir
 from bench.runners.base import STACK
 from bench.sampler import host_facts, host_has_gpu
-from bench.spec import DataSpec, JobSpec, ModelSpec
+from bench.spec import DataSpec, JobSpec, ModelSpec, TrainSpec
 
 REPO = Path(__file__).resolve().parent.parent
 DISK_LOW_BYTES = 64 << 10  # less free space than this after a failed run: the disk is why
@@ -114,6 +114,8 @@ def data_spec(cfg: Config) -> DataSpec:
         eval_files=tuple(map(str, held_out)),
         files_sha256=files_sha256(train, held_out),
         system_prompt=d.system_prompt,
+        prompt_format=d.prompt_format,
+        eos=d.eos,
         max_rows=d.max_rows,
         tokenize=d.tokenize,
         on_bad_row=d.on_bad_row,
@@ -123,22 +125,91 @@ def data_spec(cfg: Config) -> DataSpec:
     )
 
 
+def usable_rows(d: DataSpec) -> list:
+    return load_examples(d.train_files, d.max_rows, d.on_bad_row, d.shuffle_seed, None, d.max_row_bytes)
+
+
+def train_steps(t: TrainSpec, data: DataSpec) -> TrainSpec:
+    """The step count every framework stops at: train.max_steps, or train.epochs turned into steps once,
+    here, over the usable training rows: ceil(epochs x rows / global batch). Frameworks round an epoch's
+    steps each their own way; given max_steps, each stops at the same step."""
+    if (t.max_steps is None) == (t.epochs is None):
+        fix = "set train.max_steps=null to train by epochs" if t.epochs is not None else "set one of them"
+        raise SpecError(f"train.epochs={t.epochs} and train.max_steps={t.max_steps}: exactly one is set; {fix}")
+    if t.epochs is None:
+        return t
+    if t.packing == "packed":
+        raise SpecError("train.epochs with train.packing=packed: the framework decides how many packed rows an "
+                        "epoch has; set train.max_steps instead")  # fmt: skip
+    rows = len(usable_rows(data))
+    return dataclasses.replace(t, max_steps=max(1, math.ceil(t.epochs * rows / global_batch(t))))
+
+
+def global_batch(t: TrainSpec) -> int:
+    return t.batch_size * t.grad_accum * t.num_gpus
+
+
+# What a CPU host cannot do of a published run, and what the run does instead (field, replacement).
+GPU_ONLY = {
+    "quant": ("none", lambda t: t.quant != "none", "bitsandbytes needs a CUDA GPU; trained without quantisation"),
+    "optimizer": ("adamw_torch", lambda t: t.optimizer.endswith("8bit"),
+                  "bitsandbytes' 8-bit optimizers need a CUDA GPU; trained with adamw_torch"),
+}  # fmt: skip
+
+
+def as_published(cfg: Config, train: TrainSpec, gpu: bool) -> tuple[TrainSpec, list[str]]:
+    """A published run replayed here: the values this host cannot honour are left out (listed), every other
+    value as published. Without `published`, nothing changes: such values skip the run with the reason."""
+    if cfg.published is None:
+        return train, []
+    left_out = []
+    if cfg.model.source == "random":
+        left_out.append(f"model={cfg.model.name}: random weights of the architecture stand in for the published model")
+    if not gpu:
+        for name, (instead, unusable, why) in GPU_ONLY.items():
+            if unusable(train):
+                left_out.append(f"train.{name}={getattr(train, name)}: {why}")
+                train = dataclasses.replace(train, **{name: instead})
+        if train.precision in ("bf16", "fp16"):
+            left_out.append(f"train.precision={train.precision}: fp32 on a CPU")
+        if train.gradient_checkpointing:
+            left_out.append("train.gradient_checkpointing=true: off on a CPU, where it only costs time")
+    return train, left_out
+
+
 def job_spec(cfg: Config, run_dir: Path, first_run: bool = True) -> JobSpec:
     """The framework-neutral job spec of one run, validated. The base model is the same for every run:
     evaluated once, in the sweep's first run."""
     fw = cfg.framework
+    data = data_spec(cfg)
+    train, _ = as_published(cfg, cfg.train, host_has_gpu())
     return JobSpec(
         framework=fw.name,
         framework_version=fw.version,
         runner=fw.runner,
         packages=(fw.distribution, *fw.packages),
         model=model_spec(cfg),
-        data=data_spec(cfg),
-        train=cfg.train,
+        data=data,
+        train=train_steps(train, data),
         evaluation=dataclasses.replace(cfg.eval, base=first_run),
         skip_steps=cfg.skip_steps,
         run_dir=str(run_dir.resolve()),
     ).validate()
+
+
+def published_record(cfg: Config) -> dict[str, Any] | None:
+    """The summary's account of a replayed published run: its source and what was left out here."""
+    if cfg.published is None:
+        return None
+    _, left_out = as_published(cfg, cfg.train, host_has_gpu())
+    return {"source": cfg.published.source, "as_published": not left_out, "left_out": left_out}
+
+
+def steps_note(spec: JobSpec, rows: int) -> list[str]:
+    t = spec.train
+    if t.epochs is None:
+        return []
+    return [f"train.epochs={t.epochs:g}: {t.max_steps} steps over {rows} rows (global batch {global_batch(t)})"]
 
 
 def hydra_job_num() -> int:
@@ -236,6 +307,9 @@ def host_reason(fw: config.FrameworkConfig, spec: JobSpec) -> str | None:
         return f"{fw.name} requires an NVIDIA/AMD/Intel GPU; none found on this host"
     if spec.train.kernels != "none" and not host_has_gpu():  # decided before building an env with them
         return f"train.kernels={spec.train.kernels}: GPU kernels (Triton/CUDA); no GPU found on this host"
+    for name, (_, unusable, _) in GPU_ONLY.items():
+        if unusable(spec.train) and not host_has_gpu():
+            return f"train.{name}={getattr(spec.train, name)}: bitsandbytes needs a CUDA GPU; none found on this host"
     return None
 
 
@@ -253,7 +327,7 @@ def check_data(spec: JobSpec) -> dict[str, Any]:
     held_out = load_examples(d.eval_files, None, d.on_bad_row, None, report, d.max_row_bytes)
     overlap = heldout_overlap(train, held_out)
     heldout = {"rows": report.rows, "kept": report.kept, "duplicates": report.duplicates, "skipped": report.skipped}
-    return {"heldout": heldout | {"overlap_with_train": overlap}}
+    return {"heldout": heldout | {"overlap_with_train": overlap}, "train_rows": len(train)}
 
 
 def finished_ok(run_dir: Path, spec: JobSpec) -> dict[str, Any] | None:
@@ -303,6 +377,8 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[
         # The preset the run started from (conf/scenario/), for the report's header; never part of the job key,
         # which already covers every value the scenario set.
         "scenario": HydraConfig.get().runtime.choices.get("scenario") if HydraConfig.initialized() else None,
+        "published": published_record(cfg),  # a replayed published run: its source, what was left out here
+        "claims": [dataclasses.asdict(c) for c in cfg.claims],  # what the scenario's source claims, to check
         "git_commit": git_commit(),
         "spec": results.SPEC,
         "events": results.EVENTS,
@@ -348,7 +424,8 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[
     versions = worker.get("versions") or envs.installed_versions(python, (*spec.packages, *STACK))
     base["framework_version"] = versions.get(fw.distribution)  # what really ran
     # Where a framework does not follow the spec to the letter, and what else a reader must know.
-    notes = [*worker.get("notes", []), *filter(None, [outcome.sampler.error, heldout_note(data["heldout"])])]
+    notes = [*steps_note(spec, data["train_rows"]), *worker.get("notes", []),
+             *filter(None, [outcome.sampler.error, heldout_note(data["heldout"])])]  # fmt: skip
     out = {
         **base,
         "status": status,
@@ -357,12 +434,13 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[
         "versions": versions,
         "hardware": worker.get("hardware", {}),
         "host": host_facts(cfg.sampler.gpu),  # CPU model, cores, RAM, GPU models and driver, read here
-        "effective": {k: worker.get(k) for k in ("precision", "gradient_checkpointing", "train_examples", "tokenize")},
+        "effective": {k: worker.get(k) for k in ("precision", "gradient_checkpointing", "train_examples", "tokenize")}
+        | {"max_steps": spec.train.max_steps},  # train.epochs turned into steps, or as set
         "quality": worker.get("quality", {}),  # held-out loss, perplexity, ROUGE-L, BLEU-4 after training
         "base_quality": worker.get("base_quality", {}),  # the same for the base model (first run of a sweep)
         # Training rows read, kept, duplicates, skipped by problem, over max length, dropped by the framework;
         # the held-out split's own counts and its overlap with the training rows.
-        "data": worker.get("data", {}) | data,
+        "data": worker.get("data", {}) | {"heldout": data["heldout"]},
         "fingerprint": worker.get("fingerprint", {}),
         "notes": notes,
         "sampler": {"interval_s": cfg.sampler.interval_s, "baseline_used_mb": outcome.sampler.baseline_used_mb},
@@ -403,7 +481,7 @@ def run_job(cfg: DictConfig) -> str:
             out = execute(cfg, run_dir, lock_fd)
             results.write_json_atomic(run_dir / results.SUMMARY, out)
     except UserError as e:  # SpecError and DataError included
-        console.print(f"[red]error:[/] {e}")
+        console.print(f"[red]error:[/] {e}", soft_wrap=True)  # one line, however long
         if hc.job.num == 0:
             discard_if_untouched(run_dir)
         sys.exit(2)  # SystemExit passes through Hydra's launcher: the sweep stops, no traceback
@@ -458,10 +536,41 @@ def unknown_choice(argv: list[str]) -> str | None:
     return None
 
 
+def scenario_framework(name: str) -> str | None:
+    """The framework a scenario sets (a published run of one framework), or None."""
+    path = config.conf_dir() / "scenario" / f"{name}.yaml"
+    defaults = OmegaConf.load(path).get("defaults") or [] if path.is_file() else []
+    for entry in defaults:
+        if isinstance(entry, DictConfig) and "override /framework" in entry:
+            return str(entry["override /framework"])
+    return None
+
+
+def pinned_frameworks(argv: list[str]) -> list[str]:
+    """The sweep's arguments with the default framework sweep left out when every scenario asked for sets its
+    own framework (scenario=seed-trl,seed-llamafactory: one run each, not one per framework)."""
+    values = [a.partition("=")[2] for a in argv if a.startswith("scenario=")]
+    if not values or any(a.startswith(("framework=", "+framework=")) for a in argv):
+        return argv
+    names = [v for value in values for v in value.split(",")]
+    pinned = {name: scenario_framework(name) for name in names}
+    if all(pinned.values()):
+        return [*argv, "~hydra.sweeper.params.framework"]
+    if any(pinned.values()):
+        own = ", ".join(n for n, fw in pinned.items() if fw)
+        raise UserError(f"scenario={','.join(names)}: {own} set their framework, the others do not; sweep them apart")
+    return argv
+
+
 def main() -> None:
     problem = unknown_choice(sys.argv[1:])
     if problem:
-        console.print(f"[red]error:[/] {problem}")
+        console.print(f"[red]error:[/] {problem}", soft_wrap=True)
+        sys.exit(2)
+    try:
+        sys.argv[1:] = pinned_frameworks(sys.argv[1:])
+    except UserError as e:
+        console.print(f"[red]error:[/] {e}", soft_wrap=True)  # one line, however long
         sys.exit(2)
     sweep()
 

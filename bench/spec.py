@@ -16,12 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from bench.data import check_prompt_format
 from bench.errors import SpecError
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # auto: bf16 where the GPU supports it, else fp32
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
 ChatTemplate = Literal["qwen2.5"]
-Quant = Literal["none", "4bit"]  # 4bit: bitsandbytes NF4 base weights (QLoRA)
+Quant = Literal["none", "4bit", "8bit"]  # bitsandbytes base weights: 4bit NF4 (QLoRA) or LLM.int8()
+QuantComputeDtype = Literal["auto", "bf16", "fp16", "fp32"]  # auto: the training precision
+# The optimizers published runs use; the 8-bit ones are bitsandbytes' and need a CUDA GPU.
+Optimizer = Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit"]
+LossOn = Literal["answer", "all"]  # answer: loss on the answer tokens only; all: on every token of the row
 TokenizeMode = Literal["framework", "harness"]
 ModelSource = Literal["pretrained", "random"]
 OnBadRow = Literal["error", "skip"]
@@ -50,11 +55,20 @@ class TrainSpec:
     batch_size: int  # per device
     grad_accum: int
     max_seq_len: int
-    max_steps: int
+    # Exactly one of the two is set in the config; the harness turns epochs into the step count every
+    # framework stops at (train_steps), so a spec handed to a runner always has max_steps.
+    max_steps: int | None
+    epochs: float | None
+    optimizer: Optimizer
+    weight_decay: float
+    max_grad_norm: float  # gradient clipping; 0 turns it off
+    loss_on: LossOn
     seed: int
     precision: Precision
     gradient_checkpointing: bool  # forced off on CPU, where it only costs time
     quant: Quant
+    quant_double: bool  # 4bit: quantise the quantisation constants too (bitsandbytes double quantisation)
+    quant_compute_dtype: QuantComputeDtype  # 4bit: the dtype the quantised layers compute in
     vram_budget_gb: float | None  # cap this process's GPU memory (emulates a smaller card)
     num_gpus: int  # > 1: data parallel, the worker launched with torchrun (one process per GPU)
     attn_implementation: str
@@ -78,7 +92,11 @@ class DataSpec:
     train_files: tuple[str, ...]
     eval_files: tuple[str, ...]
     files_sha256: str  # content of train_files then eval_files: the data's identity wherever it lies
-    system_prompt: str
+    system_prompt: str  # chat format only
+    # chat: the model's chat template (system prompt, user turn, answer); otherwise a plain format string over
+    # the row's fields, ending with {output} (bench.data.PlainFormat), the EOS token after it when `eos`.
+    prompt_format: str
+    eos: bool
     max_rows: int | None
     tokenize: TokenizeMode  # framework: each renders and tokenizes; harness: tokenized once, same ids for all
     on_bad_row: OnBadRow  # error: stop naming file, line and field; skip: leave it out and count it
@@ -116,7 +134,11 @@ class JobSpec:
         checks = [
             (t.lr > 0, f"train.lr={t.lr}: must be > 0"),
             (t.num_gpus >= 1, f"train.num_gpus={t.num_gpus}: must be >= 1"),
-            (t.max_steps > 0, f"train.max_steps={t.max_steps}: must be > 0"),
+            (t.max_steps is not None, "train.max_steps: not resolved from train.epochs (bench.run.train_steps)"),
+            (t.max_steps is None or t.max_steps > 0, f"train.max_steps={t.max_steps}: must be > 0"),
+            (t.epochs is None or t.epochs > 0, f"train.epochs={t.epochs}: must be > 0"),
+            (t.weight_decay >= 0, f"train.weight_decay={t.weight_decay}: must be >= 0"),
+            (t.max_grad_norm >= 0, f"train.max_grad_norm={t.max_grad_norm}: must be >= 0 (0: no clipping)"),
             (t.warmup_steps >= 0, f"train.warmup_steps={t.warmup_steps}: must be >= 0"),
             (t.batch_size > 0 and t.grad_accum > 0, "train.batch_size and train.grad_accum must be > 0"),
             (t.max_seq_len > 0, f"train.max_seq_len={t.max_seq_len}: must be > 0"),
@@ -138,6 +160,7 @@ class JobSpec:
         for ok, message in checks:
             if not ok:
                 raise SpecError(message)
+        check_prompt_format(self.data, t.loss_on)
         return self
 
     def job_fields(self) -> dict[str, Any]:

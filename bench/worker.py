@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import results
-from bench.data import DataReport, load_examples, to_conversation
+from bench.data import DataReport, Example, load_examples
 from bench.runners.base import STACK, RunContext
 from bench.spec import JobSpec, resolve_precision
 
@@ -82,6 +82,11 @@ def apply_vram_budget(budget_gb: float | None, on_gpu: bool) -> str | None:
     return None
 
 
+def held_out(spec: JobSpec) -> list[Example]:
+    data = spec.data
+    return load_examples(data.eval_files, None, data.on_bad_row, max_row_bytes=data.max_row_bytes)
+
+
 def evaluate_run(ctx: RunContext, model, run_dir: Path) -> dict[str, Any]:
     """The trained model's held-out quality (and the base model's, with the adapter disabled, when asked);
     generations go to the run directory. A failing evaluation is recorded without failing the run."""
@@ -94,19 +99,17 @@ def evaluate_run(ctx: RunContext, model, run_dir: Path) -> dict[str, Any]:
         from bench.evaluate import evaluate
 
         tokenizer = AutoTokenizer.from_pretrained(ctx.model_path, trust_remote_code=spec.model.trust_remote_code)
-        data = spec.data
-        held_out = load_examples(data.eval_files, None, data.on_bad_row, max_row_bytes=data.max_row_bytes)
-        conversations = [to_conversation(ex, spec.data.system_prompt) for ex in held_out]
+        examples = held_out(spec)
         with ctx.timed("eval_s"):
             out: dict[str, Any] = {}
             out["quality"], generations = evaluate(
-                model, tokenizer, conversations, spec.train.max_seq_len, spec.evaluation
+                model, tokenizer, examples, spec.data, spec.train.max_seq_len, spec.evaluation
             )
             results.write_jsonl(run_dir / results.GENERATIONS, generations)
             if spec.evaluation.base and hasattr(model, "disable_adapter"):
                 with model.disable_adapter():  # LoRA off: the base model the sweep started from
                     out["base_quality"], base_gen = evaluate(
-                        model, tokenizer, conversations, spec.train.max_seq_len, spec.evaluation
+                        model, tokenizer, examples, spec.data, spec.train.max_seq_len, spec.evaluation
                     )
                 results.write_jsonl(run_dir / results.BASE_GENERATIONS, base_gen)
         return out
@@ -120,14 +123,12 @@ def heldout_loss_fn(ctx: RunContext):
     before training, so that nothing but the forward passes happens on the way."""
     from transformers import AutoTokenizer
 
-    from bench.data import tokenize_conversation
+    from bench.data import tokenize_example
     from bench.evaluate import answer_loss
 
-    spec, data = ctx.spec, ctx.spec.data
+    spec = ctx.spec
     tokenizer = AutoTokenizer.from_pretrained(ctx.model_path, trust_remote_code=spec.model.trust_remote_code)
-    held_out = load_examples(data.eval_files, None, data.on_bad_row, max_row_bytes=data.max_row_bytes)
-    conversations = [to_conversation(ex, data.system_prompt) for ex in held_out]
-    rows = [tokenize_conversation(tokenizer, c, spec.train.max_seq_len) for c in conversations]
+    rows = [tokenize_example(tokenizer, ex, spec.data, spec.train.max_seq_len) for ex in held_out(spec)]
     rows = [r for r in rows if any(r["completion_mask"])]  # as evaluate() does: rows that keep answer tokens
 
     def loss(model) -> float:

@@ -38,7 +38,8 @@ def test_4bit_uses_bitsandbytes_quantization():
 
 
 def test_dataset_is_written_in_its_own_format_with_the_system_prompt(tmp_path):
-    runner.write_dataset([Example("问", "", "答"), Example("问2", "病例", "答2")], "SYS", tmp_path / "d")
+    examples = [Example("问", "", "答"), Example("问2", "病例", "答2")]
+    runner.write_dataset(runner.alpaca_rows(examples, "SYS", None, ""), tmp_path / "d")
     info = json.loads((tmp_path / "d" / "dataset_info.json").read_text())
     entry = info[runner.DATASET]
     assert entry["formatting"] == "alpaca" and entry["columns"]["system"] == "system"

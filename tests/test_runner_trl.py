@@ -35,9 +35,9 @@ def test_cpu_turns_gradient_checkpointing_off():
 
 def test_trust_remote_code_is_off_unless_the_model_sets_it():
     spec = make_spec()
-    assert runner.model_kwargs(spec, None)["trust_remote_code"] is False
+    assert runner.model_kwargs(spec, "fp32", None)["trust_remote_code"] is False
     trusting = dataclasses.replace(spec, model=dataclasses.replace(spec.model, trust_remote_code=True))
-    assert runner.model_kwargs(trusting, None)["trust_remote_code"] is True
+    assert runner.model_kwargs(trusting, "fp32", None)["trust_remote_code"] is True
 
 
 def test_4bit_needs_bitsandbytes_and_a_gpu():

@@ -1,5 +1,6 @@
 """Scenarios (conf/scenario/): presets of a published load, composed over the defaults, under the command line."""
 
+import re
 import subprocess
 import sys
 
@@ -26,7 +27,23 @@ def test_no_scenario_by_default():
 
 
 def test_the_published_loads_are_there():
-    assert SCENARIOS == ["llamafactory-wiki", "long-context", "seed-0.5b", "seed-7b-24gb", "unsloth-published"]
+    assert SCENARIOS == ["llamafactory-wiki", "long-context", "seed-0.5b", "seed-7b-24gb", "seed-llamafactory",
+                         "seed-trl", "seed-unsloth", "unsloth-published"]  # fmt: skip
+
+
+VALUE = re.compile(r"^\s*(- )?[^#\s][^#]*?:\s+\S|^\s*- \{")  # a line that sets a value (a key's, or a list item's)
+COMMENT = re.compile(r"\s{2,}#\s+(.+)$")  # its comment: after two spaces, so a quoted '### Question' is no comment
+CITED = re.compile(r"not stated in the source|yaml:\d+|cell \d+|\.sh:\d+|\.md|\.ipynb|\[#?\w+\]|line \d+|itself|docs")
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_value_a_scenario_sets_names_its_source(scenario):
+    """Each value cites the line of the source it comes from, or says that the source does not state it."""
+    lines = (REPO / "conf" / "scenario" / f"{scenario}.yaml").read_text().splitlines()
+    setting = [line for line in lines if VALUE.match(line) and not line.lstrip().startswith("#")]
+    assert setting
+    uncited = [line for line in setting if not ((m := COMMENT.search(line)) and CITED.search(m.group(1)))]
+    assert not uncited, f"conf/scenario/{scenario}.yaml: values without a source: {uncited}"
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -60,9 +77,10 @@ def test_the_seed_tutorials_job_at_both_sizes():
         assert (t.batch_size, t.grad_accum, t.max_seq_len, t.lr, t.lora.r, t.lora.alpha) == (2, 8, 2048, 5e-5, 8, 16)
 
 
-def test_long_context_packs_8192_token_rows():
-    t = cfg("scenario=long-context").train
-    assert (t.packing, t.max_seq_len) == ("packed", 8192)
+def test_long_context_fills_every_row_to_8192_tokens():
+    c = cfg("scenario=long-context")
+    rows = (c.dataset.tokenize, c.dataset.fill_to, c.train.max_seq_len, c.train.packing)
+    assert rows == ("harness", 8192, 8192, "none")
 
 
 def test_a_scenario_is_not_part_of_the_job_key(tmp_path):

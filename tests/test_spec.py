@@ -11,8 +11,14 @@ from tests.conftest import REPO
 DEFAULT_TRAIN = from_mapping(TrainSpec, OmegaConf.to_container(OmegaConf.load(REPO / "conf/train/default.yaml")), "")
 DEFAULT_EVAL = from_mapping(EvalSpec, OmegaConf.to_container(OmegaConf.load(REPO / "conf/config.yaml").eval), "eval")
 
+DEFAULT_DATA = DataSpec(name="d", train_files=("/data/train.json",), eval_files=(), files_sha256="0" * 64,
+                        system_prompt="You are Qwen.", max_rows=None, tokenize="framework", on_bad_row="error",
+                        shuffle_seed=None, fill_to=None, max_row_bytes=1_000_000, prompt_format="chat",
+                        eos=False)  # fmt: skip
 
-def make_spec(**train) -> JobSpec:
+
+def make_spec(data: dict | None = None, **train) -> JobSpec:
+    """A valid spec with the default training values; `train` and `data` fields replaced as given."""
     return JobSpec(
         framework="trl",
         framework_version="1.16.0",
@@ -20,9 +26,7 @@ def make_spec(**train) -> JobSpec:
         packages=("trl",),
         model=ModelSpec(name="tiny", source="random", path="/cache/tiny", config={"hidden_size": 64},
                         trust_remote_code=False),  # fmt: skip
-        data=DataSpec(name="d", train_files=("/data/train.json",), eval_files=(), files_sha256="0" * 64,
-                      system_prompt="You are Qwen.", max_rows=None, tokenize="framework", on_bad_row="error",
-                      shuffle_seed=None, fill_to=None, max_row_bytes=1_000_000),  # fmt: skip
+        data=dataclasses.replace(DEFAULT_DATA, **(data or {})),
         train=dataclasses.replace(DEFAULT_TRAIN, **train),
         evaluation=DEFAULT_EVAL,
         skip_steps=3,
@@ -49,7 +53,10 @@ def test_unknown_key_is_rejected():
         JobSpec.from_dict(d)
 
 
-@pytest.mark.parametrize("field, value", [("precision", "fp8"), ("scheduler", "warp"), ("quant", "8bit")])
+@pytest.mark.parametrize(
+    "field, value",
+    [("precision", "fp8"), ("scheduler", "warp"), ("quant", "2bit"), ("optimizer", "sgd"), ("loss_on", "prompt")],
+)
 def test_an_enum_value_outside_its_choices_is_named_with_them(field, value):
     d = dataclasses.asdict(make_spec())
     d["train"][field] = value

@@ -15,13 +15,19 @@ from tests.test_spec import make_spec
 
 # Reaches the frameworks by another road, checked in the runners' own tests: precision is resolved first
 # (bench.spec.resolve_precision), chat_template has a single allowed value, the worker itself applies
-# vram_budget_gb (torch.cuda.set_per_process_memory_fraction) and the launcher num_gpus (torchrun).
-ELSEWHERE = {"precision", "chat_template", "vram_budget_gb", "num_gpus"}
+# vram_budget_gb (torch.cuda.set_per_process_memory_fraction), the launcher num_gpus (torchrun), and the
+# harness turns epochs into max_steps (bench.run.train_steps) before any runner sees the spec.
+ELSEWHERE = {"precision", "chat_template", "vram_budget_gb", "num_gpus", "epochs"}
 CHANGED = {
     "lr": 1.234e-4, "scheduler": "cosine", "warmup_steps": 7, "batch_size": 3, "grad_accum": 5,
     "max_seq_len": 777, "max_steps": 11, "seed": 1234, "gradient_checkpointing": True,
     "attn_implementation": "eager", "quant": "4bit", "packing": "packed", "kernels": "liger",
+    "optimizer": "adamw_8bit", "weight_decay": 0.05, "max_grad_norm": 0.3, "loss_on": "all",
+    "quant_double": False, "quant_compute_dtype": "fp16",
 }  # fmt: skip
+# Fields that matter only beside another: compared with and without the change, in that context.
+CONTEXT = {"quant_double": {"quant": "4bit"}, "quant_compute_dtype": {"quant": "4bit"}}
+DATA_CHANGED = {"prompt_format": "### Question: {instruction}\n### Answer: {output}"}
 LORA_CHANGED = {"r": 3, "alpha": 9, "dropout": 0.123, "target_modules": ("q_proj",)}
 REGISTERED = {name: facts["runner"] for name, facts in config.frameworks().items()}
 
@@ -36,15 +42,32 @@ def test_every_framework_in_conf_is_registered_with_a_runner():
 
 def test_the_changes_cover_every_spec_field():
     assert set(CHANGED) | ELSEWHERE | {"lora"} == {f.name for f in dataclasses.fields(TrainSpec)}
+    assert set(CONTEXT) <= set(CHANGED)
     assert set(LORA_CHANGED) == {f.name for f in dataclasses.fields(LoraSpec)}
 
 
 @pytest.mark.parametrize("runner", sorted(REGISTERED))
 @pytest.mark.parametrize("field", sorted(CHANGED))
 def test_every_train_field_reaches_the_framework(runner, field):
-    if field in runners.load(REGISTERED[runner]).NOT_APPLIED:
+    """Changed alone (in its context), a field changes the framework's arguments, or the runner refuses the
+    value with a reason naming it (a skipped run), or declares it NOT_APPLIED (a note on every run)."""
+    module = runners.load(REGISTERED[runner])
+    if field in module.NOT_APPLIED:
         pytest.skip(f"{runner} does not apply {field}; recorded in the run's notes")
-    assert translate(runner, make_spec(**{field: CHANGED[field]})) != translate(runner, make_spec())
+    context = CONTEXT.get(field, {})
+    changed = make_spec(**context, **{field: CHANGED[field]})
+    reason = module.unsupported_reason(changed, cuda_available=True, find_spec=lambda name: object())
+    if reason:
+        assert f"train.{field}=" in reason
+    else:
+        assert translate(runner, changed) != translate(runner, make_spec(**context))
+
+
+@pytest.mark.parametrize("runner", sorted(REGISTERED))
+@pytest.mark.parametrize("field", sorted(DATA_CHANGED))
+def test_every_data_field_that_shapes_the_rows_reaches_the_framework(runner, field):
+    changed = make_spec(data={field: DATA_CHANGED[field]})
+    assert translate(runner, changed) != translate(runner, make_spec())
 
 
 @pytest.mark.parametrize("runner", sorted(REGISTERED))

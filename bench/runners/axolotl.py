@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import ASSETS
-from bench.runners.base import kernels_unsupported, quant_unsupported
+from bench.runners.base import compute_dtype, kernels_unsupported, labels, quant_unsupported
 from bench.spec import JobSpec
 
-IGNORE_INDEX = -100
 PAD_TO_MULTIPLE_OF = 8  # as TRL and LLaMA-Factory pad: identical padding keeps losses bit-comparable
 TEMPLATES = {"qwen2.5": ASSETS / "qwen2.5_chat_template.jinja"}  # the template the harness renders with
 # What ends an assistant turn in each template besides the tokenizer's EOS token: Qwen2.5's template puts a
@@ -80,6 +79,8 @@ def config(spec: JobSpec, model_path: str, data_dir: Path, precision: str, on_gp
         "attn_implementation": t.attn_implementation,
         "adapter": "qlora" if t.quant == "4bit" else "lora",
         "load_in_4bit": t.quant == "4bit",
+        "load_in_8bit": t.quant == "8bit",
+        **({"bnb_config_kwargs": bnb_4bit(spec, precision)} if t.quant == "4bit" else {}),
         "lora_r": lora.r,
         "lora_alpha": lora.alpha,
         "lora_dropout": lora.dropout,
@@ -95,7 +96,7 @@ def config(spec: JobSpec, model_path: str, data_dir: Path, precision: str, on_gp
         "val_set_size": 0,
         "sequence_len": t.max_seq_len,
         "excess_length_strategy": "truncate",  # cut the end, as TRL does (Axolotl's default drops the row)
-        "train_on_inputs": False,  # loss on the answer tokens only
+        "train_on_inputs": t.loss_on == "all",
         **PACKING[t.packing],
         "pad_to_multiple_of": PAD_TO_MULTIPLE_OF,
         "output_dir": str(Path(spec.run_dir) / "trainer"),
@@ -107,10 +108,9 @@ def config(spec: JobSpec, model_path: str, data_dir: Path, precision: str, on_gp
         "max_steps": t.max_steps,
         "num_epochs": 1,  # max_steps decides; the Trainer repeats the data as needed
         "seed": t.seed,
-        # The Trainer's defaults, which TRL trains with, pinned here against a change of Axolotl's own.
-        "optimizer": "adamw_torch_fused",
-        "weight_decay": 0.0,
-        "max_grad_norm": 1.0,
+        "optimizer": t.optimizer,
+        "weight_decay": t.weight_decay,
+        "max_grad_norm": t.max_grad_norm,
         "bf16": precision == "bf16",
         "fp16": precision == "fp16",
         "tf32": False,
@@ -123,11 +123,20 @@ def config(spec: JobSpec, model_path: str, data_dir: Path, precision: str, on_gp
     }
 
 
+def bnb_4bit(spec: JobSpec, precision: str) -> dict[str, Any]:
+    """Its BitsAndBytesConfig for 4-bit weights: NF4, the job's double quantisation and compute dtype."""
+    dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[compute_dtype(spec, precision)]
+    return {"bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": spec.train.quant_double,
+            "bnb_4bit_compute_dtype": dtype}  # fmt: skip
+
+
 def dataset_entry(spec: JobSpec, data_dir: Path) -> dict[str, Any]:
     """The training file as Axolotl reads it: chat messages through the harness's template, or (strict mode)
     rows that are already input_ids / attention_mask / labels, which Axolotl uses as they are (no `type`)."""
     if spec.data.tokenize == "harness":
         return {"path": str(data_dir / "tokenized.jsonl"), "ds_type": "json"}
+    if spec.data.prompt_format != "chat":  # template-free: the harness's prompt and answer as labelled segments
+        return {"path": str(data_dir / "segments.jsonl"), "ds_type": "json", "type": "input_output"}
     return {
         "path": str(data_dir / "train.jsonl"),
         "ds_type": "json",
@@ -152,14 +161,24 @@ def write_messages(conversations: list[dict[str, Any]], path: Path) -> None:
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
-def write_tokenized(rows: list[dict[str, list[int]]], path: Path) -> None:
-    """Strict mode: the harness's ids with labels only on the answer tokens."""
+def write_segments(rows: list[dict[str, str]], loss_on: str, path: Path) -> None:
+    """Plain format: each row's prompt and answer as Axolotl's input_output segments, the prompt labelled only
+    with loss_on=all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for r in rows:
+            segments = [{"text": r["prompt"], "label": loss_on == "all"}, {"text": r["completion"], "label": True}]
+            f.write(json.dumps({"segments": segments}, ensure_ascii=False) + "\n")
+
+
+def write_tokenized(rows: list[dict[str, list[int]]], loss_on: str, path: Path) -> None:
+    """Strict mode: the harness's ids with labels on the answer tokens (or, loss_on=all, on every token)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:
         for r in rows:
             ids = r["input_ids"]
-            labels = [t if m else IGNORE_INDEX for t, m in zip(ids, r["completion_mask"], strict=True)]
-            f.write(json.dumps({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}) + "\n")
+            f.write(json.dumps({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels(r, loss_on)}))
+            f.write("\n")
 
 
 @functools.cache
@@ -199,7 +218,10 @@ def train(ctx) -> dict[str, Any]:
     spec: JobSpec = ctx.spec
     data_dir = Path(spec.run_dir) / "axolotl_data"
     if spec.data.tokenize == "harness":
-        write_tokenized(ctx.pretokenized(), data_dir / "tokenized.jsonl")
+        write_tokenized(ctx.pretokenized(), spec.train.loss_on, data_dir / "tokenized.jsonl")
+    elif ctx.plain:
+        eos = ctx.tokenizer().eos_token if ctx.plain.eos else None
+        write_segments(ctx.prompt_completions(eos), spec.train.loss_on, data_dir / "segments.jsonl")
     else:
         write_messages(ctx.conversations, data_dir / "train.jsonl")
     # Its config file in the run directory: given a mapping instead, load_cfg leaves a copy in the temp dir.

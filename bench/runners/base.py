@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from bench.data import Example, to_conversation, tokenize_conversation
+from bench.data import Example, PlainFormat, plain_format, to_conversation, tokenize_example
 from bench.errors import DataError
 from bench.spec import JobSpec
 
@@ -60,15 +60,27 @@ class RunContext:
         """The examples as conversational prompt/completion rows (system + user -> assistant)."""
         return [to_conversation(ex, self.spec.data.system_prompt) for ex in self.examples]
 
+    @property
+    def plain(self) -> PlainFormat | None:
+        """The job's plain prompt format, or None for the chat format."""
+        return plain_format(self.spec.data)
+
+    def tokenizer(self):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=self.spec.model.trust_remote_code)
+
+    def prompt_completions(self, eos_token: str | None) -> list[dict[str, str]]:
+        """Plain format: the examples as text prompt/completion rows, the EOS token (as text) ending each
+        completion when dataset.eos is set."""
+        return [{"prompt": self.plain.prompt(ex), "completion": self.plain.completion(ex, eos_token)}
+                for ex in self.examples]  # fmt: skip
+
     def tokenized(self) -> list[dict[str, list[int]]]:
         """The examples tokenized once by the harness with the model's tokenizer, uncut."""
         if self._tokenized is None:
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(
-                self.model_path, trust_remote_code=self.spec.model.trust_remote_code
-            )
-            self._tokenized = [tokenize_conversation(tokenizer, c, None) for c in self.conversations]
+            tokenizer = self.tokenizer()
+            self._tokenized = [tokenize_example(tokenizer, ex, self.spec.data, None) for ex in self.examples]
         return self._tokenized
 
     def over_length_rows(self) -> int:
@@ -115,6 +127,21 @@ def packed(rows: list[dict[str, list[int]]], length: int) -> list[dict[str, list
     ]
 
 
+IGNORE_INDEX = -100  # the label the Trainer's loss leaves out
+
+
+def labels(row: dict[str, list[int]], loss_on: str) -> list[int]:
+    """Strict mode: the labels of one harness-tokenized row, the answer's tokens only or (loss_on=all) all."""
+    ids = row["input_ids"]
+    if loss_on == "all":
+        return list(ids)
+    return [t if m else IGNORE_INDEX for t, m in zip(ids, row["completion_mask"], strict=True)]
+
+
+def bnb_missing(find_spec=importlib.util.find_spec) -> bool:
+    return find_spec("bitsandbytes") is None
+
+
 def kernels_unsupported(
     spec: JobSpec, offered: dict[str, str], cuda_available: bool | None = None, find_spec=importlib.util.find_spec
 ) -> str | None:
@@ -134,16 +161,30 @@ def kernels_unsupported(
     return None if cuda_available else f"train.kernels={kernels}: its kernels need a CUDA GPU; torch sees none"
 
 
-def quant_unsupported(
-    spec: JobSpec, cuda_available: bool | None = None, find_spec=importlib.util.find_spec
-) -> str | None:
-    """Why 4-bit (bitsandbytes) base weights cannot be used here, or None. Shared by the runners that offer it."""
-    if spec.train.quant != "4bit":
-        return None
-    if find_spec("bitsandbytes") is None:
-        return "train.quant=4bit: bitsandbytes is not installed in this environment"
+def cuda(cuda_available: bool | None) -> bool:
     if cuda_available is None:
         import torch
 
         cuda_available = torch.cuda.is_available()
-    return None if cuda_available else "train.quant=4bit: bitsandbytes 4-bit training needs a CUDA GPU"
+    return cuda_available
+
+
+def quant_unsupported(
+    spec: JobSpec, cuda_available: bool | None = None, find_spec=importlib.util.find_spec
+) -> str | None:
+    """Why quantised base weights or an 8-bit optimizer (bitsandbytes) cannot be used here, or None. Shared by
+    the runners that offer them."""
+    t = spec.train
+    asked = [f"train.quant={t.quant}"] if t.quant != "none" else []
+    asked += [f"train.optimizer={t.optimizer}"] if t.optimizer.endswith("8bit") else []
+    if not asked:
+        return None
+    if bnb_missing(find_spec):
+        return f"{asked[0]}: bitsandbytes is not installed in this environment"
+    return None if cuda(cuda_available) else f"{asked[0]}: bitsandbytes needs a CUDA GPU"
+
+
+def compute_dtype(spec: JobSpec, precision: str) -> str:
+    """The dtype 4-bit layers compute in: train.quant_compute_dtype, or the training precision (auto)."""
+    dtype = spec.train.quant_compute_dtype
+    return precision if dtype == "auto" else dtype

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.models import QWEN25_CHAT_TEMPLATE
-from bench.runners.base import kernels_unsupported, quant_unsupported
+from bench.runners.base import compute_dtype, kernels_unsupported, quant_unsupported
 from bench.spec import JobSpec
 
 PAD_TO_MULTIPLE_OF = 8  # what LLaMA-Factory's SFT collator does; identical padding keeps losses bit-comparable
@@ -32,16 +32,23 @@ def unsupported_reason(
     )
 
 
-def quantization_kwargs(spec: JobSpec) -> dict[str, Any] | None:
-    """BitsAndBytesConfig arguments for QLoRA (NF4 base weights, bf16 compute), or None."""
-    if spec.train.quant != "4bit":
+def quantization_kwargs(spec: JobSpec, precision: str) -> dict[str, Any] | None:
+    """BitsAndBytesConfig arguments: NF4 base weights (QLoRA) with the job's double quantisation and compute
+    dtype, or LLM.int8() weights; None without quantisation."""
+    t = spec.train
+    if t.quant == "8bit":
+        return {"load_in_8bit": True}
+    if t.quant != "4bit":
         return None
     return {
         "load_in_4bit": True,
         "bnb_4bit_quant_type": "nf4",
-        "bnb_4bit_use_double_quant": True,
-        "bnb_4bit_compute_dtype": "bfloat16",
+        "bnb_4bit_use_double_quant": t.quant_double,
+        "bnb_4bit_compute_dtype": DTYPES[compute_dtype(spec, precision)],
     }
+
+
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
 def lora_kwargs(spec: JobSpec) -> dict[str, Any]:
@@ -67,6 +74,9 @@ def sft_kwargs(spec: JobSpec, precision: str, on_gpu: bool) -> dict[str, Any]:
         "learning_rate": t.lr,
         "lr_scheduler_type": t.scheduler,
         "warmup_steps": t.warmup_steps,
+        "optim": t.optimizer,
+        "weight_decay": t.weight_decay,
+        "max_grad_norm": t.max_grad_norm,
         "seed": t.seed,
         "data_seed": t.seed,
         # TRL defaults to bf16 and gradient checkpointing; both are set explicitly from the spec.
@@ -77,7 +87,7 @@ def sft_kwargs(spec: JobSpec, precision: str, on_gpu: bool) -> dict[str, Any]:
         # TRL refuses padding_free without packing under a max_length (it could not enforce it): such rows
         # train whole; the worker's over-length count says whether any row was longer.
         "max_length": None if t.packing == "padding_free" else t.max_seq_len,
-        "completion_only_loss": True,  # loss on the answer tokens only
+        "completion_only_loss": t.loss_on == "answer",
         **PACKING[t.packing],
         "use_liger_kernel": t.kernels == "liger",
         "pad_to_multiple_of": PAD_TO_MULTIPLE_OF,
@@ -89,31 +99,55 @@ def sft_kwargs(spec: JobSpec, precision: str, on_gpu: bool) -> dict[str, Any]:
     }
 
 
-def model_kwargs(spec: JobSpec, torch_dtype: Any) -> dict[str, Any]:
+def model_kwargs(spec: JobSpec, precision: str, torch_dtype: Any) -> dict[str, Any]:
     """from_pretrained arguments; `quantization_config` is plain data here, made a BitsAndBytesConfig in train()."""
     return {
         "dtype": torch_dtype,
         "attn_implementation": spec.train.attn_implementation,
         "trust_remote_code": spec.model.trust_remote_code,
-        "quantization_config": quantization_kwargs(spec),
+        "quantization_config": quantization_kwargs(spec, precision),
     }
+
+
+def dataset_kind(spec: JobSpec) -> str:
+    """Which rows TRL gets (train_dataset): conversational, plain text, or the harness's token ids."""
+    data = spec.data
+    if data.tokenize == "harness" or (data.prompt_format != "chat" and not data.eos):
+        return "token_ids"
+    return "text" if data.prompt_format != "chat" else "conversational"
 
 
 def translate(spec: JobSpec, precision: str, on_gpu: bool) -> dict[str, Any]:
     return {
+        "dataset": dataset_kind(spec),
         "sft": sft_kwargs(spec, precision, on_gpu),
         "lora": lora_kwargs(spec),
-        "model": model_kwargs(spec, torch_dtype=precision),
+        "model": model_kwargs(spec, precision, torch_dtype=precision),
     }
 
 
-def train_dataset(ctx):
-    """Conversational prompt/completion rows for TRL to render and tokenize, or, in strict mode, the
-    harness's own input_ids and completion_mask (TRL then skips its tokenization)."""
+def train_dataset(ctx, eos_token: str):
+    """The rows for TRL to render and tokenize: conversational prompt/completion rows (chat format), or text
+    prompt/completion rows (plain format, the EOS token ending each completion as TRL appends it). The
+    harness's own input_ids and completion_mask (TRL then skips its tokenization) in strict mode, and for a
+    plain format without EOS: TRL appends EOS to every text completion and has no switch against it."""
     import datasets
 
-    rows = ctx.pretokenized() if ctx.spec.data.tokenize == "harness" else ctx.conversations
+    kind = dataset_kind(ctx.spec)
+    if kind == "token_ids":
+        rows = ctx.pretokenized()
+    elif kind == "text":
+        rows = ctx.prompt_completions(eos_token)
+    else:
+        rows = ctx.conversations
     return datasets.Dataset.from_list(rows)
+
+
+def notes(spec: JobSpec) -> list[str]:
+    if spec.data.tokenize == "framework" and dataset_kind(spec) == "token_ids":
+        return ["dataset.eos=false: TRL appends EOS to every plain completion, so it trains on the harness's "
+                "token ids (the same prompt / answer split)"]  # fmt: skip
+    return []
 
 
 def train(ctx) -> dict[str, Any]:
@@ -124,7 +158,7 @@ def train(ctx) -> dict[str, Any]:
     spec: JobSpec = ctx.spec
     with ctx.timed("model_load_s"):
         tokenizer = AutoTokenizer.from_pretrained(ctx.model_path, trust_remote_code=spec.model.trust_remote_code)
-        kwargs = model_kwargs(spec, ctx.torch_dtype)
+        kwargs = model_kwargs(spec, ctx.precision, ctx.torch_dtype)
         if kwargs["quantization_config"] is not None:
             from transformers import BitsAndBytesConfig
 
@@ -135,10 +169,11 @@ def train(ctx) -> dict[str, Any]:
     trainer = trl.SFTTrainer(
         model=model,
         args=trl.SFTConfig(**sft_kwargs(spec, ctx.precision, ctx.on_gpu)),
-        train_dataset=train_dataset(ctx),
+        train_dataset=train_dataset(ctx, tokenizer.eos_token),
         processing_class=tokenizer,
         peft_config=peft.LoraConfig(**lora_kwargs(spec)),
         callbacks=ctx.callbacks,
     )
     trainer.train()
-    return {"trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}
+    return {"trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+            "notes": notes(spec)}  # fmt: skip

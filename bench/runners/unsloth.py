@@ -35,7 +35,19 @@ def unsupported_reason(
         return f"{NEEDS_GPU}; torch sees none (its CPU fallback would not be an Unsloth result)"
     if spec.train.kernels == "liger":
         return "train.kernels=liger: Unsloth uses its own kernels (compare framework=trl train.kernels=liger)"
-    return quant_unsupported(spec, cuda_available, find_spec)
+    return quant_unsupported(spec, cuda_available, find_spec) or quant_settings_unsupported(spec)
+
+
+def quant_settings_unsupported(spec: JobSpec, precision: str | None = None) -> str | None:
+    """Unsloth builds its own 4-bit config: double quantisation, computing in the model's dtype."""
+    t = spec.train
+    if t.quant != "4bit":
+        return None
+    if not t.quant_double:
+        return "train.quant_double=false: Unsloth always double-quantises its 4-bit weights"
+    if t.quant_compute_dtype not in ("auto", precision or spec.train.precision):
+        return f"train.quant_compute_dtype={t.quant_compute_dtype}: Unsloth computes 4-bit layers in the training dtype"
+    return None
 
 
 def setup() -> None:
@@ -53,6 +65,7 @@ def from_pretrained_kwargs(spec: JobSpec, torch_dtype: Any) -> dict[str, Any]:
         "max_seq_length": spec.train.max_seq_len,
         "dtype": torch_dtype,
         "load_in_4bit": spec.train.quant == "4bit",
+        "load_in_8bit": spec.train.quant == "8bit",
         "trust_remote_code": spec.model.trust_remote_code,
         "attn_implementation": spec.train.attn_implementation,
         "random_state": spec.train.seed,
@@ -82,6 +95,7 @@ def sft_kwargs(spec: JobSpec, precision: str, on_gpu: bool) -> dict[str, Any]:
 
 def translate(spec: JobSpec, precision: str, on_gpu: bool) -> dict[str, Any]:
     return {
+        "dataset": trl_runner.dataset_kind(spec),
         "load": from_pretrained_kwargs(spec, torch_dtype=precision),
         "peft": peft_kwargs(spec),
         "sft": sft_kwargs(spec, precision, on_gpu),
@@ -101,9 +115,9 @@ def train(ctx) -> dict[str, Any]:
     trainer = trl.SFTTrainer(
         model=model,
         args=trl.SFTConfig(**sft_kwargs(spec, ctx.precision, ctx.on_gpu)),
-        train_dataset=trl_runner.train_dataset(ctx),
+        train_dataset=trl_runner.train_dataset(ctx, tokenizer.eos_token),
         processing_class=tokenizer,
         callbacks=ctx.callbacks,
     )
     trainer.train()
-    return {}
+    return {"notes": trl_runner.notes(spec)}
