@@ -90,6 +90,7 @@ def probe_config(cfg: DictConfig, axis: str, value: int, budget: float | None) -
     probe = cfg.copy()
     with open_dict(probe):
         probe.train.max_steps = cfg.frontier.probe_steps
+        probe.train.epochs = None  # a probe is a few steps, whatever the job's length of training
         probe.train.vram_budget_gb = budget
         probe.skip_steps = 0
         probe.eval.enabled = False

@@ -22,6 +22,7 @@ import trl
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, TrainerCallback
 
 CHAT_TEMPLATE = Path(__file__).resolve().parent.parent / "bench" / "assets" / "qwen2.5_chat_template.jinja"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class StepClock(TrainerCallback):
@@ -73,8 +74,9 @@ def conversations(data: dict) -> list[dict]:
 def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     model_spec, data, t = spec["model"], spec["data"], spec["train"]
-    if data["tokenize"] != "framework" or t["num_gpus"] != 1:
-        sys.exit("bare_trl.py: only TRL's own tokenization on one device (dataset.tokenize=framework, num_gpus=1)")
+    if data["tokenize"] != "framework" or t["num_gpus"] != 1 or data["prompt_format"] != "chat":
+        sys.exit("bare_trl.py: only TRL's own tokenization of the chat format on one device "
+                 "(dataset.tokenize=framework, dataset.prompt_format=chat, num_gpus=1)")
     on_gpu = torch.cuda.is_available()
     precision = "fp32" if not on_gpu else t["precision"]
     if precision == "auto":
@@ -88,11 +90,15 @@ def main(spec_path: str) -> None:
         tokenizer.chat_template = CHAT_TEMPLATE.read_text()
     quant = None
     if t["quant"] == "4bit":
-        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                   bnb_4bit_compute_dtype=torch.bfloat16)  # fmt: skip
+        compute = precision if t["quant_compute_dtype"] == "auto" else t["quant_compute_dtype"]
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                   bnb_4bit_use_double_quant=t["quant_double"],
+                                   bnb_4bit_compute_dtype=DTYPES[compute])  # fmt: skip
+    elif t["quant"] == "8bit":
+        quant = BitsAndBytesConfig(load_in_8bit=True)
     model = AutoModelForCausalLM.from_pretrained(
         model_spec["path"],
-        dtype={"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision],
+        dtype=DTYPES[precision],
         attn_implementation=t["attn_implementation"],
         trust_remote_code=model_spec["trust_remote_code"],
         quantization_config=quant,
@@ -106,6 +112,9 @@ def main(spec_path: str) -> None:
         learning_rate=t["lr"],
         lr_scheduler_type=t["scheduler"],
         warmup_steps=t["warmup_steps"],
+        optim=t["optimizer"],
+        weight_decay=t["weight_decay"],
+        max_grad_norm=t["max_grad_norm"],
         seed=t["seed"],
         data_seed=t["seed"],
         bf16=precision == "bf16",
@@ -114,7 +123,7 @@ def main(spec_path: str) -> None:
         use_cpu=not on_gpu,
         # TRL takes padding_free without packing only with no max_length; packing="bfd" is padding-free too.
         max_length=None if packing == "padding_free" else t["max_seq_len"],
-        completion_only_loss=True,
+        completion_only_loss=t["loss_on"] == "answer",
         packing=packing == "packed",
         packing_strategy="bfd",
         padding_free=packing != "none",
