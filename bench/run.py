@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from bench import config, envs, launch, results, summary
+from bench import config, envs, launch, published, results, summary
 from bench.config import Config
 from bench.data import (
     BUNDLED_MEDICAL,
@@ -149,40 +149,12 @@ def global_batch(t: TrainSpec) -> int:
     return t.batch_size * t.grad_accum * t.num_gpus
 
 
-# What a CPU host cannot do of a published run, and what the run does instead (field, replacement).
-GPU_ONLY = {
-    "quant": ("none", lambda t: t.quant != "none", "bitsandbytes needs a CUDA GPU; trained without quantisation"),
-    "optimizer": ("adamw_torch", lambda t: t.optimizer.endswith("8bit"),
-                  "bitsandbytes' 8-bit optimizers need a CUDA GPU; trained with adamw_torch"),
-}  # fmt: skip
-
-
-def as_published(cfg: Config, train: TrainSpec, gpu: bool) -> tuple[TrainSpec, list[str]]:
-    """A published run replayed here: the values this host cannot honour are left out (listed), every other
-    value as published. Without `published`, nothing changes: such values skip the run with the reason."""
-    if cfg.published is None:
-        return train, []
-    left_out = []
-    if cfg.model.source == "random":
-        left_out.append(f"model={cfg.model.name}: random weights of the architecture stand in for the published model")
-    if not gpu:
-        for name, (instead, unusable, why) in GPU_ONLY.items():
-            if unusable(train):
-                left_out.append(f"train.{name}={getattr(train, name)}: {why}")
-                train = dataclasses.replace(train, **{name: instead})
-        if train.precision in ("bf16", "fp16"):
-            left_out.append(f"train.precision={train.precision}: fp32 on a CPU")
-        if train.gradient_checkpointing:
-            left_out.append("train.gradient_checkpointing=true: off on a CPU, where it only costs time")
-    return train, left_out
-
-
 def job_spec(cfg: Config, run_dir: Path, first_run: bool = True) -> JobSpec:
     """The framework-neutral job spec of one run, validated. The base model is the same for every run:
     evaluated once, in the sweep's first run."""
     fw = cfg.framework
     data = data_spec(cfg)
-    train, _ = as_published(cfg, cfg.train, host_has_gpu())
+    train, _ = published.as_published(cfg, cfg.train, host_has_gpu())
     return JobSpec(
         framework=fw.name,
         framework_version=fw.version,
@@ -195,14 +167,6 @@ def job_spec(cfg: Config, run_dir: Path, first_run: bool = True) -> JobSpec:
         skip_steps=cfg.skip_steps,
         run_dir=str(run_dir.resolve()),
     ).validate()
-
-
-def published_record(cfg: Config) -> dict[str, Any] | None:
-    """The summary's account of a replayed published run: its source and what was left out here."""
-    if cfg.published is None:
-        return None
-    _, left_out = as_published(cfg, cfg.train, host_has_gpu())
-    return {"source": cfg.published.source, "as_published": not left_out, "left_out": left_out}
 
 
 def steps_note(spec: JobSpec, rows: int) -> list[str]:
@@ -307,7 +271,7 @@ def host_reason(fw: config.FrameworkConfig, spec: JobSpec) -> str | None:
         return f"{fw.name} requires an NVIDIA/AMD/Intel GPU; none found on this host"
     if spec.train.kernels != "none" and not host_has_gpu():  # decided before building an env with them
         return f"train.kernels={spec.train.kernels}: GPU kernels (Triton/CUDA); no GPU found on this host"
-    for name, (_, unusable, _) in GPU_ONLY.items():
+    for name, (_, unusable, _) in published.GPU_ONLY.items():
         if unusable(spec.train) and not host_has_gpu():
             return f"train.{name}={getattr(spec.train, name)}: bitsandbytes needs a CUDA GPU; none found on this host"
     return None
@@ -377,7 +341,7 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[
         # The preset the run started from (conf/scenario/), for the report's header; never part of the job key,
         # which already covers every value the scenario set.
         "scenario": HydraConfig.get().runtime.choices.get("scenario") if HydraConfig.initialized() else None,
-        "published": published_record(cfg),  # a replayed published run: its source, what was left out here
+        "published": published.record(cfg, host_has_gpu()),  # a replayed published run, what was left out here
         "claims": [dataclasses.asdict(c) for c in cfg.claims],  # what the scenario's source claims, to check
         "git_commit": git_commit(),
         "spec": results.SPEC,
@@ -539,8 +503,9 @@ def unknown_choice(argv: list[str]) -> str | None:
 def scenario_framework(name: str) -> str | None:
     """The framework a scenario sets (a published run of one framework), or None."""
     path = config.conf_dir() / "scenario" / f"{name}.yaml"
-    defaults = OmegaConf.load(path).get("defaults") or [] if path.is_file() else []
-    for entry in defaults:
+    if not path.is_file():
+        return None
+    for entry in OmegaConf.load(path).get("defaults") or []:
         if isinstance(entry, DictConfig) and "override /framework" in entry:
             return str(entry["override /framework"])
     return None

@@ -3,7 +3,7 @@ honour all of it; scenarios that set their framework sweep once each."""
 
 import pytest
 
-from bench import run
+from bench import published, run
 from bench.errors import SpecError, UserError
 from bench.run import job_spec
 from tests.test_config import typed
@@ -59,7 +59,7 @@ def test_a_published_run_on_a_cpu_leaves_out_what_it_cannot_do_and_says_so(monke
     c = typed("scenario=seed-unsloth", "framework=trl", "model=tiny", f"cache_dir={tmp_path}")
     spec = job_spec(c, tmp_path)
     assert (spec.train.quant, spec.train.optimizer) == ("none", "adamw_torch")  # what really runs, in the job key
-    record = run.published_record(c)
+    record = published.record(c, gpu=False)
     assert record["source"] == "luochang212/sft-note 3.unsloth.ipynb" and record["as_published"] is False
     left_out = " | ".join(record["left_out"])
     for item in ("train.quant=4bit", "train.optimizer=adamw_8bit", "gradient_checkpointing", "model=tiny"):
@@ -73,14 +73,14 @@ def test_a_published_run_on_a_gpu_keeps_every_value(monkeypatch, tmp_path):
     spec = job_spec(c, tmp_path)
     assert (spec.train.quant, spec.train.precision, spec.train.quant_compute_dtype) == ("4bit", "fp16", "bf16")
     assert spec.data.prompt_format == PLAIN and spec.train.max_steps == 240  # 1 epoch of 240 rows at batch 1
-    assert run.published_record(c) == {"source": "luochang212/sft-note 2.trl.ipynb", "as_published": True,
+    assert published.record(c, gpu=True) == {"source": "luochang212/sft-note 2.trl.ipynb", "as_published": True,
                                        "left_out": []}  # fmt: skip
 
 
 def test_outside_a_published_scenario_nothing_is_left_out(monkeypatch, tmp_path):
     monkeypatch.setattr(run, "host_has_gpu", lambda: False)
     c = typed("train.quant=4bit", f"cache_dir={tmp_path}")
-    assert job_spec(c, tmp_path).train.quant == "4bit" and run.published_record(c) is None
+    assert job_spec(c, tmp_path).train.quant == "4bit" and published.record(c, gpu=False) is None
 
 
 def test_scenarios_that_set_their_framework_sweep_once_each():
