@@ -56,14 +56,20 @@ class FrameworkConfig:
     kernel_requirements: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        # A config from someone else installs what it lists: requirement strings only, never pip options
-        # (`--index-url`, `-r FILE`, `-e PATH`), which would reach other indexes or read local files.
-        pins = [("framework.requirements", r) for r in self.requirements]
-        pins += [(f"framework.companions.{k}", r) for k, rs in self.companions.items() for r in rs]
-        pins += [(f"framework.kernel_requirements.{k}", r) for k, rs in self.kernel_requirements.items() for r in rs]
-        for where, requirement in pins:
-            if requirement.strip().startswith("-"):
-                raise SpecError(f"{where}: {requirement!r} is a pip option; only requirement strings (name==version)")
+        check_requirements("framework.requirements", self.requirements)
+        for k, rs in self.companions.items():
+            check_requirements(f"framework.companions.{k}", rs)
+        for k, rs in self.kernel_requirements.items():
+            check_requirements(f"framework.kernel_requirements.{k}", rs)
+
+
+def check_requirements(where: str, requirements: list[str]) -> None:
+    """What reaches pip from a config: requirement strings only, never pip options (`--index-url`, `-r FILE`,
+    `-e PATH`), which would reach other indexes or read local files. A config from someone else installs what
+    it lists and nothing else."""
+    for requirement in requirements:
+        if requirement.strip().startswith("-"):
+            raise SpecError(f"{where}: {requirement!r} is a pip option; only requirement strings (name==version)")
 
 
 @dataclass(frozen=True)
@@ -161,6 +167,9 @@ class Config:
     published: PublishedConfig | None  # set by a scenario that replays a published run
     claims: list[ClaimConfig]  # set by a scenario that carries a published claim
     frontier: FrontierConfig | None = field(default=None)  # python -m bench.frontier only
+
+    def __post_init__(self) -> None:
+        check_requirements("worker_requirements", self.worker_requirements)
 
     @property
     def cache_path(self) -> Path:

@@ -19,6 +19,7 @@ from rich.progress import Progress
 
 from bench import results
 from bench.sampler import Sampler, SamplerStats
+from bench.summary import memory_limit_mb
 from bench.worker import PARENT_PID
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -30,10 +31,11 @@ POLL_S = 0.2
 class Outcome:
     returncode: int | None
     timed_out: bool
-    interrupted: bool
+    interrupted: str  # what stopped the run (Ctrl-C, SIGTERM, SIGHUP); empty when nothing did
     wall_s: float
     sampler: SamplerStats
     log_tail: str
+    memory_limit_mb: float | None = None  # the worker's cgroup limit, read while it ran (an OOM kill's context)
 
 
 def worker_pythonpath(cache_dir: Path) -> Path:
@@ -147,9 +149,10 @@ def launch(
             pass_fds=() if lock_fd is None else (lock_fd,),
         )
     sampler.attach(proc.pid)
+    limit_mb = memory_limit_mb(proc.pid)
     task = progress.add_task("starting", total=max_steps) if progress else None
     steps = StepTail(events_path)
-    timed_out = interrupted = False
+    timed_out, interrupted = False, ""
     try:
         while proc.poll() is None:
             if time.perf_counter() - start > timeout_s:
@@ -159,8 +162,8 @@ def launch(
             if progress is not None:
                 _show_steps(progress, task, steps)
             time.sleep(POLL_S)
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as e:
+        interrupted = interrupt_cause(e)
         kill_tree(proc)
     finally:
         kill_tree(proc)  # whatever the worker left behind in its process group (compile workers, ...)
@@ -173,11 +176,24 @@ def launch(
     if log_path.exists():
         with contextlib.suppress(results.DiskFull):
             results.write_text_atomic(log_path, log_path.read_text(encoding="utf-8", errors="replace"))
-    return Outcome(proc.returncode, timed_out, interrupted, time.perf_counter() - start, stats, _tail(log_path))
+    wall_s = time.perf_counter() - start
+    return Outcome(proc.returncode, timed_out, interrupted, wall_s, stats, _tail(log_path), limit_mb)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal that stops a run as Ctrl-C does, naming itself."""
+
+
+SIGNALS = {signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP: the terminal hung up"}
 
 
 def _interrupt(signum, frame):
-    raise KeyboardInterrupt
+    raise Interrupted(SIGNALS[signum])
+
+
+def interrupt_cause(error: KeyboardInterrupt) -> str:
+    """What stopped the run, in words: the signal's name, or Ctrl-C (Python's own KeyboardInterrupt)."""
+    return str(error) if isinstance(error, Interrupted) else "Ctrl-C"
 
 
 @contextlib.contextmanager

@@ -73,6 +73,7 @@ METRICS: dict[str, Metric] = {
         Metric("env_check_s", "s", False),  # outside wall_s: checking an environment already built
         Metric("env_size_mb", "MiB", None),  # the environment this run built, on disk
         Metric("model_build_s", "s", False),  # one-time, outside wall_s: this run built the local model
+        Metric("model_wait_s", "s", False),  # outside wall_s: another process built it while this run waited
         Metric("model_prepare_s", "s", False),
         Metric("model_load_s", "s", False),
         Metric("setup_s", "s", False),

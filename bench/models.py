@@ -50,6 +50,9 @@ def built_model_dir(name: str, config: dict[str, Any], root: Path | None = None)
     return (root or cache_root()) / "models" / safe_name(f"{name}-{build_key(config)}")
 
 
+BUILT_ELSEWHERE = "built elsewhere while this build waited"  # the sweep then records a wait, not a build
+
+
 def say(message: str) -> None:
     """One line of build progress (the sweep shows it as the build's status; a worker's log keeps it)."""
     print(f"building model: {message}", flush=True)
@@ -78,6 +81,7 @@ def ensure_built(path: str | Path, config: dict[str, Any]) -> Path:
         return out
     with _locked(out.with_name(out.name + ".lock")):
         if done.exists():  # another worker built it while we waited
+            say(BUILT_ELSEWHERE)
             return out
         if out.exists() and any(out.iterdir()):
             raise FileExistsError(

@@ -46,13 +46,32 @@ def register_secrets(env: Mapping[str, Any]) -> None:
     RUN_SECRETS.update({k: str(v) for k, v in env.items() if v is not None and SECRET_NAME.search(k)})
 
 
+# The ways a string is escaped on its way into a file, each as the text between its quotes: JSON (ASCII-only or
+# not), Python's repr (an exception's message quoting a value) and CSV (quotes doubled).
+ENCODINGS = (
+    lambda v: json.dumps(v)[1:-1],
+    lambda v: json.dumps(v, ensure_ascii=False)[1:-1],
+    lambda v: repr(v)[1:-1],
+    lambda v: v.replace('"', '""'),
+)
+
+
+def encoded_forms(value: str, depth: int = 3) -> set[str]:
+    """`value` as is and through every composition of up to `depth` encodings: a repr inside JSON is an
+    exception's message quoting the value, written into summary.json; inside JSON again, in a log line."""
+    forms = {value}
+    for _ in range(depth):
+        forms |= {encode(f) for f in forms for encode in ENCODINGS}
+    return forms
+
+
 def secret_forms(environ: Mapping[str, str]) -> list[str]:
-    """Every form a secret value can take in a file: as is, JSON- and repr-escaped, and each long line of a
-    multi-line one (a private key printed line by line)."""
+    """Every form a secret value can take in a file: as is and escaped (encoded_forms), and each long line of
+    a multi-line one (a private key printed line by line)."""
     values = [v for k, v in {**environ, **RUN_SECRETS}.items() if SECRET_NAME.search(k) and len(v) >= 6]
     forms = set()
     for v in values:
-        forms |= {v, json.dumps(v)[1:-1], repr(v)[1:-1]}
+        forms |= encoded_forms(v)
         forms |= {line.strip() for line in v.splitlines() if len(line.strip()) >= 16}
     return sorted(forms, key=len, reverse=True)  # longest first: a value never half-replaced by its part
 

@@ -39,7 +39,7 @@ from bench.data import (
     resolve_files,
 )
 from bench.errors import DataError, SpecError, UserError
-from bench.models import built_model_dir
+from bench.models import BUILT_ELSEWHERE, built_model_dir
 from bench.runners.base import STACK
 from bench.sampler import host_facts, host_has_gpu
 from bench.spec import DataSpec, JobSpec, ModelSpec, TrainSpec
@@ -256,6 +256,9 @@ def build_model(spec: JobSpec, python: Path, env: dict[str, str]) -> dict[str, f
     with open(log_path, "w", encoding="utf-8", buffering=1) as log, build_status(title) as progress:
         envs.run_step(cmd, log, progress, env, f"building {title}")
     build_s = time.perf_counter() - start
+    if BUILT_ELSEWHERE in log_path.read_text(encoding="utf-8", errors="replace"):
+        console.print(f"{title} was built by another process while this sweep waited {build_s:.0f} s", markup=False)
+        return {"model_wait_s": build_s}  # another process paid the build; this run only waited for it
     console.print(f"built {title} in {build_s:.0f} s", markup=False)
     return {"model_build_s": build_s}
 
@@ -356,8 +359,9 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[
             python, one_time = framework_python(cfg)
     except envs.EnvError as e:
         return {**base, "status": "failed", "reason": f"environment: {e}".splitlines()[0], "log_tail": str(e)}
-    except KeyboardInterrupt:
-        reason = "interrupted while building the environment (its build stopped; it is rebuilt on next use)"
+    except KeyboardInterrupt as e:
+        reason = (f"interrupted ({launch.interrupt_cause(e)}) while building the environment (its build stopped; "
+                  "it is rebuilt on next use)")  # fmt: skip
         return {**base, "status": "interrupted", "reason": reason, "metrics": {}}
     env = launch.worker_env(launch.worker_pythonpath(cfg.cache_path), fw.env)
     try:
@@ -365,8 +369,9 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[
             one_time |= build_model(spec, python, env)
     except envs.EnvError as e:
         return {**base, "status": "failed", "reason": f"model: {e}".splitlines()[0], "log_tail": str(e)}
-    except KeyboardInterrupt:
-        reason = "interrupted while building the model (its build stopped; it is rebuilt on next use)"
+    except KeyboardInterrupt as e:
+        reason = (f"interrupted ({launch.interrupt_cause(e)}) while building the model (its build stopped; it is "
+                  "rebuilt on next use)")  # fmt: skip
         return {**base, "status": "interrupted", "reason": reason, "metrics": {}}
     columns = [TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with launch.interruptible(), Progress(*columns, console=console, transient=True) as progress:
@@ -382,7 +387,7 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[
         run_dir, worker, outcome, spec.skip_steps, spec.train.batch_size * spec.train.grad_accum,
         spec.evaluation.target_loss,
     )
-    reason = summary.killed_hint(reason, metrics.get("peak_rss_mb"), summary.memory_limit_mb())
+    reason = summary.killed_hint(reason, metrics.get("peak_rss_mb"), outcome.memory_limit_mb)
     if status != "ok" and shutil.disk_usage(run_dir).free < DISK_LOW_BYTES:
         reason = f"no space left on {results.mount_point(run_dir)} (the worker could not write its results); {reason}"
     versions = worker.get("versions") or envs.installed_versions(python, (*spec.packages, *STACK))
@@ -456,7 +461,7 @@ def run_job(cfg: DictConfig) -> str:
     of = f"/{SWEEP_SIZE}" if SWEEP_SIZE else ""
     console.print(
         f"run {hc.job.num + 1}{of}: {out['framework']} {' '.join(hc.overrides.task)} "
-        f"[{style}]{out['status']}[/] {out['reason']}"
+        f"[{style}]{out['status']}[/] {results.redact(out['reason'])}"  # the run's own error line: scrubbed
     )
     return out["status"]
 

@@ -212,19 +212,42 @@ def time_cells(m: dict[str, Any]) -> tuple[str, str]:
         once.append(f"env check {m['env_check_s']:.1f}")
     if m.get("model_build_s") is not None:
         once.append(f"model build {m['model_build_s']:.0f}")
+    elif m.get("model_wait_s") is not None:
+        once.append(f"waited for model build {m['model_wait_s']:.0f}")
     return run or "-", " ".join(once) or "-"
 
 
-def memory_limit_mb() -> float | None:
-    """This machine's memory limit for our processes, where a cgroup sets one (v2, then v1)."""
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            raw = Path(path).read_text().strip()
-        except OSError:
+def memory_limit_mb(pid: int | str = "self", proc: Path = Path("/proc"), cgroup: Path = Path("/sys/fs/cgroup")):
+    """The memory limit a process runs under, from its own cgroup and the ones above it (the smallest wins),
+    cgroup v2 or v1; None when no cgroup sets one."""
+    try:
+        lines = (proc / str(pid) / "cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    limits = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: one unified hierarchy
+            base, name = cgroup, "memory.max"
+        elif "memory" in controllers.split(","):  # v1: the memory controller's own hierarchy
+            base, name = cgroup / "memory", "memory.limit_in_bytes"
+        else:
             continue
-        if raw.isdigit() and int(raw) < 1 << 60:  # v1 says "no limit" with a huge number, v2 with "max"
-            return int(raw) / 2**20
-    return None
+        node = base / path.lstrip("/")
+        while True:
+            limits += [v for v in [_limit_bytes(node / name)] if v is not None]
+            if node == base or base not in node.parents:
+                break
+            node = node.parent
+    return min(limits) / 2**20 if limits else None
+
+
+def _limit_bytes(path: Path) -> int | None:
+    try:
+        raw = path.read_text().strip()
+    except OSError:
+        return None
+    return int(raw) if raw.isdigit() and int(raw) < 1 << 60 else None  # v1 says "no limit" huge, v2 "max"
 
 
 def killed_hint(reason: str, peak_rss_mb: float | None, limit_mb: float | None) -> str:
@@ -238,7 +261,7 @@ def killed_hint(reason: str, peak_rss_mb: float | None, limit_mb: float | None) 
 def status_of(worker: dict[str, Any] | None, outcome) -> tuple[str, str]:
     """The run's status and reason, trusting the parent's view over the worker's when they disagree."""
     if outcome.interrupted:
-        return "interrupted", "interrupted (Ctrl-C or SIGTERM); worker process tree stopped"
+        return "interrupted", f"interrupted ({outcome.interrupted}); worker process tree stopped"
     if outcome.timed_out:
         return "timeout", f"exceeded timeout_s after {outcome.wall_s:.0f} s; worker process tree killed"
     if worker is None:

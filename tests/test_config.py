@@ -323,6 +323,39 @@ def test_a_pip_option_in_the_requirements_is_rejected(option):
         typed(f"framework.requirements=['trl==1.16.0','{option}']")
 
 
+def reaches_pip(cfg) -> list[str]:
+    """Every list of strings in the validated config whose items reach pip: found by putting a marker into
+    each list and seeing which markers the environment's requirements carry (bench.run.framework_requirements)."""
+    import dataclasses
+
+    from bench.run import framework_requirements
+
+    def lists(node, where=""):
+        if dataclasses.is_dataclass(node):
+            for f in dataclasses.fields(node):
+                yield from lists(getattr(node, f.name), f"{where}{f.name}.")
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                yield from lists(v, f"{where}{k}.")
+        elif isinstance(node, list) and all(isinstance(v, str) for v in node):
+            node.append(f"marker-{where[:-1]}")
+            yield where[:-1]
+
+    keys = list(lists(cfg))
+    pip = framework_requirements(cfg.framework, cfg.worker_requirements, "liger")
+    return [k for k in keys if f"marker-{k}" in pip]
+
+
+def test_every_config_list_that_reaches_pip_refuses_pip_options():
+    """A new list that reaches pip without going through the validation fails here."""
+    keys = reaches_pip(typed("framework=trl"))
+    assert {"framework.requirements", "framework.companions.default", "worker_requirements"} <= set(keys)
+    assert "framework.kernel_requirements.liger" in keys
+    for key in keys:
+        with pytest.raises(SpecError, match=rf"{key}: '-r /etc/passwd' is a pip option"):
+            typed("framework=trl", f"{key}=['-r /etc/passwd']")
+
+
 def test_paths_derived_from_config_values_stay_inside_the_cache(tmp_path):
     from bench import envs
     from bench.models import built_model_dir

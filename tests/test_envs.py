@@ -116,7 +116,8 @@ def test_a_sweep_interrupted_while_building_records_the_run_and_stops_the_build(
     stderr = (tmp_path / "stderr").read_text()
     assert "Traceback" not in stderr and "recorded as interrupted" in stderr
     (summary,) = results_dir.glob("*/*/summary.json")
-    assert '"status": "interrupted"' in summary.read_text() and "building the environment" in summary.read_text()
+    assert '"status": "interrupted"' in summary.read_text()
+    assert "interrupted (SIGTERM) while building the environment" in summary.read_text()
     env = logs[0].with_name(logs[0].name.removesuffix(".build.log"))
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(env) in " ".join(p.info["cmdline"] or [])]
 

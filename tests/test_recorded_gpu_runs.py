@@ -69,7 +69,7 @@ def test_every_metric_of_a_gpu_run_is_declared_in_the_registry(run):
     from bench.summary import metrics
 
     _, worker, _, _ = load(run)
-    outcome = Outcome(0, False, False, 60.0, SamplerStats(samples=10), "")
+    outcome = Outcome(0, False, "", 60.0, SamplerStats(samples=10), "")
     m = metrics(SWEEP / run, worker, outcome, skip_steps=3, samples_per_step=8)
     assert {"peak_vram_mb", "mfu", "energy_j_per_1k_tokens", "torch_max_allocated_mb"} <= set(m)
     assert all(registry.get(name) for name in m)

@@ -54,6 +54,33 @@ def test_escaped_forms_of_a_secret_are_redacted():
     assert repr(secret)[1:-1] not in results.redact(repr({"t": secret}), env)
 
 
+SECRETS = ['hf_q"uo\\te', "hf_'both\"quotes\\", "hf_multi\nline\tsecret", "hf_ünïcødé_秘密_x"]
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+def test_a_secret_raised_in_an_exception_and_written_as_json_csv_or_parquet_is_redacted(tmp_path, secret):
+    """The repr of a value (an exception quoting it) inside JSON, CSV or Parquet: every form is scrubbed."""
+    import pandas as pd
+
+    env = {"HF_TOKEN": secret}
+    try:
+        raise ValueError(f"bad token {secret!r}")
+    except ValueError as e:
+        reason = f"{type(e).__name__}: {e}"
+    for text in (json.dumps({"reason": reason}), json.dumps({"reason": reason}, ensure_ascii=False),
+                 json.dumps({"log": json.dumps({"reason": reason})})):  # fmt: skip
+        scrubbed = results.redact(text, env)
+        assert "***" in scrubbed and secret not in json.loads(scrubbed).__repr__() + scrubbed, scrubbed
+    summary = json.loads(results.redact(json.dumps({"reason": reason}), env))
+    assert secret not in summary["reason"] and repr(secret)[1:-1] not in summary["reason"]
+    frame = pd.DataFrame([summary])
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    frame.to_parquet(tmp_path / "runs.parquet", index=False)
+    assert secret not in (tmp_path / "runs.csv").read_text(encoding="utf-8")
+    assert secret not in pd.read_parquet(tmp_path / "runs.parquet")["reason"][0]
+    assert repr(secret)[1:-1] not in results.redact(f"echo: {reason}", env)  # the console's echo of the reason
+
+
 def test_secrets_a_run_passes_its_worker_are_redacted(monkeypatch):
     monkeypatch.setattr(results, "RUN_SECRETS", {})
     results.register_secrets({"MY_API_TOKEN": "tok_123456789", "MISBEHAVE": "raise"})

@@ -1,3 +1,6 @@
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +27,7 @@ def events(n=6, tokens=100, step_time_s=0.5):
 
 
 def outcome(**kw):
-    base = dict(returncode=0, timed_out=False, interrupted=False, wall_s=10.0, sampler=SamplerStats(), log_tail="")
+    base = dict(returncode=0, timed_out=False, interrupted="", wall_s=10.0, sampler=SamplerStats(), log_tail="")
     return Outcome(**(base | kw))
 
 
@@ -198,3 +201,43 @@ def test_the_layout_gives_the_padding_share_and_sequences_per_row():
     layout = {"tokens_fed": 1000, "tokens": 800, "rows": 8, "sequences": 24, "padding_ratio": 0.2}
     assert layout_metrics(layout) == {"padding_ratio": 0.2, "sequences_per_row": 3.0}
     assert layout_metrics({}) == {}
+
+
+@pytest.mark.parametrize("sig, cause", [(signal.SIGHUP, "SIGHUP: the terminal hung up"), (signal.SIGTERM, "SIGTERM")])
+def test_an_interrupted_run_names_the_signal_that_stopped_it(sig, cause):
+    from bench import launch
+
+    with pytest.raises(KeyboardInterrupt) as stopped, launch.interruptible():
+        os.kill(os.getpid(), sig)
+        time.sleep(5)  # the handler raises at the next bytecode; never reached
+    assert launch.interrupt_cause(stopped.value) == cause
+    status, reason = status_of(None, outcome(interrupted=launch.interrupt_cause(stopped.value)))
+    assert (status, reason) == ("interrupted", f"interrupted ({cause}); worker process tree stopped")
+    assert launch.interrupt_cause(KeyboardInterrupt()) == "Ctrl-C"
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_the_memory_limit_is_read_from_the_workers_own_cgroup_not_the_root(tmp_path, version):
+    """The root of the hierarchy says "no limit"; the worker's cgroup (or one above it) sets the one that
+    kills it. The smallest limit on the way up wins."""
+    from bench.summary import memory_limit_mb
+
+    proc, cgroup = tmp_path / "proc", tmp_path / "cgroup"
+    (proc / "4242").mkdir(parents=True)
+    if version == "v2":
+        (proc / "4242" / "cgroup").write_text("0::/ci.slice/job-7\n")
+        base, name, unlimited = cgroup, "memory.max", "max"
+    else:
+        (proc / "4242" / "cgroup").write_text("12:cpu,cpuacct:/ci/job-7\n4:memory:/ci/job-7\n")
+        base, name, unlimited = cgroup / "memory", "memory.limit_in_bytes", str(2**63 - 4096)
+    leaf = base / ("ci.slice/job-7" if version == "v2" else "ci/job-7")
+    leaf.mkdir(parents=True)
+    (base / name).write_text(unlimited)
+    (leaf / name).write_text(str(6 * 2**30))
+    (leaf.parent / name).write_text(str(8 * 2**30))
+    assert memory_limit_mb(4242, proc, cgroup) == 6 * 1024
+    (leaf / name).write_text(unlimited)
+    assert memory_limit_mb(4242, proc, cgroup) == 8 * 1024
+    (leaf.parent / name).write_text(unlimited)
+    assert memory_limit_mb(4242, proc, cgroup) is None
+    assert memory_limit_mb(9999, proc, cgroup) is None  # a process gone before its cgroup was read

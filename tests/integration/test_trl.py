@@ -128,7 +128,9 @@ def test_an_interrupted_sweep_stops_its_worker_and_records_the_run(tmp_path, sig
     assert parent.returncode == 130, stderr[-2000:]
     assert "Traceback" not in stderr
     (run,) = run_dirs(tmp_path)
-    assert json.loads((run / results.SUMMARY).read_text())["status"] == "interrupted"
+    summary = json.loads((run / results.SUMMARY).read_text())
+    assert summary["status"] == "interrupted"
+    assert summary["reason"].startswith(f"interrupted ({'Ctrl-C' if sig == 'SIGINT' else sig})"), summary["reason"]
     spec = str(run / results.SPEC)
     assert not [p for p in psutil.process_iter(["cmdline"]) if spec in " ".join(p.info["cmdline"] or [])]
 
