@@ -1,9 +1,11 @@
 """Sweep reports: a pandas table of every run, Markdown and self-contained HTML with plots.
 
-    python -m bench.report results/<sweep> [--baseline trl]
+    python -m bench.report results/<sweep> [results/<other sweep> ...] [--baseline trl]
 
 Writes runs.csv, runs.parquet, report.md (with PNG plots beside it) and report.html (plots inlined) into the
-sweep directory. Runs whose summary is missing or unreadable are listed with the reason, never fatal.
+(first) sweep directory. Runs whose summary is missing or unreadable are listed with the reason, never fatal.
+Other sweeps' runs join the report, each run named `<sweep directory>/<run>` (a sweep of published runs next
+to one of the same frameworks on one job: bench.replay).
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import argparse
 import base64
 import html
 import io
+import json
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +27,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from scipy import stats  # noqa: E402
 
-from bench import config, frontier_table, measure, results  # noqa: E402
+from bench import config, frontier_table, measure, replay, results  # noqa: E402
 from bench import metrics as registry  # noqa: E402
 from bench.errors import UserError  # noqa: E402
 from bench.runners.base import STACK  # noqa: E402
@@ -119,8 +122,57 @@ def trust_sections(frame: pd.DataFrame) -> list[Section]:
     return out
 
 
-def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[dict[str, str]]]:
-    """One row per run that has a readable summary; the others as (run, why) for the report."""
+def sweeps_of(sweep_dir: Path, others: Sequence[Path] = ()) -> dict[str, Path]:
+    """The sweeps a report covers, by the prefix their runs' names take: none with one sweep (its runs keep
+    their names); with several, the sweep directory's name, so that run names stay unique across them."""
+    if not others:
+        return {"": sweep_dir}
+    sweeps = [sweep_dir, *others]
+    names = [s.resolve().name for s in sweeps]
+    if len(set(names)) < len(names):
+        raise UserError(f"sweeps {', '.join(map(str, sweeps))}: two share a directory name, which names their runs")
+    return {f"{name}/": s for name, s in zip(names, sweeps, strict=True)}
+
+
+def locate(sweeps: dict[str, Path], run: str) -> tuple[str, Path]:
+    """The prefix of a run's sweep (sweeps_of) and the run's directory."""
+    prefix = next(p for p in sweeps if run.startswith(p))
+    return prefix, sweeps[prefix] / run.removeprefix(prefix)
+
+
+def published_columns(summary: dict[str, Any]) -> dict[str, Any]:
+    """Whether the run replays a published run and what this host left out of it (bench.published), the
+    claims its scenario carries (JSON, checked by bench.replay) and the steps it trained."""
+    published = summary.get("published") or {}
+    return {
+        "published_source": published.get("source"),
+        "as_published": published.get("as_published"),
+        "left_out": "; ".join(published.get("left_out") or []),
+        "claims": json.dumps(summary["claims"]) if summary.get("claims") else None,
+        "trained_steps": (summary.get("effective") or {}).get("max_steps"),
+    }
+
+
+def load_runs(sweep_dir: Path, others: Sequence[Path] = ()) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    """One row per run that has a readable summary; the others as (run, why) for the report. With other
+    sweeps, their runs too, each run named by its sweep (sweeps_of)."""
+    rows, unreadable, summaries, curves = [], [], [], {}
+    for prefix, sweep in sweeps_of(sweep_dir, others).items():
+        its_rows, its_unreadable, its_summaries = _sweep_runs(sweep)
+        curves |= {prefix + run: events for run, events in loss_curves(sweep, its_summaries).items()}
+        for item in [*its_rows, *its_unreadable, *its_summaries]:
+            item["run"] = prefix + item["run"]
+        rows, unreadable, summaries = rows + its_rows, unreadable + its_unreadable, summaries + its_summaries
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        checks = parity(summaries, curves)
+        for col in PARITY:
+            frame[col] = [p.get(col) for p in checks]
+    return frame, unreadable
+
+
+def _sweep_runs(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[dict[str, Any]]]:
+    """One sweep's rows, its runs without a readable summary (run, why), and its summaries."""
     rows, unreadable, summaries = [], [], []
     versions = version_columns()
     for run_dir in results.run_dirs(sweep_dir):
@@ -152,6 +204,7 @@ def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[dict[str, str]]]:
             "device": device_of(summary.get("hardware")),
             **machine_columns(summary),
             "train_examples": (summary.get("effective") or {}).get("train_examples"),
+            **published_columns(summary),
             **{n: (q if registry.get(n).source == "quality" else m).get(n) for n in RUN_METRICS},
             "base_heldout_loss": (summary.get("base_quality") or {}).get("heldout_loss"),
             "heldout_overlap_with_train": ((summary.get("data") or {}).get("heldout") or {}).get("overlap_with_train"),
@@ -161,12 +214,7 @@ def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[dict[str, str]]]:
             **_spec_fields(spec),
         }
         rows.append(row)
-    frame = pd.DataFrame(rows)
-    if not frame.empty:
-        checks = parity(summaries, loss_curves(sweep_dir, summaries))
-        for col in PARITY:
-            frame[col] = [p.get(col) for p in checks]
-    return frame, unreadable
+    return rows, unreadable, summaries
 
 
 def repeats(frame: pd.DataFrame) -> pd.DataFrame:
@@ -184,8 +232,8 @@ def repeats(frame: pd.DataFrame) -> pd.DataFrame:
             values = group[col].dropna().astype(float) if col in group else pd.Series(dtype=float)
             if values.empty:
                 continue
-            mean, sd = values.mean(), values.std(ddof=1) if len(values) > 1 else math.nan
-            half = stats.t.ppf(0.975, len(values) - 1) * sd / math.sqrt(len(values)) if len(values) > 1 else math.nan
+            mean, half = replay.t_interval(list(values))
+            sd = values.std(ddof=1) if len(values) > 1 else math.nan
             row |= {f"{col}_mean": mean, f"{col}_ci95": half, f"{col}_cv": sd / mean if mean else math.nan}
         out.append(row)
     return pd.DataFrame(out)
@@ -219,19 +267,28 @@ def with_ratios(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
     return ok
 
 
-def quality_differences(sweep_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
-    """Per run, ROUGE-L after training minus the base model's on the same prompts, with a paired bootstrap
-    95 % interval over the prompts; a difference is called one only when the interval excludes zero."""
-    base = {}
+def base_scores(sweep_dir: Path) -> dict[str, float]:
+    """The base model's ROUGE-L per prompt, from the sweep's first run that evaluated it."""
     for run_dir in results.run_dirs(sweep_dir):
         base = {g["prompt"]: g["rouge_l"] for g in results.read_jsonl(run_dir / results.BASE_GENERATIONS)
                 if "rouge_l" in g}  # fmt: skip
         if base:
-            break
+            return base
+    return {}
+
+
+def quality_differences(sweep_dir: Path, frame: pd.DataFrame, others: Sequence[Path] = ()) -> pd.DataFrame:
+    """Per run, ROUGE-L after training minus the base model's (of its own sweep) on the same prompts, with a
+    paired bootstrap 95 % interval over the prompts; a difference is called one only when the interval
+    excludes zero."""
+    sweeps = sweeps_of(sweep_dir, others)
+    bases = {prefix: base_scores(sweep) for prefix, sweep in sweeps.items()}
     rows = []
     ok = frame[frame["status"] == "ok"] if not frame.empty else frame
     for run in ok["run"] if not ok.empty else []:
-        gens = [g for g in results.read_jsonl(sweep_dir / run / results.GENERATIONS) if g.get("prompt") in base]
+        prefix, run_dir = locate(sweeps, run)
+        base = bases[prefix]
+        gens = [g for g in results.read_jsonl(run_dir / results.GENERATIONS) if g.get("prompt") in base]
         diffs = np.array([g["rouge_l"] - base[g["prompt"]] for g in gens if "rouge_l" in g])
         if diffs.size == 0:
             continue
@@ -251,15 +308,20 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def plots(sweep_dir: Path, frame: pd.DataFrame) -> dict[str, bytes]:
+def plots(sweep_dir: Path, frame: pd.DataFrame, others: Sequence[Path] = ()) -> dict[str, bytes]:
     """PNG plots: loss curves, memory timeline, throughput and quality bars (where there is data)."""
+    sweeps = sweeps_of(sweep_dir, others)
+
+    def run_dir(run: str) -> Path:
+        return locate(sweeps, run)[1]
+
     out: dict[str, bytes] = {}
     ok = frame[frame["status"] == "ok"] if not frame.empty else frame
     if ok.empty:
         return out
     fig, ax = plt.subplots(figsize=(7, 4))
     for run in ok["run"]:
-        events = results.read_jsonl(sweep_dir / run / results.EVENTS)
+        events = results.read_jsonl(run_dir(run) / results.EVENTS)
         ax.plot([e["step"] for e in events], [e.get("loss") for e in events], label=run)
     ax.set(xlabel="step", ylabel="training loss", title="Loss curves")
     ax.legend(fontsize=7)
@@ -267,8 +329,8 @@ def plots(sweep_dir: Path, frame: pd.DataFrame) -> dict[str, bytes]:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for run in ok["run"]:
-        samples = results.read_jsonl(sweep_dir / run / results.SAMPLES)
-        baseline = ((results.read_json(sweep_dir / run / results.SUMMARY) or {}).get("sampler") or {}).get(
+        samples = results.read_jsonl(run_dir(run) / results.SAMPLES)
+        baseline = ((results.read_json(run_dir(run) / results.SUMMARY) or {}).get("sampler") or {}).get(
             "baseline_used_mb"
         )
         # The quantity the peak-memory metric takes its maximum of, by the same method.
@@ -293,7 +355,7 @@ def plots(sweep_dir: Path, frame: pd.DataFrame) -> dict[str, bytes]:
         ax.tick_params(axis="x", labelrotation=30, labelsize=7)
     out["throughput_quality.png"] = _png(fig)
 
-    evaluated = {run: [e for e in results.read_jsonl(sweep_dir / run / results.EVENTS) if "heldout_loss" in e]
+    evaluated = {run: [e for e in results.read_jsonl(run_dir(run) / results.EVENTS) if "heldout_loss" in e]
                  for run in ok["run"]}  # fmt: skip
     if any(evaluated.values()):
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -339,24 +401,32 @@ def summary_table(frame: pd.DataFrame, ratios: pd.DataFrame) -> pd.DataFrame:
     """The columns a reader compares first, with the ratios against the baseline framework's run of the same
     job; where a ratio cannot be taken its cell says why."""
     table = (ratios if not ratios.empty else frame).copy()
+    marks = replay.published_marks(table)
+    if marks is not None:
+        table["published"] = marks
     notes = [c for c in table if c.startswith("vs_")]
     for note in notes:
         for col in [c for c in table if c.endswith(f"_{note}")]:
             table[col] = [f"{v:.3g}x" if pd.notna(v) else n for v, n in zip(table[col], table[note], strict=True)]
-    cols = [*IDENTITY, *registry.shown("table"), "base_heldout_loss", "fingerprint", *PARITY]
+    cols = [*IDENTITY, "published", *registry.shown("table"), "base_heldout_loss", "fingerprint", *PARITY]
     cols = [c for c in cols if c in table] + [c for c in table if "_vs_" in c]
     return table[cols].dropna(axis=1, how="all")
 
 
-def base_line(sweep_dir: Path) -> str | None:
+def base_line(sweep_dir: Path, others: Sequence[Path] = ()) -> str | None:
     """The base model's held-out quality (evaluated once per sweep, in its first run): the reference point."""
+    lines = [line for prefix, sweep in sweeps_of(sweep_dir, others).items() if (line := _base_line(sweep, prefix))]
+    return " ".join(lines) or None
+
+
+def _base_line(sweep_dir: Path, prefix: str) -> str | None:
     for run_dir in results.run_dirs(sweep_dir):
         base = (results.read_json(run_dir / results.SUMMARY) or {}).get("base_quality")
         if base:
             scores = (
                 f"held-out loss {base['heldout_loss']:.4g}, ROUGE-L {base['rouge_l']:.4g}, BLEU-4 {base['bleu4']:.4g}"
             )
-            return f"Base model before fine-tuning (evaluated in {run_dir.name}): {scores}"
+            return f"Base model before fine-tuning (evaluated in {prefix}{run_dir.name}): {scores}"
     return None
 
 
@@ -376,6 +446,8 @@ def sections(frame, ratios, reps, quality, unreadable, base, front, baseline) ->
     else:
         out.append(("Runs", f"Ratios are taken against the {baseline} run of the same job and seed, only where "
                     "both trained on the same tokens (fingerprint).", summary_table(frame, ratios)))  # fmt: skip
+        out += [s for s in (replay.not_as_published(frame), replay.difference_section(frame, baseline),
+                            replay.claims_section(frame)) if s is not None]  # fmt: skip
         out += trust_sections(frame)
         if not reps.empty and (reps["n"] > 1).any():
             out.append(("Repeats (mean, 95 % CI half-width, CV)", "Runs of one job, framework and version that "
@@ -444,22 +516,24 @@ def to_html(title: str, content: list[Section], images: dict[str, bytes], frame:
     return f"<!doctype html><html><head>{head}</head><body>{''.join(body)}</body></html>\n"
 
 
-def report_title(sweep_dir: Path, frame: pd.DataFrame) -> str:
-    """The sweep's name and the scenario(s) its runs started from (conf/scenario/), where any did."""
+def report_title(sweep_dir: Path, frame: pd.DataFrame, others: Sequence[Path] = ()) -> str:
+    """The sweeps' names and the scenario(s) their runs started from (conf/scenario/), where any did."""
     names = sorted({s for s in frame.get("scenario", []) if isinstance(s, str)})
-    return f"sftbench report: {sweep_dir.name}" + (f" (scenario: {', '.join(names)})" if names else "")
+    sweeps = " + ".join(s.name for s in (sweep_dir, *others))
+    return f"sftbench report: {sweeps}" + (f" (scenario: {', '.join(names)})" if names else "")
 
 
-def build(sweep_dir: Path, baseline: str = "trl") -> dict[str, Path]:
-    """Write runs.csv, runs.parquet, report.md (+ PNGs) and report.html into `sweep_dir`."""
-    frame, unreadable = load_runs(sweep_dir)
+def build(sweep_dir: Path, baseline: str = "trl", others: Sequence[Path] = ()) -> dict[str, Path]:
+    """Write runs.csv, runs.parquet, report.md (+ PNGs) and report.html into `sweep_dir`, over its runs and
+    those of the `others` sweeps."""
+    frame, unreadable = load_runs(sweep_dir, others)
     ratios = with_ratios(frame, baseline) if not frame.empty else frame
     reps = repeats(frame) if not frame.empty else pd.DataFrame()
-    quality = quality_differences(sweep_dir, frame)
-    images = plots(sweep_dir, frame)
-    title = report_title(sweep_dir, frame)
-    content = sections(frame, ratios, reps, quality, unreadable, base_line(sweep_dir), frontier_section(sweep_dir),
-                       baseline)  # fmt: skip
+    quality = quality_differences(sweep_dir, frame, others)
+    images = plots(sweep_dir, frame, others)
+    title = report_title(sweep_dir, frame, others)
+    content = sections(frame, ratios, reps, quality, unreadable, base_line(sweep_dir, others),
+                       frontier_section(sweep_dir), baseline)  # fmt: skip
     with results.atomic_path(sweep_dir / "runs.csv") as tmp:
         frame.to_csv(tmp, index=False)
     with results.atomic_path(sweep_dir / "runs.parquet") as tmp:
@@ -475,17 +549,20 @@ def build(sweep_dir: Path, baseline: str = "trl") -> dict[str, Path]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m bench.report",
-        description="Build a sweep's report from its runs.",
-        epilog="example: python -m bench.report results/<sweep> --baseline llamafactory",
+        description="Build a sweep's report from its runs (and other sweeps' runs, named by their sweep).",
+        epilog="examples: python -m bench.report results/<sweep> --baseline llamafactory; "
+        "python -m bench.report results/<published runs> results/<one job> (written into the first)",
     )
-    ap.add_argument("sweep_dir", type=Path)
+    ap.add_argument("sweep_dir", type=Path, help="the sweep the report is written into")
+    ap.add_argument("others", type=Path, nargs="*", help="other sweeps whose runs the report covers too")
     ap.add_argument("--baseline", default="trl", help="framework the ratios are taken against (default: trl)")
     a = ap.parse_args(argv)
-    if not a.sweep_dir.is_dir():
-        print(f"error: {a.sweep_dir}: not a sweep directory", file=sys.stderr)
+    missing = next((d for d in (a.sweep_dir, *a.others) if not d.is_dir()), None)
+    if missing is not None:
+        print(f"error: {missing}: not a sweep directory", file=sys.stderr)
         return 2
     try:
-        paths = build(a.sweep_dir, a.baseline)
+        paths = build(a.sweep_dir, a.baseline, a.others)
     except (UserError, OSError) as e:  # a full disk (DiskFull), an unwritable directory: one line
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,73 @@
+"""The seed tutorial's three runs replayed as published, then as one job, on a CPU: the published runs say
+what they left out, Unsloth is skipped with its reason, and the report of both sweeps says how much of the
+published difference was the framework."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench import results
+from tests.conftest import REPO
+from tests.integration.test_trl import bench_run, run_dirs
+
+pytestmark = pytest.mark.integration
+SMALL = ("model=tiny", "dataset.max_rows=32", "eval.prompts=2")  # 32 rows: a few steps per epoch
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory):
+    published, one_job = tmp_path_factory.mktemp("published"), tmp_path_factory.mktemp("one_job")
+    a = bench_run(published, "scenario=seed-llamafactory,seed-trl,seed-unsloth", *SMALL)
+    b = bench_run(one_job, "scenario=seed-0.5b", "framework=trl,llamafactory", *SMALL)
+    assert a.returncode == 0 and b.returncode == 0, a.stderr[-3000:] + b.stderr[-3000:]
+    return published, one_job, a
+
+
+def summaries(tmp) -> dict[str, dict]:
+    return {s["framework"]: s for s in (json.loads((r / results.SUMMARY).read_text()) for r in run_dirs(tmp))}
+
+
+def test_the_published_runs_are_one_run_per_scenario_with_its_framework(sweeps):
+    runs = summaries(sweeps[0])
+    assert {f: s["scenario"] for f, s in runs.items()} == {
+        "llamafactory": "seed-llamafactory", "trl": "seed-trl", "unsloth": "seed-unsloth"}  # fmt: skip
+    assert runs["unsloth"]["status"] == "skipped" and "GPU" in runs["unsloth"]["reason"]
+    assert runs["trl"]["status"] == runs["llamafactory"]["status"] == "ok"
+    assert len({s["job_key"] for s in runs.values()}) == 3  # three different jobs, as published
+
+
+def test_a_published_run_on_a_cpu_says_what_it_left_out(sweeps):
+    lf = summaries(sweeps[0])["llamafactory"]
+    assert lf["published"]["as_published"] is False
+    left_out = " | ".join(lf["published"]["left_out"])
+    assert "train.quant=4bit" in left_out and "model=tiny" in left_out and "train.precision=bf16" in left_out
+    spec = json.loads((run_dirs(sweeps[0])[0] / results.SPEC).read_text())
+    assert spec["train"]["quant"] == "none" and spec["train"]["epochs"] == 3  # what ran: 3 epochs, unquantised
+    assert lf["effective"]["max_steps"] == 6  # ceil(3 x 32 / (2 x 8))
+
+
+def test_the_trl_run_trains_its_plain_format_on_the_answer_after_the_response_template(sweeps):
+    trl = summaries(sweeps[0])["trl"]
+    assert trl["effective"]["max_steps"] == 32  # one epoch of 32 rows at batch 1
+    assert any("harness's token ids" in n for n in trl["notes"])  # TRL would append EOS; the notebook has none
+
+
+def test_the_report_of_both_sweeps_says_what_the_difference_was_made_of(sweeps):
+    published, one_job, _ = sweeps
+    sweep_a, sweep_b = (next(p for p in d.iterdir() if p.is_dir()) for d in (published, one_job))
+    proc = subprocess.run([sys.executable, "-m", "bench.report", str(sweep_a), str(sweep_b)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = (sweep_a / "report.md").read_text()
+    assert "What the difference was made of" in report, report
+    section = report.split("## What the difference was made of", 1)[1].split("\n## ", 1)[0]
+    sentence = section[section.index("Of the published runs'") :].split(". ", 1)[0]
+    assert "time per epoch difference (llamafactory vs trl)" in sentence, sentence
+    assert "the same job shows" in sentence and "one run each, no CI" in sentence, sentence
+    rest = sentence.split("the rest is the job", 1)[1]
+    for differing in ("prompt format", "sequence length", "optimizer", "LoRA", "batch", "length of training"):
+        assert differing in rest, sentence
+    assert "unsloth" in section and "skipped" in section  # its published run could not run here: said, no ratio
+    assert "not as published" in report
