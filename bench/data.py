@@ -6,9 +6,11 @@ each framework's environment with the same code.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
+import os
 import random
 import stat
 import string
@@ -200,6 +202,50 @@ def load_examples(
     examples = examples[:max_rows] if max_rows is not None else examples
     report.kept = len(examples)
     return examples
+
+
+def snapshot(path: Path, store: Path) -> Path:
+    """A read-only copy of a data file under `store`, named by its content: a run reads exactly the bytes its
+    job key names, whatever happens to the original while the sweep runs. Written once per content."""
+    tmp = store / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        copy = store / _sha256(path)[:16] / path.name
+        if copy.is_file():
+            return copy
+        store.mkdir(parents=True, exist_ok=True)
+        h = hashlib.sha256()
+        with open(path, "rb") as src, open(tmp, "wb") as dst:
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                h.update(chunk)
+                dst.write(chunk)
+        copy = store / h.hexdigest()[:16] / path.name  # the bytes copied, should the file have changed meanwhile
+        copy.parent.mkdir(exist_ok=True)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, copy)
+        return copy
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"{path}: cannot copy it for the run into {store} ({e.strerror or e})") from None
+
+
+@contextlib.contextmanager
+def named_by_source(data):
+    """Errors about rows name the user's file (`data`: the DataSpec's source_files), not the copy read."""
+    try:
+        yield
+    except DataError as e:
+        text = str(e)
+        for copy, source in zip((*data.train_files, *data.eval_files), data.source_files, strict=True):
+            text = text.replace(copy, source)
+        raise DataError(text) from None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def files_sha256(*groups: list[Path] | tuple[str, ...]) -> str:

@@ -36,7 +36,9 @@ from bench.data import (
     heldout_note,
     heldout_overlap,
     load_examples,
+    named_by_source,
     resolve_files,
+    snapshot,
 )
 from bench.errors import DataError, SpecError, UserError
 from bench.models import BUILT_ELSEWHERE, built_model_dir
@@ -108,10 +110,15 @@ def data_spec(cfg: Config) -> DataSpec:
             held_out = resolve_files(path, d.eval_glob)
         else:
             held_out = []
+    # Every run reads content-addressed copies: the bytes its job key names, even if a file changes meanwhile.
+    store = cfg.cache_path / "data"
+    sources = tuple(map(str, [*train, *held_out]))
+    train, held_out = [snapshot(f, store) for f in train], [snapshot(f, store) for f in held_out]
     return DataSpec(
         name=d.name,
         train_files=tuple(map(str, train)),
         eval_files=tuple(map(str, held_out)),
+        source_files=sources,
         files_sha256=files_sha256(train, held_out),
         system_prompt=d.system_prompt,
         prompt_format=d.prompt_format,
@@ -125,8 +132,9 @@ def data_spec(cfg: Config) -> DataSpec:
     )
 
 
-def usable_rows(d: DataSpec) -> list:
-    return load_examples(d.train_files, d.max_rows, d.on_bad_row, d.shuffle_seed, None, d.max_row_bytes)
+def usable_rows(d: DataSpec, report: DataReport | None = None) -> list:
+    with named_by_source(d):
+        return load_examples(d.train_files, d.max_rows, d.on_bad_row, d.shuffle_seed, report, d.max_row_bytes)
 
 
 def train_steps(t: TrainSpec, data: DataSpec) -> TrainSpec:
@@ -285,13 +293,14 @@ def check_data(spec: JobSpec) -> dict[str, Any]:
     shares with the training rows."""
     d = spec.data
     rows = DataReport()
-    train = load_examples(d.train_files, d.max_rows, d.on_bad_row, d.shuffle_seed, rows, d.max_row_bytes)
+    train = usable_rows(d, rows)
     if not train:
         skipped = "".join(f", {n} {kind}" for kind, n in rows.skipped.items())
-        raise DataError(f"0 usable rows in {', '.join(d.train_files)}: {rows.rows} read, {rows.duplicates} "
-                        f"duplicates{skipped}")  # fmt: skip
+        files = ", ".join(d.source_files[: len(d.train_files)])
+        raise DataError(f"0 usable rows in {files}: {rows.rows} read, {rows.duplicates} duplicates{skipped}")
     report = DataReport()
-    held_out = load_examples(d.eval_files, None, d.on_bad_row, None, report, d.max_row_bytes)
+    with named_by_source(d):
+        held_out = load_examples(d.eval_files, None, d.on_bad_row, None, report, d.max_row_bytes)
     overlap = heldout_overlap(train, held_out)
     heldout = {"rows": report.rows, "kept": report.kept, "duplicates": report.duplicates, "skipped": report.skipped}
     return {"heldout": heldout | {"overlap_with_train": overlap}, "train_rows": len(train)}

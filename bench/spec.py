@@ -90,7 +90,8 @@ class ModelSpec:
 class DataSpec:
     name: str
     train_files: tuple[str, ...]
-    eval_files: tuple[str, ...]
+    eval_files: tuple[str, ...]  # what the run reads: content-addressed copies of the source files
+    source_files: tuple[str, ...]  # where they were copied from (train, then held-out), for the reader
     files_sha256: str  # content of train_files then eval_files: the data's identity wherever it lies
     system_prompt: str  # chat format only
     # chat: the model's chat template (system prompt, user turn, answer); otherwise a plain format string over
@@ -171,7 +172,7 @@ class JobSpec:
         if self.model.source == "random":
             model.pop("path")  # the cache directory it was built into
         data = dataclasses.asdict(self.data)
-        for where in ("name", "train_files", "eval_files"):
+        for where in ("name", "train_files", "eval_files", "source_files"):
             data.pop(where)
         train = dataclasses.asdict(self.train)
         train.pop("seed")

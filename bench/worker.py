@@ -214,6 +214,7 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
     )
     with ctx.timed("model_prepare_s"):
         ctx.model_path = prepare_model(spec)
+    ctx.check_usable()
     if spec.evaluation.every_steps and spec.data.eval_files:
         recorder.heldout = heldout_loss_fn(ctx)
     budget_note = apply_vram_budget(spec.train.vram_budget_gb, on_gpu)

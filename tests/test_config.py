@@ -65,7 +65,8 @@ def test_architecture_presets_build_the_real_shape_without_download(tmp_path, mo
 def test_user_dataset_file(tmp_path, write_jsonl):
     path = write_jsonl([{"instruction": "a", "input": "", "output": "b"}])
     spec = job_spec(typed(f"dataset.path={path}"), tmp_path)
-    assert spec.data.train_files == (str(path),) and spec.data.eval_files == ()
+    assert spec.data.source_files == (str(path),) and spec.data.eval_files == ()
+    assert Path(spec.data.train_files[0]).read_bytes() == path.read_bytes()  # the run reads a copy
 
 
 def test_missing_dataset_file_is_a_data_error(tmp_path):
@@ -215,7 +216,25 @@ def test_medical_dataset_comes_from_the_hub_without_a_local_copy(tmp_path, monke
         ("shibing624/medical", "finetune/train_zh_0.json", "dataset"),
         ("shibing624/medical", "finetune/valid_zh_0.json", "dataset"),
     ]
-    assert spec.data.train_files == (str(tmp_path / "finetune" / "train_zh_0.json"),)
+    names = ("train_zh_0.json", "valid_zh_0.json")
+    assert spec.data.source_files == tuple(str(tmp_path / "finetune" / f) for f in names)
+
+
+def test_a_data_file_changed_during_the_sweep_never_reaches_a_run_that_named_the_old_one(tmp_path, write_jsonl):
+    """A run reads content-addressed copies made when its spec was: its summary's data hash and job key name
+    the bytes it trained and evaluated on, whatever happens to the files meanwhile."""
+    from bench.data import files_sha256, load_examples
+
+    train = write_jsonl([{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(4)], "train.jsonl")
+    held_out = write_jsonl([{"instruction": "held", "input": "", "output": "out"}], "valid.jsonl")
+    c = typed(f"dataset.path={train}", f"dataset.eval_path={held_out}", f"cache_dir={tmp_path}")
+    spec = job_spec(c, tmp_path)
+    held_out.write_text(train.read_text(encoding="utf-8"), encoding="utf-8")  # replaced while the run trains
+    assert [ex.output for ex in load_examples(spec.data.eval_files)] == ["out"]
+    assert files_sha256(spec.data.train_files, spec.data.eval_files) == spec.data.files_sha256
+    later = job_spec(c, tmp_path)  # a later run of the sweep reads the new file, under its own job key
+    assert [ex.output for ex in load_examples(later.data.eval_files)] == ["a0", "a1", "a2", "a3"]
+    assert later.job_key() != spec.job_key()
 
 
 def test_unreachable_hub_says_how_to_use_a_local_copy(tmp_path, monkeypatch):
@@ -369,9 +388,11 @@ def test_data_with_no_usable_row_stops_before_the_run_with_the_counts(tmp_path, 
     from bench.run import check_data
 
     path = write_jsonl([{"instruction": "q", "input": "", "output": ""}] * 3 + [{"instruction": "q"}])
-    with pytest.raises(DataError, match=r"0 usable rows in .*data.jsonl: 4 read, 0 duplicates, 3 field 'output' is "
+    with pytest.raises(DataError, match=rf"0 usable rows in {path}: 4 read, 0 duplicates, 3 field 'output' is "
                        r"empty, 1 field 'output' is missing"):  # fmt: skip
         check_data(job_spec(typed(f"dataset.path={path}", "dataset.on_bad_row=skip"), tmp_path))
+    with pytest.raises(DataError, match=rf"^{path}:1: field 'output' is empty"):  # the user's file, not the copy
+        check_data(job_spec(typed(f"dataset.path={path}"), tmp_path))
 
 
 def test_a_row_above_the_size_bound_is_a_bad_row(tmp_path, write_jsonl):

@@ -199,6 +199,25 @@ def test_strict_mode_with_no_answer_token_left_says_so():
         ctx.pretokenized()
 
 
+def test_every_row_cut_before_its_answer_stops_before_training_in_the_frameworks_own_tokenization_too():
+    """dataset.tokenize=framework: the worker counts with the harness's tokenizer before calling the framework,
+    instead of the framework's own failure on an empty dataset (num_samples=0)."""
+    from bench.runners.base import RunContext
+    from tests.test_spec import make_spec
+
+    def ctx(**train):
+        c = RunContext(spec=make_spec(**train), model_path="", examples=[], callbacks=[], on_gpu=False,
+                       precision="fp32")  # fmt: skip
+        c._tokenized = [{"input_ids": [1, 2, 3, 4, 5, 6], "completion_mask": [0, 0, 0, 0, 1, 1]}] * 3
+        return c
+
+    with pytest.raises(DataError, match=r"0 usable rows: all 3 rows have no answer token within train.max_seq_len=4"):
+        ctx(max_seq_len=4).check_usable()
+    ctx(max_seq_len=5).check_usable()  # one answer token left: usable
+    ctx(max_seq_len=4, loss_on="all").check_usable()  # every token trains
+    ctx(max_seq_len=4, packing="padding_free").check_usable()  # rows are not cut
+
+
 def test_a_held_out_split_that_repeats_training_rows_gets_a_warning():
     from bench.data import heldout_note
 

@@ -11,7 +11,8 @@ from tests.conftest import REPO
 DEFAULT_TRAIN = from_mapping(TrainSpec, OmegaConf.to_container(OmegaConf.load(REPO / "conf/train/default.yaml")), "")
 DEFAULT_EVAL = from_mapping(EvalSpec, OmegaConf.to_container(OmegaConf.load(REPO / "conf/config.yaml").eval), "eval")
 
-DEFAULT_DATA = DataSpec(name="d", train_files=("/data/train.json",), eval_files=(), files_sha256="0" * 64,
+DEFAULT_DATA = DataSpec(name="d", train_files=("/data/train.json",), eval_files=(), source_files=("/data/train.json",),
+                        files_sha256="0" * 64,
                         system_prompt="You are Qwen.", max_rows=None, tokenize="framework", on_bad_row="error",
                         shuffle_seed=None, fill_to=None, max_row_bytes=1_000_000, prompt_format="chat",
                         eos=False)  # fmt: skip

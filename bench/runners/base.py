@@ -97,8 +97,18 @@ class RunContext:
         rows = [{k: v[:cut] for k, v in r.items()} for r in self.tokenized()]
         kept = [r for r in rows if any(r["completion_mask"])]
         if not kept:
-            raise DataError(f"0 usable rows: all {len(rows)} rows have no answer token within train.max_seq_len={cut}")
+            raise DataError(no_usable_rows(len(rows), cut))
         return kept
+
+    def check_usable(self) -> None:
+        """Before training, in the frameworks' own tokenization too: when truncation at max_seq_len leaves no
+        row an answer token, stop with the counts rather than let a framework fail on an empty dataset."""
+        t = self.spec.train
+        if t.loss_on == "all" or t.packing == "padding_free" or self.spec.data.tokenize == "harness":
+            return  # every token trains, rows are not cut, or pretokenized() has checked
+        rows = self.tokenized()
+        if not any(any(r["completion_mask"][: t.max_seq_len]) for r in rows):
+            raise DataError(no_usable_rows(len(rows), t.max_seq_len))
 
     @property
     def torch_dtype(self):
@@ -113,6 +123,10 @@ class RunContext:
             yield
         finally:
             self.timings[name] = time.perf_counter() - start
+
+
+def no_usable_rows(rows: int, max_seq_len: int) -> str:
+    return f"0 usable rows: all {rows} rows have no answer token within train.max_seq_len={max_seq_len}"
 
 
 def packed(rows: list[dict[str, list[int]]], length: int) -> list[dict[str, list[int]]]:
