@@ -104,6 +104,25 @@ def mount_point(path: Path) -> Path:
     return p
 
 
+def existing(path: Path) -> Path:
+    """`path`, or the nearest of its parents that exists (where a directory about to be made would go)."""
+    p = path.absolute()
+    while not p.exists():
+        p = p.parent
+    return p
+
+
+def unwritable(path: Path, low_bytes: int) -> str | None:
+    """Why results cannot be written under `path` (read-only, full), in words; None when they can."""
+    where = existing(path)
+    if not os.access(where, os.W_OK):
+        return f"{where} is not writable (read-only file system or no permission); choose another results_dir"
+    st = os.statvfs(where)
+    if st.f_bavail * st.f_frsize < low_bytes:
+        return f"no space left on {mount_point(where)} for results under {path}"
+    return None
+
+
 def no_space(error: OSError) -> bool:
     return error.errno in (errno.ENOSPC, errno.EDQUOT)
 

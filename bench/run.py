@@ -397,7 +397,9 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[
         spec.evaluation.target_loss,
     )
     reason = summary.killed_hint(reason, metrics.get("peak_rss_mb"), outcome.memory_limit_mb)
-    if status != "ok" and shutil.disk_usage(run_dir).free < DISK_LOW_BYTES:
+    if not run_dir.is_dir():
+        reason = f"its run directory {run_dir} was deleted while it ran; {reason}"
+    elif status != "ok" and shutil.disk_usage(run_dir).free < DISK_LOW_BYTES:
         reason = f"no space left on {results.mount_point(run_dir)} (the worker could not write its results); {reason}"
     versions = worker.get("versions") or envs.installed_versions(python, (*spec.packages, *STACK))
     base["framework_version"] = versions.get(fw.distribution)  # what really ran
@@ -457,6 +459,10 @@ def run_job(cfg: DictConfig) -> str:
                 console.print(f"run {hc.job.num + 1}: {prior['framework']} ok in an earlier attempt, kept ({run_dir})")
                 return "ok"
             out = execute(cfg, run_dir, lock_fd)
+            if not run_dir.is_dir():  # deleted under the run: its failure alone, the sweep goes on
+                console.print(f"[red]run {hc.job.num + 1}:[/] {run_dir} was deleted while it ran; its results are "
+                              "lost, the sweep goes on", soft_wrap=True)  # fmt: skip
+                return "failed"
             results.write_json_atomic(run_dir / results.SUMMARY, out)
     except UserError as e:  # SpecError and DataError included
         console.print(f"[red]error:[/] {e}", soft_wrap=True)  # one line, however long
@@ -541,8 +547,23 @@ def pinned_frameworks(argv: list[str]) -> list[str]:
     return argv
 
 
+def results_problem(argv: list[str]) -> str | None:
+    """Where the sweep would write, checked before Hydra writes anything there (its own records included):
+    a read-only or full file system is one line, not Hydra's traceback."""
+    if any(a.startswith("-") for a in argv):  # --help, --cfg, --info: Hydra writes nothing
+        return None
+    given = dict(a.split("=", 1) for a in argv if a.startswith(("results_dir=", "hydra.sweep.dir=")))
+    target = given.get("hydra.sweep.dir") or given.get("results_dir")
+    if target is None:
+        target = OmegaConf.load(config.conf_dir() / "config.yaml").results_dir
+    if "$" in target or "," in target:  # an interpolation or a sweep over directories: Hydra resolves it
+        return None
+    problem = results.unwritable(Path(target), DISK_LOW_BYTES)
+    return f"{target}: {problem}" if problem else None
+
+
 def main() -> None:
-    problem = unknown_choice(sys.argv[1:])
+    problem = unknown_choice(sys.argv[1:]) or results_problem(sys.argv[1:])
     if problem:
         console.print(f"[red]error:[/] {problem}", soft_wrap=True)
         sys.exit(2)

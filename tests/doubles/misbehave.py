@@ -42,6 +42,11 @@ def train(ctx):
 
         fill(Path(ctx.spec.run_dir))
         return {}
+    if mode in ("rmrun", "rmsweep"):  # its run directory, or the whole sweep's, deleted under it
+        import shutil
+
+        shutil.rmtree(Path(ctx.spec.run_dir) if mode == "rmrun" else Path(ctx.spec.run_dir).parent)
+        return {}
     if mode == "leak":  # prints a secret from its environment, then hangs until it is killed
         print(f"logging in with {os.environ.get('HF_TOKEN')}", flush=True)
         time.sleep(600)

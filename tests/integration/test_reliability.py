@@ -200,6 +200,49 @@ def test_a_full_disk_ends_the_sweep_with_one_line_and_keeps_what_was_written(sma
     assert not list(small_disk.rglob("*.tmp"))
 
 
+@pytest.mark.parametrize("mode", ["rmrun", "rmsweep"])
+def test_a_run_or_sweep_directory_deleted_mid_run_is_that_runs_failure_and_the_others_are_reported(
+    tmp_path, trl_python, mode
+):
+    proc = sweep(tmp_path, trl_python, f"framework.env.MISBEHAVE={mode},ok", "eval.enabled=false")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "was deleted while it ran; its results are lost, the sweep goes on" in proc.stderr, proc.stderr[-3000:]
+    (sweep_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    (summary,) = summaries(tmp_path)  # the second run's: recorded, in the table and the report
+    assert summary["status"] == "ok" and "MISBEHAVE=ok" in " ".join(summary["overrides"])
+    assert (sweep_dir / "report.html").exists() and "1-misbehave" in proc.stdout
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A read-only file system (even root cannot write there)."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_results_on_a_read_only_file_system_are_one_line_before_hydra_writes(read_only_dir, trl_python):
+    for where in (f"results_dir={read_only_dir / 'results'}", f"hydra.sweep.dir={read_only_dir}"):  # a resume too
+        proc = subprocess.run(sweep_cmd(read_only_dir, trl_python, "framework.env.MISBEHAVE=ok", where, "resume=true"),
+                              cwd=REPO, capture_output=True, text=True, timeout=300, env=sweep_env())  # fmt: skip
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        (line,) = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert f"{read_only_dir} is not writable" in line, line
+
+
+def test_a_full_disk_before_the_sweep_starts_is_one_line(small_disk, trl_python):
+    from tests.doubles.disk import fill
+
+    fill(small_disk)
+    proc = sweep(small_disk, trl_python, "framework.env.MISBEHAVE=ok")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"no space left on {small_disk}" in proc.stderr
+
+
 def test_a_run_directory_being_written_is_refused_to_a_second_writer(tmp_path, trl_python):
     sweep_dir = tmp_path / "sweep"
     run_dir = sweep_dir / "0-misbehave"
