@@ -118,3 +118,38 @@ def test_sweep_table_shows_the_time_breakdown_and_warns_of_a_shared_machine_and_
     assert "1-llamafactory shared its machine while training: other processes used 1.50 cores" in text
     assert "0-trl shared" not in text
     assert "job job-a ran on different torch builds" in text
+
+
+def test_a_model_built_by_another_process_while_this_sweep_waited_is_a_wait_not_a_build(tmp_path):
+    """The build's lock is held elsewhere; when that build completes, this sweep records how long it waited
+    (model_wait_s), not a build of its own (model_build_s)."""
+    import dataclasses
+    import fcntl
+    import os
+    import sys
+    import threading
+    import time
+
+    from bench import run
+    from tests.conftest import REPO
+    from tests.test_spec import make_spec
+
+    spec = make_spec()
+    model = tmp_path / "models" / "tiny-abc"
+    spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, path=str(model)))
+    model.parent.mkdir(parents=True)
+    out = {}
+    with open(model.with_name(model.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process's build in progress
+        env = os.environ | {"PYTHONPATH": str(REPO)}
+        waiting = threading.Thread(target=lambda: out.update(run.build_model(spec, sys.executable, env)))
+        waiting.start()
+        log = model.with_name(model.name + ".build.log")
+        deadline = time.monotonic() + 300
+        while not (log.exists() and "waiting for a build" in log.read_text()):
+            assert time.monotonic() < deadline and waiting.is_alive()
+            time.sleep(0.1)
+        model.mkdir()
+        (model / ".complete").touch()  # the other process finishes its build
+    waiting.join(timeout=300)
+    assert set(out) == {"model_wait_s"} and out["model_wait_s"] > 0
