@@ -51,6 +51,9 @@ class FrameworkConfig:
     companions: dict[str, list[str]]
     python: str | None
     env: dict[str, Any]
+    # A directory or git+URL@REF installed instead of the released version (bench/source.py): the system under
+    # test becomes that source. Only ever set explicitly, on the command line or in a conf of your own.
+    source: str | None
     # train.kernels choice -> what its environment adds (liger: [liger-kernel==X]); a framework without
     # kernel switches declares none.
     kernel_requirements: dict[str, list[str]] = field(default_factory=dict)

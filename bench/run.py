@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from bench import config, envs, launch, published, results, summary
+from bench import config, envs, launch, published, results, source, summary
 from bench.config import Config
 from bench.data import (
     BUNDLED_MEDICAL,
@@ -225,23 +225,33 @@ def build_status(title: str):
         yield envs.BuildProgress(lambda text: progress.update(task, description=f"{title}: {text[:100]}"), live=True)
 
 
-def framework_python(cfg: Config) -> tuple[Path, dict[str, float]]:
+def framework_source(cfg: Config) -> source.Source | None:
+    """framework.source resolved and identified (one line when it cannot be), or None for the release."""
+    fw = cfg.framework
+    return source.resolve(fw.source, fw.distribution, cfg.cache_path) if fw.source else None
+
+
+def framework_python(cfg: Config, src: source.Source | None = None) -> tuple[Path, dict[str, float]]:
     """The framework's interpreter, and the one-time cost of getting it: `env_build_s` and `env_size_mb` when
-    this run built the environment, `env_check_s` when it only checked one already built."""
+    this run built the environment, `env_check_s` when it only checked one already built. With a source, the
+    environment installs it in place of the release and is keyed by its identity."""
     fw = cfg.framework
     if fw.python:
         return envs.check_python(fw.python), {}
-    requirements = framework_requirements(fw, cfg.worker_requirements, cfg.train.kernels)
-    env = envs.env_dir(cfg.cache_path, fw.name, fw.version, requirements)
-    title = f"{fw.name} {fw.version} environment"
+    requirements = key = framework_requirements(fw, cfg.worker_requirements, cfg.train.kernels)
+    label, expect = fw.version, {fw.distribution: fw.version}
+    if src is not None:
+        requirements, key = source.requirements(requirements, fw.distribution, src)
+        label, expect = f"source-{src.label}", None  # the source says which version it is
+    env = envs.env_dir(cfg.cache_path, fw.name, label, key)
+    title = f"{fw.name} {fw.version if src is None else '@ ' + src.label} environment"
     if not (env / envs.COMPLETE).exists():
         free_gb = shutil.disk_usage(next(p for p in (env, *env.parents) if p.exists())).free / 2**30
         console.print(f"building the {title} (first use; its size is reported when done) into {env} "
                       f"({free_gb:,.0f} GB free there; log: {envs.build_log(env)})", markup=False)  # fmt: skip
     start = time.perf_counter()
     with build_status(title) as progress:
-        python, build_s = envs.ensure_env(env, requirements, progress, expect={fw.distribution: fw.version},
-                                          notice=console.print)  # fmt: skip
+        python, build_s = envs.ensure_env(env, requirements, progress, expect=expect, notice=console.print)
     if build_s is None:
         return python, {"env_check_s": time.perf_counter() - start}
     size_mb = envs.dir_size_mb(env)
@@ -306,14 +316,15 @@ def check_data(spec: JobSpec) -> dict[str, Any]:
     return {"heldout": heldout | {"overlap_with_train": overlap}, "train_rows": len(train)}
 
 
-def finished_ok(run_dir: Path, spec: JobSpec) -> dict[str, Any] | None:
-    """The run's summary when a previous attempt finished this very job ok (for resume): same framework and
-    requested version, same job key and seed. An earlier run of other settings is run again."""
+def finished_ok(run_dir: Path, spec: JobSpec, src: source.Source | None = None) -> dict[str, Any] | None:
+    """The run's summary when a previous attempt finished this very job ok (for resume): same framework,
+    requested version and source, same job key and seed. An earlier run of other settings is run again."""
     prior = results.read_json(run_dir / results.SUMMARY)
     if not prior or prior.get("status") != "ok":
         return None
-    same = (prior.get("framework"), prior.get("framework_version_requested"), prior.get("job_key"), prior.get("seed"))
-    if same != (spec.framework, spec.framework_version, spec.job_key(), spec.train.seed):
+    same = (prior.get("framework"), prior.get("framework_version_requested"), prior.get("job_key"), prior.get("seed"),
+            (prior.get("source") or {}).get("identity"))  # fmt: skip
+    if same != (spec.framework, spec.framework_version, spec.job_key(), spec.train.seed, src and src.identity):
         console.print(f"[yellow]{run_dir.name}[/]: the earlier run there was another job; running this one")
         return None
     return prior
@@ -334,6 +345,7 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[
     cfg = config.validate(raw)
     results.register_secrets(cfg.framework.env)
     scrub_hydra_files(run_dir)
+    src = framework_source(cfg)  # a source that cannot be used stops the sweep here, before anything is built
     spec = job_spec(cfg, run_dir, first_run=hydra_job_num() == 0)
     data = check_data(spec)  # bad rows stop the sweep before this run starts
     results.clear_run(run_dir)  # a rerun in the same directory starts from nothing
@@ -349,6 +361,7 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[
         "system": spec.system(),  # the framework with the kernels it was asked to use: what is compared
         "framework_version": None,  # what was installed, once known; None where it never was
         "framework_version_requested": spec.framework_version,
+        "source": src.record() if src else None,  # framework.source: what was installed instead of the release
         "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
         # The preset the run started from (conf/scenario/), for the report's header; never part of the job key,
         # which already covers every value the scenario set.
@@ -365,7 +378,7 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[
         return {**base, "status": "skipped", "reason": reason, "metrics": {}}
     try:
         with launch.interruptible():
-            python, one_time = framework_python(cfg)
+            python, one_time = framework_python(cfg, src)
     except envs.EnvError as e:
         return {**base, "status": "failed", "reason": f"environment: {e}".splitlines()[0], "log_tail": str(e)}
     except KeyboardInterrupt as e:
@@ -403,6 +416,8 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[
         reason = f"no space left on {results.mount_point(run_dir)} (the worker could not write its results); {reason}"
     versions = worker.get("versions") or envs.installed_versions(python, (*spec.packages, *STACK))
     base["framework_version"] = versions.get(fw.distribution)  # what really ran
+    if src is not None and base["framework_version"]:  # a source is its own system: `trl 1.16.0 @ 3f2a1c9`
+        base["framework_version"] = f"{base['framework_version']} @ {src.label}"
     # Where a framework does not follow the spec to the letter, and what else a reader must know.
     notes = [*steps_note(spec, data["train_rows"]), *worker.get("notes", []),
              *filter(None, [outcome.sampler.error, heldout_note(data["heldout"])])]  # fmt: skip
@@ -455,7 +470,8 @@ def run_job(cfg: DictConfig) -> str:
     run_dir = Path(hc.runtime.output_dir)
     try:
         with results.run_lock(run_dir) as lock_fd:
-            if cfg.resume and (prior := finished_ok(run_dir, job_spec(config.validate(cfg), run_dir))):
+            typed = config.validate(cfg) if cfg.resume else None
+            if typed and (prior := finished_ok(run_dir, job_spec(typed, run_dir), framework_source(typed))):
                 console.print(f"run {hc.job.num + 1}: {prior['framework']} ok in an earlier attempt, kept ({run_dir})")
                 return "ok"
             out = execute(cfg, run_dir, lock_fd)
@@ -475,8 +491,11 @@ def run_job(cfg: DictConfig) -> str:
     style = "green" if out["status"] == "ok" else "yellow" if out["status"] == "skipped" else "red"
     of = f"/{SWEEP_SIZE}" if SWEEP_SIZE else ""
     console.print(
-        f"run {hc.job.num + 1}{of}: {out['framework']} {' '.join(hc.overrides.task)} "
-        f"[{style}]{out['status']}[/] {results.redact(out['reason'])}"  # the run's own error line: scrubbed
+        f"run {hc.job.num + 1}{of}: {out['framework']} "
+        # framework.env values are the worker's environment (tokens, private paths): named, never shown
+        + " ".join(o.partition("=")[0] + "=***" if "=" in o and o.lstrip("+~").startswith("framework.env") else o
+                   for o in hc.overrides.task)  # fmt: skip
+        + f" [{style}]{out['status']}[/] {results.redact(out['reason'])}"  # the run's own error line: scrubbed
     )
     return out["status"]
 
@@ -591,7 +610,9 @@ class SweepTable(Callback):
         try:
             from bench import report  # pandas and matplotlib: loaded only now, after the runs
 
-            paths = report.build(sweep_dir, baseline=cfg.report.baseline)
+            built = report.compose(sweep_dir, baseline=cfg.report.baseline)
+            paths = report.write(built, sweep_dir)
+            out.print(report.findings_block(built), markup=False, highlight=False)  # reasons may hold [brackets]
             out.print(f"report: {paths['report.html']}  (rebuild: python -m bench.report {sweep_dir})")
         except Exception as e:  # the runs are recorded; a report can be rebuilt from them
             console.print(f"[yellow]report not built:[/] {type(e).__name__}: {e}")

@@ -1,28 +1,37 @@
 #!/usr/bin/env bash
-# The regression gate of .github/workflows/gpu-regression.yml, runnable anywhere (tests run it on CPU):
+# The regression gate behind action.yml (and so .github/workflows/gpu-regression.yml), runnable anywhere
+# (tests run it on CPU):
 #
 #   scripts/gpu_regression.sh BASELINE CANDIDATE [bench.run overrides...]
 #
-# 1. sweeps into CANDIDATE (bench.run with the overrides),
-# 2. fails if any run of the sweep did not finish ok,
-# 3. compares with BASELINE if it holds a sweep (bench.compare: exit 1 on a regression, 2 when the sweeps
-#    cannot be compared, e.g. different GPU models), else says in the step summary that nothing was compared.
-# The Markdown summary goes to $GITHUB_STEP_SUMMARY (stdout when unset); PYTHON picks the interpreter.
+# 1. with BASELINE_REF set and no sweep in BASELINE yet: sweeps that ref of SOURCE_REPO (a git repository:
+#    the calling repository's checkout in the action) into BASELINE, as framework.source;
+# 2. sweeps into CANDIDATE, with framework.source=CANDIDATE_SOURCE when set (a directory or git+URL@REF;
+#    unset: the released framework);
+# 3. fails if any run of a sweep did not finish ok;
+# 4. compares with BASELINE if it holds a sweep (bench.compare, with TOLERANCES: a YAML of metric: rel_tol;
+#    exit 1 on a regression, 2 when the sweeps cannot be compared, e.g. different GPU models), else says in
+#    the step summary that nothing was compared.
+# The Markdown summary (the candidate's findings, then the comparison) goes to $GITHUB_STEP_SUMMARY (stdout
+# when unset), the verdict to $GITHUB_OUTPUT as verdict=...; PYTHON picks the interpreter.
 set -euo pipefail
 usage="usage: scripts/gpu_regression.sh BASELINE CANDIDATE [overrides...]"
 baseline=$(realpath -m "${1:?$usage}")
 candidate=$(realpath -m "${2:?$usage}")
 shift 2
 python=${PYTHON:-python3}
+candidate_source=${CANDIDATE_SOURCE:-}
+if [ -n "$candidate_source" ] && [ -d "$candidate_source" ]; then candidate_source=$(realpath "$candidate_source"); fi
+tolerances=${TOLERANCES:+$(realpath "$TOLERANCES")}
+source_repo=$(realpath -m "${SOURCE_REPO:-.}")
 cd "$(dirname "$0")/.."
 
 note() { printf '%s\n' "$@" >>"${GITHUB_STEP_SUMMARY:-/dev/stdout}"; }
+verdict() { if [ -n "${GITHUB_OUTPUT:-}" ]; then echo "verdict=$1" >>"$GITHUB_OUTPUT"; fi; }
+has_sweep() { compgen -G "$1/*/summary.json" >/dev/null; }
 
-"$python" -m bench.run hydra.sweep.dir="$candidate" "$@"
-
-# bench.run records a failed run and goes on with exit 0; failing here keeps a broken run from passing
-# the gate and, on the default branch, from becoming the next baseline.
-if ! failed=$("$python" - "$candidate" <<'EOF'
+# The runs of a sweep that did not finish ok, as a Markdown table; exit 1 when there are any (or no runs).
+NOT_OK='
 import sys
 from pathlib import Path
 
@@ -36,28 +45,49 @@ if not runs or bad:
     print("| run | status | reason |\n|---|---|---|")
     for name, s in bad.items():
         reason = str(s.get("reason", "")).replace("|", "\\|").replace("\n", " ")
-        print(f"| {name} | {s.get('status', 'no summary.json')} | {reason} |")
+        status = s.get("status", "no summary.json")
+        print(f"| {name} | {status} | {reason} |")
     sys.exit(1)
-EOF
-); then
-  note "$failed"
-  printf '%s\n' "$failed" >&2
-  exit 1
+'
+
+# One sweep into DIR with framework.source=SRC (empty: the release). bench.run records a failed run and goes
+# on with exit 0; failing here keeps a broken run from passing the gate and, on the default branch, from
+# becoming the next baseline.
+sweep() {
+  local dir=$1 src=$2 failed
+  shift 2
+  "$python" -m bench.run hydra.sweep.dir="$dir" ${src:+"framework.source='$src'"} "$@"
+  if ! failed=$("$python" -c "$NOT_OK" "$dir"); then
+    note "$failed"
+    printf '%s\n' "$failed" >&2
+    verdict "runs failed"
+    exit 1
+  fi
+}
+
+if [ -n "${BASELINE_REF:-}" ] && ! has_sweep "$baseline"; then
+  sweep "$baseline" "git+file://$source_repo@$BASELINE_REF" "$@"
+fi
+sweep "$candidate" "$candidate_source" "$@"
+if [ -f "$candidate/report.md" ]; then  # the candidate's findings: the opening section of its report
+  note "$(awk '/^## /{n++} n==1' "$candidate/report.md")" ""
 fi
 
-if ! compgen -G "$baseline/*/summary.json" >/dev/null; then
+if ! has_sweep "$baseline"; then
   note "### sftbench: no baseline" "" \
     "\`$baseline\` holds no sweep, so this sweep was not compared. On a pull request: the default branch has" \
     "no successful push run with a stored sweep yet, or its artifact has expired."
+  verdict "no baseline"
   exit 0
 fi
 
 errors=$(mktemp)
 trap 'rm -f "$errors"' EXIT
 rc=0
-"$python" -m bench.compare "$baseline" "$candidate" 2>"$errors" || rc=$?
+"$python" -m bench.compare "$baseline" "$candidate" ${tolerances:+--tolerances "$tolerances"} 2>"$errors" || rc=$?
 cat "$errors" >&2
 if [ "$rc" -eq 2 ]; then  # bench.compare writes no summary when it refuses
   note "### sftbench: ❌ not comparable" "" "$(cat "$errors")"
 fi
+case "$rc" in 0) verdict "ok" ;; 1) verdict "regression" ;; *) verdict "not comparable" ;; esac
 exit "$rc"

@@ -1,0 +1,98 @@
+"""The action a framework's repository calls (action.yml), rehearsed on CPU by running its steps as a runner
+would: TRL's own sdist of the pinned release as the repository, its base commit as the baseline, a checkout
+slowed in every training step as the candidate (a regression of tokens/s, exit 1), then the unchanged
+checkout against its own commit (exit 0, and no environment rebuilt: it is known by its content)."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+ACTION = yaml.safe_load((REPO / "action.yml").read_text(encoding="utf-8"))
+# Appended to TRL's trainer module: every training step sleeps first, far longer than a tiny model's step.
+SLOW = """
+import time as _sftbench_time
+_sftbench_training_step = SFTTrainer.training_step
+def _sftbench_slow_step(self, *args, **kwargs):
+    _sftbench_time.sleep(2.0)
+    return _sftbench_training_step(self, *args, **kwargs)
+SFTTrainer.training_step = _sftbench_slow_step
+"""
+
+
+def git(path, *args):
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", "-C", str(path), *args], check=True, capture_output=True, env=os.environ | env)
+
+
+@pytest.fixture(scope="module")
+def trl_repo(tmp_path_factory):
+    """TRL's sdist of the release conf/framework/trl.yaml pins, unpacked and committed as a repository's main."""
+    tmp = tmp_path_factory.mktemp("trl")
+    version = OmegaConf.load(REPO / "conf" / "framework" / "trl.yaml").version
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                    f"trl=={version}", "-d", str(tmp)], check=True)  # fmt: skip
+    (sdist,) = tmp.glob("trl-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        tar.extractall(tmp, filter="data")
+    repo = tmp / f"trl-{version}"
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "the release")
+    return repo
+
+
+def run_action(workspace, runner_temp, inputs: dict[str, str]):
+    """Each `run` step of action.yml in bash, as a runner runs a composite action: its `${{ }}` expressions
+    replaced, GITHUB_* variables set, in the calling repository's workspace. Returns (exit code of the first
+    step that failed or 0, combined output, outputs, step summary)."""
+    defaults = {name: spec.get("default", "") for name, spec in ACTION["inputs"].items()}
+    values = {f"inputs.{k}": v for k, v in (defaults | inputs).items()}
+    values |= {"runner.temp": str(runner_temp), "github.workspace": str(workspace)}
+    output, summary = runner_temp / "output", runner_temp / "summary.md"
+    env = os.environ | {"GITHUB_ACTION_PATH": str(REPO), "RUNNER_TEMP": str(runner_temp), "GITHUB_OUTPUT": str(output),
+                        "GITHUB_STEP_SUMMARY": str(summary), "GITHUB_WORKSPACE": str(workspace), "COLUMNS": "200"}
+    log = []
+    for step in ACTION["runs"]["steps"]:
+        step_env = {k: re.sub(r"\$\{\{\s*([\w.-]+)\s*\}\}", lambda m: values[m[1]], str(v))
+                    for k, v in step.get("env", {}).items()}  # fmt: skip
+        proc = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=workspace, capture_output=True, text=True,
+                              timeout=3600, env=env | step_env)  # fmt: skip
+        log.append(proc.stdout + proc.stderr)
+        if proc.returncode:
+            break
+    outputs = dict(line.split("=", 1) for line in output.read_text().splitlines()) if output.exists() else {}
+    return proc.returncode, "".join(log), outputs, summary.read_text() if summary.exists() else ""
+
+
+def test_the_action_gates_a_framework_repository_on_its_own_source(trl_repo, tmp_path):
+    (tmp_path / "tolerances.yml").write_text("tokens_per_s: 0.5\n")  # 2 s more per step is far past it
+    inputs = {"frameworks": "trl", "overrides": "train.max_steps=6 eval.enabled=false", "baseline-ref": "main",
+              "tolerances": str(tmp_path / "tolerances.yml")}  # fmt: skip
+    trainer = trl_repo / "trl" / "trainer" / "sft_trainer.py"
+    trainer.write_text(trainer.read_text(encoding="utf-8") + SLOW, encoding="utf-8")  # the pull request
+    rc, log, outputs, summary = run_action(trl_repo, tmp_path / "runner", inputs | {
+        "baseline-dir": str(tmp_path / "slow" / "baseline"), "results": str(tmp_path / "slow" / "candidate")})
+    assert rc == 1 and outputs.get("verdict") == "regression", log[-5000:]
+    assert re.search(r"\| tokens_per_s \| .* \| regressed \|", summary), summary
+    assert log.count("building the trl @ ") == 2  # the base commit and the changed checkout: one env each
+    (summary_json,) = (tmp_path / "slow" / "candidate").glob("*/summary.json")
+    run = json.loads(summary_json.read_text())
+    assert run["source"]["dirty"] and run["framework_version"] == f"1.16.0 @ {run['source']['label']}"
+
+    git(trl_repo, "checkout", "--", ".")  # the unchanged checkout: the base commit's own content
+    rc, log, outputs, summary = run_action(trl_repo, tmp_path / "runner", inputs | {
+        "baseline-dir": str(tmp_path / "same" / "baseline"), "results": str(tmp_path / "same" / "candidate")})
+    assert rc == 0 and outputs.get("verdict") == "ok", log[-5000:]
+    assert "building the trl" not in log  # known by its commit: the environment built for it is reused
+    assert "no regression" in summary
