@@ -31,6 +31,13 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)  # one value per sweep
     OmegaConf.register_new_resolver("safe", safe_name, replace=True)
     OmegaConf.register_new_resolver("budget", budget_dir, replace=True)
+    OmegaConf.register_new_resolver("frameworks", sweep_frameworks, replace=True)
+
+
+def sweep_frameworks(baseline: str) -> str:
+    """The default sweep: every registered framework (conf/framework/*.yaml), the report's baseline first."""
+    names = sorted(frameworks())
+    return ",".join(sorted(names, key=lambda name: name != baseline))
 
 
 def budget_dir(budget_gb: Any) -> str:

@@ -64,7 +64,6 @@ def worker_env(pythonpath: Path, extra: dict[str, str]) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
             "TOKENIZERS_PARALLELISM": "false",
             "HF_HUB_DISABLE_TELEMETRY": "1",
-            "DISABLE_VERSION_CHECK": "1",
         }
     )
     env.update({k: str(v) for k, v in extra.items() if v not in (None, "")})

@@ -403,3 +403,13 @@ def test_a_row_above_the_size_bound_is_a_bad_row(tmp_path, write_jsonl):
         check_data(job_spec(typed(f"dataset.path={path}", "dataset.max_row_bytes=1000"), tmp_path))
     spec = job_spec(typed(f"dataset.path={path}", "dataset.max_row_bytes=1000", "dataset.on_bad_row=skip"), tmp_path)
     check_data(spec)  # skipped and counted instead
+
+
+def test_the_default_sweep_is_every_registered_framework_with_the_baseline_first():
+    from bench.config import frameworks, register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        params = compose(config_name="config", return_hydra_config=True).hydra.sweeper.params
+    names = params.framework.split(",")
+    assert names[0] == "trl" and sorted(names) == sorted(frameworks())
