@@ -1,8 +1,8 @@
 """Published runs replayed next to one job: how much of a published difference between two frameworks was the
 framework and how much the job each publication ran, and whether published claims hold on this host's runs.
 
-Pure functions over the runs frame (bench.report.load_runs: `published_source`, `as_published`, `left_out`,
-`claims`, `trained_steps` and the `job.*` columns); bench.report renders the sections they return.
+Pure functions over the runs frame (bench.report.load_runs: `system`, `published_source`, `as_published`,
+`left_out`, `claims`, `trained_steps` and the `job.*` columns); bench.report renders the sections they return.
 """
 
 from __future__ import annotations
@@ -94,7 +94,8 @@ def not_as_published(frame: pd.DataFrame) -> Section | None:
     if left.empty:
         return None
     text = "These runs replay a published run but could not honour all of its values here; what they left out:"
-    return ("Not as published", text, left[["run", "framework", "left_out"]])
+    table = left[["system", "run", "left_out"]].rename(columns={"run": "run directory", "left_out": "left out"})
+    return ("Not as published", text, table.reset_index(drop=True))
 
 
 def with_epoch_time(frame: pd.DataFrame) -> pd.DataFrame:

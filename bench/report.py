@@ -1,40 +1,42 @@
-"""Sweep reports: a pandas table of every run, Markdown and self-contained HTML with plots.
+"""Sweep reports: the findings first (bench.findings), then one table per question — speed, memory, quality,
+parity, conditions — each of at most nine columns, systems by name, with figures that compare them (bench.plots).
 
     python -m bench.report results/<sweep> [results/<other sweep> ...] [--baseline trl]
 
-Writes runs.csv, runs.parquet, report.md (with PNG plots beside it) and report.html (plots inlined) into the
-(first) sweep directory. Runs whose summary is missing or unreadable are listed with the reason, never fatal.
-Other sweeps' runs join the report, each run named `<sweep directory>/<run>` (a sweep of published runs next
-to one of the same frameworks on one job: bench.replay).
+Writes runs.csv and runs.parquet (every column of every run, its ratios against the baseline included),
+report.md (its SVG figures beside it) and report.html (one self-contained file) into the (first) sweep
+directory. Runs whose summary is missing or unreadable are listed with the reason, never fatal; a sweep with no
+runs, or none that finished ok, gets a report that says so. Other sweeps' runs join the report, each run named
+`<sweep directory>/<run>` (a sweep of published runs next to one of the same frameworks on one job:
+bench.replay). A path that is no sweep is one line and exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import html
-import io
 import json
 import math
+import re
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from bench import config, frontier_table, measure, replay, results  # noqa: E402
-from bench import metrics as registry  # noqa: E402
-from bench.errors import UserError  # noqa: E402
-from bench.runners.base import STACK  # noqa: E402
-from bench.spec import flatten  # noqa: E402
-from bench.summary import (  # noqa: E402
+from bench import config, findings, frontier_table, plots, replay, results
+from bench import metrics as registry
+from bench.errors import UserError
+from bench.runners.base import STACK
+from bench.spec import flatten
+from bench.summary import (
+    CURVE_RTOL,
+    PADDING_TOL,
     SHARED_CPU_CORES,
+    STEP1_RTOL,
     loss_curves,
     parity,
     shared_machine,
@@ -43,10 +45,16 @@ from bench.summary import (  # noqa: E402
 )
 
 RUN_METRICS = registry.shown("runs")
-REPEATED = ("tokens_per_s", "peak_vram_mb", "peak_rss_mb")  # shown with mean, 95 % CI and CV over seeds
-RATIOS = ("tokens_per_s", "peak_vram_mb", "peak_rss_mb")  # against the baseline framework's run of the same job
-PARITY = ("same_tokens", "step1_loss_rel_diff", "curve_loss_rel_diff", "curve_steps", "padding_diff")
+REPEATED = ("tokens_per_s", "peak_vram_mb", "peak_rss_mb", "heldout_loss")  # mean, 95 % CI and CV over seeds
+MEANS = ("step_time_s_mean", "mfu", "energy_j_per_1k_tokens", "torch_max_allocated_mb", "rouge_l", "bleu4",
+         "base_heldout_loss")  # fmt: skip
+RATIOS = ("tokens_per_s", "peak_vram_mb", "peak_rss_mb")  # per run in runs.csv, against the baseline's run
+PARITY = ("parity_reference", "same_tokens", "step1_loss_rel_diff", "curve_loss_rel_diff", "curve_steps",
+          "padding_diff")  # fmt: skip
+# The job fields a base-model evaluation depends on: a run of another model or held-out set has another base.
+BASE_FIELDS = ("job.model.", "job.data.", "job.evaluation.", "job.train.max_seq_len", "job.train.chat_template")
 BOOTSTRAP = 2000  # resamples of the evaluated prompts for a quality difference's 95 % interval
+NONE = "–"  # a cell with no value; the findings say why
 BLEU_NOTE = (
     "BLEU-4 is sacrebleu's corpus BLEU (zh tokenizer) with its default exponential smoothing: where no "
     "4-gram matches (bleu4_4gram_matches = 0) the score is smoothing alone. ROUGE-L is character-level F1. "
@@ -54,9 +62,11 @@ BLEU_NOTE = (
     "excludes zero."
 )
 
+# A section: heading, a paragraph, and a table or a list of lines (the findings).
+Section = tuple[str, str | None, pd.DataFrame | list[str] | None]
 
-Section = tuple[str, str | None, pd.DataFrame | None]  # heading, a paragraph, a table
-SHARED_NOTE = f"{SHARED_CPU_CORES:.0%} of one core taken by other processes, or another process on its GPU"
+
+# Loading the runs
 
 
 def version_columns() -> list[str]:
@@ -101,27 +111,6 @@ def machine_columns(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-HARDWARE = ("framework", "framework_version", "torch_build", "device", "gpu_driver", "cpu_model", "cpu_cores", "ram_gb")
-
-
-def trust_sections(frame: pd.DataFrame) -> list[Section]:
-    """How far the runs' numbers can be trusted: runs that shared their machine while training, and the
-    hardware and torch build behind each framework's runs (flagging one job run on different torch builds)."""
-    out: list[Section] = []
-    shared = frame[frame["shared_machine"].notna()] if "shared_machine" in frame else frame.iloc[0:0]
-    if not shared.empty:
-        text = (f"Other work ran on the machine while these runs trained (more than {SHARED_NOTE}): their speed "
-                "is not the framework's alone.")  # fmt: skip
-        out.append(("Runs that shared their machine", text, shared[["run", "framework", "shared_machine"]]))
-    cols = [c for c in HARDWARE if c in frame]
-    if "torch_build" in frame:
-        hardware = frame.groupby(cols, dropna=False, sort=False)["run"].agg(", ".join).reset_index()
-        builds = zip(frame["job_key"], frame["run"], frame["torch_build"], strict=True)
-        text = " ".join(f"Warning: {line}." for line in torch_build_mismatches(list(builds))) or None
-        out.append(("Hardware", text, hardware.rename(columns={"run": "runs"})))
-    return out
-
-
 def sweeps_of(sweep_dir: Path, others: Sequence[Path] = ()) -> dict[str, Path]:
     """The sweeps a report covers, by the prefix their runs' names take: none with one sweep (its runs keep
     their names); with several, the sweep directory's name, so that run names stay unique across them."""
@@ -154,20 +143,22 @@ def published_columns(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_runs(sweep_dir: Path, others: Sequence[Path] = ()) -> tuple[pd.DataFrame, list[dict[str, str]]]:
-    """One row per run that has a readable summary; the others as (run, why) for the report. With other
-    sweeps, their runs too, each run named by its sweep (sweeps_of)."""
+    """One row per run that has a readable summary, its `system` named (bench.findings.system_names); the
+    others as (run, why) for the report. With other sweeps, their runs too, each run named by its sweep."""
     rows, unreadable, summaries, curves = [], [], [], {}
     for prefix, sweep in sweeps_of(sweep_dir, others).items():
         its_rows, its_unreadable, its_summaries = _sweep_runs(sweep)
         curves |= {prefix + run: events for run, events in loss_curves(sweep, its_summaries).items()}
         for item in [*its_rows, *its_unreadable, *its_summaries]:
             item["run"] = prefix + item["run"]
+        with_base(its_rows, its_summaries)
         rows, unreadable, summaries = rows + its_rows, unreadable + its_unreadable, summaries + its_summaries
     frame = pd.DataFrame(rows)
     if not frame.empty:
+        frame.insert(1, "system", findings.system_names(summaries))
         checks = parity(summaries, curves)
         for col in PARITY:
-            frame[col] = [p.get(col) for p in checks]
+            frame[col] = [p.get(col.removeprefix("parity_")) for p in checks]
     return frame, unreadable
 
 
@@ -206,7 +197,6 @@ def _sweep_runs(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, s
             "train_examples": (summary.get("effective") or {}).get("train_examples"),
             **published_columns(summary),
             **{n: (q if registry.get(n).source == "quality" else m).get(n) for n in RUN_METRICS},
-            "base_heldout_loss": (summary.get("base_quality") or {}).get("heldout_loss"),
             "heldout_overlap_with_train": ((summary.get("data") or {}).get("heldout") or {}).get("overlap_with_train"),
             "fingerprint": (summary.get("fingerprint") or {}).get("first_batches_sha256", "")[:12],
             **{f"v_{p}": (summary.get("versions") or {}).get(p) for p in versions},
@@ -217,17 +207,66 @@ def _sweep_runs(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, s
     return rows, unreadable, summaries
 
 
+def with_base(rows: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> None:
+    """Each of one sweep's rows gets the base model's scores (`base_heldout_loss`, `base_rouge_l`,
+    `base_bleu4`) and the run that evaluated it (`base_evaluated_in`: the sweep's first run), where its model,
+    data and evaluation are that run's: another model's base is not this run's."""
+    evaluated = next(((r, s["base_quality"]) for r, s in zip(rows, summaries, strict=True) if s.get("base_quality")),
+                     None)  # fmt: skip
+    for row in rows:
+        row |= {"base_evaluated_in": None, "base_heldout_loss": None, "base_rouge_l": None, "base_bleu4": None}
+        if evaluated is None:
+            continue
+        ref, base = evaluated
+        differing = replay.differing_fields(pd.Series(row, dtype=object), pd.Series(ref, dtype=object))
+        if not [f for f in differing if f.startswith(BASE_FIELDS)]:
+            row |= {"base_evaluated_in": ref["run"], "base_heldout_loss": base.get("heldout_loss"),
+                    "base_rouge_l": base.get("rouge_l"), "base_bleu4": base.get("bleu4")}  # fmt: skip
+
+
+def with_ratios(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """The frame with each ok run's throughput and memory over its reference — the ok run of the same job and
+    seed of the job's baseline system (bench.findings.baseline_system) — as `<metric>_vs_<baseline>`, and
+    `vs_<baseline>` naming that run or saying why there is none. For runs.csv: the tables show the same ratios
+    over seed pairs, with their interval."""
+    out = frame.copy()
+    note = f"vs_{baseline}"
+    out[note] = None
+    for col in RATIOS:
+        out[f"{col}_vs_{baseline}"] = math.nan
+    if frame.empty:
+        return out
+    for job_key, runs in findings.jobs(frame):
+        base_system = findings.baseline_system(runs, baseline)
+        base = runs[(runs["system"] == base_system) & (runs["status"] == "ok")]
+        for i, run in runs[runs["status"] == "ok"].iterrows():
+            ref = base[base["seed"] == run["seed"]]
+            if job_key is None or base.empty:
+                out.at[i, note] = f"no {baseline} run of this job"
+            elif ref.empty:
+                out.at[i, note] = f"no {baseline} run of this job and seed"
+            elif findings.other_tokens(run, ref.iloc[0]):
+                out.at[i, note] = f"not comparable: other tokens than {ref['run'].iloc[0]}"
+            else:
+                out.at[i, note] = f"against {ref['run'].iloc[0]}"
+                for col in RATIOS:
+                    mine, theirs = run.get(col), ref[col].iloc[0] if col in ref else None
+                    if pd.notna(mine) and pd.notna(theirs) and theirs:
+                        out.at[i, f"{col}_vs_{baseline}"] = float(mine) / float(theirs)
+    return out
+
+
 def repeats(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean, 95 % confidence interval (Student's t) and coefficient of variation over runs that differ only
-    by seed: the same job key, framework and version."""
+    """Per job and system, over its ok runs (runs that differ only by seed): n and seeds; mean, 95 % confidence
+    half-width (Student's t) and coefficient of variation of tokens/s, peak memory and held-out loss; and the
+    mean of the other metrics the tables show."""
     ok = frame[frame["status"] == "ok"]
     if ok.empty:
         return pd.DataFrame()
     out = []
-    keys = ["framework", "framework_version", "job_key"]
-    for (framework, version, job), group in ok.groupby([ok[k].astype("string").fillna("-") for k in keys]):
-        row = {"framework": framework, "framework_version": version, "job_key": job, "n": len(group)}
-        row["seeds"] = ",".join(str(s) for s in group["seed"]) if "seed" in group else "-"
+    for (job, system), group in ok.groupby([ok["job_key"].astype("string").fillna("-"), "system"], sort=False):
+        row = {"system": system, "framework": group["framework"].iloc[0], "job_key": job, "n": len(group),
+               "seeds": ",".join(findings.seed_text(s) for s in group["seed"])}  # fmt: skip
         for col in REPEATED:
             values = group[col].dropna().astype(float) if col in group else pd.Series(dtype=float)
             if values.empty:
@@ -235,141 +274,236 @@ def repeats(frame: pd.DataFrame) -> pd.DataFrame:
             mean, half = replay.t_interval(list(values))
             sd = values.std(ddof=1) if len(values) > 1 else math.nan
             row |= {f"{col}_mean": mean, f"{col}_ci95": half, f"{col}_cv": sd / mean if mean else math.nan}
+        for col in MEANS:
+            values = group[col].dropna().astype(float) if col in group else pd.Series(dtype=float)
+            row[f"{col}_mean"] = values.mean() if not values.empty else math.nan
         out.append(row)
     return pd.DataFrame(out)
 
 
-def with_ratios(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """Each ok run's throughput and memory over its reference: the first ok run of the baseline framework with
-    the same job key and seed. Where there is none, or it trained on other tokens, the ratio is left empty
-    and `vs_<baseline>` says why."""
-    ok = frame[frame["status"] == "ok"].copy()
-    if ok.empty:
-        return ok
-    note = f"vs_{baseline}"
-    ok[note] = ""
-    for col in RATIOS:
-        ok[f"{col}_vs_{baseline}"] = math.nan
-    base = ok[ok["framework"] == baseline]
-    for i, run in ok.iterrows():
-        ref = base[(base["job_key"] == run["job_key"]) & (base["seed"] == run["seed"])]
-        if run["job_key"] is None or ref.empty:
-            ok.at[i, note] = f"no {baseline} run of this job"
-            continue
-        ref = ref.iloc[0]
-        if run["fingerprint"] != ref["fingerprint"]:
-            ok.at[i, note] = f"not comparable: other tokens than {ref['run']}"
-            continue
-        ok.at[i, note] = f"against {ref['run']}"
-        for col in RATIOS:
-            if col in ok and pd.notna(run[col]) and pd.notna(ref[col]) and ref[col]:
-                ok.at[i, f"{col}_vs_{baseline}"] = float(run[col]) / float(ref[col])
-    return ok
+# The run files the figures and the quality intervals read, once per run
 
 
-def base_scores(sweep_dir: Path) -> dict[str, float]:
-    """The base model's ROUGE-L per prompt, from the sweep's first run that evaluated it."""
-    for run_dir in results.run_dirs(sweep_dir):
-        base = {g["prompt"]: g["rouge_l"] for g in results.read_jsonl(run_dir / results.BASE_GENERATIONS)
-                if "rouge_l" in g}  # fmt: skip
-        if base:
-            return base
-    return {}
+def run_series(sweeps: dict[str, Path], frame: pd.DataFrame, labels: pd.Series) -> list[plots.RunSeries]:
+    """Every ok run's events and samples, named by its label."""
+    out = []
+    for i, run in frame[frame["status"] == "ok"].iterrows():
+        run_dir = locate(sweeps, run["run"])[1]
+        sampler = (results.read_json(run_dir / results.SUMMARY) or {}).get("sampler") or {}
+        peak = next((run[m] for m in ("peak_vram_mb", "peak_rss_mb") if pd.notna(run.get(m))), None)
+        out.append(plots.RunSeries(labels[i], run["system"], results.read_jsonl(run_dir / results.EVENTS),
+                                   results.read_jsonl(run_dir / results.SAMPLES), sampler.get("baseline_used_mb"),
+                                   peak))  # fmt: skip
+    return out
+
+
+def rouge_by_prompt(run_dir: Path, name: str) -> dict[str, float]:
+    return {g["prompt"]: g["rouge_l"] for g in results.read_jsonl(run_dir / name) if "rouge_l" in g and "prompt" in g}
 
 
 def quality_differences(sweep_dir: Path, frame: pd.DataFrame, others: Sequence[Path] = ()) -> pd.DataFrame:
-    """Per run, ROUGE-L after training minus the base model's (of its own sweep) on the same prompts, with a
-    paired bootstrap 95 % interval over the prompts; a difference is called one only when the interval
-    excludes zero."""
+    """Per job and system: ROUGE-L after training minus the base model's on the same prompts (per prompt, the
+    mean over the system's runs), with a paired bootstrap 95 % interval over the prompts; a difference is
+    called one only when the interval excludes zero. Runs without a base model of their own job count none."""
     sweeps = sweeps_of(sweep_dir, others)
-    bases = {prefix: base_scores(sweep) for prefix, sweep in sweeps.items()}
+    ok = frame[(frame["status"] == "ok") & frame["base_evaluated_in"].notna()] if not frame.empty else frame
     rows = []
-    ok = frame[frame["status"] == "ok"] if not frame.empty else frame
-    for run in ok["run"] if not ok.empty else []:
-        prefix, run_dir = locate(sweeps, run)
-        base = bases[prefix]
-        gens = [g for g in results.read_jsonl(run_dir / results.GENERATIONS) if g.get("prompt") in base]
-        diffs = np.array([g["rouge_l"] - base[g["prompt"]] for g in gens if "rouge_l" in g])
-        if diffs.size == 0:
+    for (job, system), group in ok.groupby([ok["job_key"].astype("string").fillna("-"), "system"], sort=False):
+        per_prompt: dict[str, list[float]] = {}
+        for run, base_run in zip(group["run"], group["base_evaluated_in"], strict=True):
+            base = rouge_by_prompt(locate(sweeps, base_run)[1], results.BASE_GENERATIONS)
+            for prompt, score in rouge_by_prompt(locate(sweeps, run)[1], results.GENERATIONS).items():
+                if prompt in base:
+                    per_prompt.setdefault(prompt, []).append(score - base[prompt])
+        if not per_prompt:
             continue
+        diffs = np.array([np.mean(v) for v in per_prompt.values()])
         rng = np.random.default_rng(0)
         means = diffs[rng.integers(0, diffs.size, (BOOTSTRAP, diffs.size))].mean(axis=1)
         lo, hi = np.percentile(means, [2.5, 97.5])
         verdict = "better than base" if lo > 0 else "worse than base" if hi < 0 else "no difference (CI spans 0)"
-        rows.append({"run": run, "prompts": diffs.size, "rouge_l_minus_base": diffs.mean(), "ci95_low": lo,
-                     "ci95_high": hi, "verdict": verdict})  # fmt: skip
+        rows.append({"system": system, "job_key": job, "runs": len(group), "prompts": diffs.size,
+                     "rouge_l_minus_base": diffs.mean(), "ci95_low": lo, "ci95_high": hi,
+                     "verdict": verdict})  # fmt: skip
     return pd.DataFrame(rows)
 
 
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+# Cells
 
 
-def plots(sweep_dir: Path, frame: pd.DataFrame, others: Sequence[Path] = ()) -> dict[str, bytes]:
-    """PNG plots: loss curves, memory timeline, throughput and quality bars (where there is data)."""
-    sweeps = sweeps_of(sweep_dir, others)
+def num(value: Any) -> str:
+    """A measured number for a table: whole and thousands-separated from 1,000, four significant digits below."""
+    if value is None or pd.isna(value):
+        return NONE
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
-    def run_dir(run: str) -> Path:
-        return locate(sweeps, run)[1]
 
-    out: dict[str, bytes] = {}
-    ok = frame[frame["status"] == "ok"] if not frame.empty else frame
-    if ok.empty:
-        return out
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for run in ok["run"]:
-        events = results.read_jsonl(run_dir(run) / results.EVENTS)
-        ax.plot([e["step"] for e in events], [e.get("loss") for e in events], label=run)
-    ax.set(xlabel="step", ylabel="training loss", title="Loss curves")
-    ax.legend(fontsize=7)
-    out["loss_curves.png"] = _png(fig)
+def with_ci(mean: Any, half: Any, n: int) -> str:
+    """`1,234 ± 56` (mean ± 95 % CI half-width) over several runs, both to the decimal place of the
+    half-width's second significant digit (no decimals from 10 up); the mean alone over one run."""
+    if mean is None or pd.isna(mean):
+        return NONE
+    if n < 2 or pd.isna(half):
+        return num(mean)
+    if half <= 0:
+        return f"{num(mean)} ± 0"
+    decimals = max(0, 1 - math.floor(math.log10(half)))
+    return f"{mean:,.{decimals}f} ± {half:,.{decimals}f}"
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for run in ok["run"]:
-        samples = results.read_jsonl(run_dir(run) / results.SAMPLES)
-        baseline = ((results.read_json(run_dir(run) / results.SUMMARY) or {}).get("sampler") or {}).get(
-            "baseline_used_mb"
-        )
-        # The quantity the peak-memory metric takes its maximum of, by the same method.
-        vram, method = measure.vram_per_gpu(samples, baseline)
-        if vram:
-            ts = [s["t"] for s in samples if s.get("gpus")]
-            ys, label = [sum(r) for r in vram], f"VRAM MiB, {method}"
-        else:
-            ts, ys, label = [s["t"] for s in samples], [s["rss_mb"] for s in samples], "RSS MiB"
-        ax.plot(ts, ys, label=f"{run} ({label})")
-    ax.set(xlabel="seconds since the worker started", ylabel="MB", title="Memory timeline")
-    ax.legend(fontsize=7)
-    out["memory_timeline.png"] = _png(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    axes[0].bar(ok["run"], ok["tokens_per_s"].fillna(0))
-    axes[0].set(title="Throughput", ylabel="tokens/s")
-    quality = ok[["run", "rouge_l", "bleu4"]].set_index("run").astype(float)
-    if quality.notna().any().any():
-        quality.plot.bar(ax=axes[1], title="Held-out quality")
-    for ax in axes:
-        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
-    out["throughput_quality.png"] = _png(fig)
+def rel(value: Any) -> str:
+    return NONE if value is None or pd.isna(value) else f"{value:.1e}"
 
-    evaluated = {run: [e for e in results.read_jsonl(run_dir(run) / results.EVENTS) if "heldout_loss" in e]
-                 for run in ok["run"]}  # fmt: skip
-    if any(evaluated.values()):
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for (run, events), system in zip(evaluated.items(), ok["framework"], strict=True):
-            x, y = [e["elapsed_s"] for e in events], [e["heldout_loss"] for e in events]
-            ax.plot(x, y, marker=".", label=f"{run} {system}")
-        targets = ok.get("job.evaluation.target_loss", pd.Series(dtype=float)).dropna().unique()
-        for target in targets:
-            ax.axhline(target, color="grey", linestyle="--", linewidth=0.8)
-        ax.set(xlabel="seconds since training began (evaluations included)", ylabel="held-out answer loss",
-               title="Time to quality")  # fmt: skip
-        ax.legend(fontsize=7)
-        out["time_to_quality.png"] = _png(fig)
-    return out
+
+def drop_empty(table: pd.DataFrame) -> pd.DataFrame:
+    """The table without columns that hold no value in any row (VRAM on a CPU, MFU without a GPU)."""
+    return table[[c for c in table if not table[c].isin([NONE, "", None]).all()]]
+
+
+# Tables, one per question
+
+
+@dataclass
+class Systems:
+    """What every table of systems shares: the per-system means, the comparisons with the baseline system,
+    which system is the baseline of which job, and whether the report covers several jobs."""
+
+    reps: pd.DataFrame
+    comps: dict[tuple[Any, str], findings.Comparison]
+    baselines: dict[Any, str]
+    several_jobs: bool
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, reps: pd.DataFrame, found: list[findings.Comparison]) -> Systems:
+        comps = {(c.job_key or "-", c.system): c for c in found}
+        baselines = {c.job_key or "-": c.baseline for c in found if c.baseline}
+        return cls(reps, comps, baselines, frame["job_key"].nunique(dropna=False) > 1)
+
+    def head(self, row: pd.Series) -> dict[str, Any]:
+        """The system (marked where it is its job's baseline), its job where there are several, its runs."""
+        name = row["system"] + (" (baseline)" if self.baselines.get(row["job_key"]) == row["system"] else "")
+        job = {"job": findings.short(row["job_key"])} if self.several_jobs else {}
+        return {"system": name, **job, "runs": row["n"]}
+
+    def ratio(self, row: pd.Series, metric: str) -> str:
+        """The system's ratio to its job's baseline system with its 95 % CI; 1x for the baseline itself."""
+        if self.baselines.get(row["job_key"]) == row["system"]:
+            return "1x"
+        c = self.comps.get((row["job_key"], row["system"]))
+        return (c.ratios[metric].cell() or NONE) if c and metric in c.ratios else NONE
+
+    def vs(self, baseline: str) -> str:
+        names = set(self.baselines.values())
+        return f"vs {names.pop()}" if len(names) == 1 else f"vs {baseline}"
+
+
+def speed_table(s: Systems, baseline: str) -> pd.DataFrame:
+    rows = []
+    for _, r in s.reps.iterrows():
+        rows.append({**s.head(r), "tokens/s": with_ci(r.get("tokens_per_s_mean"), r.get("tokens_per_s_ci95"), r["n"]),
+                     "CV (%)": f"{100 * r['tokens_per_s_cv']:.2g}" if pd.notna(r.get("tokens_per_s_cv")) else NONE,
+                     f"tokens/s {s.vs(baseline)}": s.ratio(r, "tokens_per_s"),
+                     "step time (s)": num(r.get("step_time_s_mean_mean")),
+                     "MFU (%)": num(100 * r["mfu_mean"]) if pd.notna(r.get("mfu_mean")) else NONE,
+                     "energy (J / 1k tokens)": num(r.get("energy_j_per_1k_tokens_mean"))})  # fmt: skip
+    return drop_empty(pd.DataFrame(rows))
+
+
+def memory_table(s: Systems, baseline: str) -> pd.DataFrame:
+    rows = []
+    for _, r in s.reps.iterrows():
+        gpu = pd.notna(r.get("peak_vram_mb_mean"))
+        rows.append({**s.head(r),
+                     "peak VRAM (MiB)": with_ci(r.get("peak_vram_mb_mean"), r.get("peak_vram_mb_ci95"), r["n"]),
+                     f"VRAM {s.vs(baseline)}": s.ratio(r, "peak_vram_mb") if gpu else NONE,
+                     "peak RSS (MiB)": with_ci(r.get("peak_rss_mb_mean"), r.get("peak_rss_mb_ci95"), r["n"]),
+                     f"RSS {s.vs(baseline)}": s.ratio(r, "peak_rss_mb"),
+                     "torch max allocated (MiB)": num(r.get("torch_max_allocated_mb_mean"))})  # fmt: skip
+    return drop_empty(pd.DataFrame(rows))
+
+
+def quality_table(s: Systems, quality: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    by = {(q["job_key"], q["system"]): q for _, q in quality.iterrows()} if not quality.empty else {}
+    rows = []
+    for _, r in s.reps.iterrows():
+        q = by.get((r["job_key"], r["system"]))
+        loss, base = r.get("heldout_loss_mean"), r.get("base_heldout_loss_mean")
+        rouge = (f"{q['rouge_l_minus_base']:+.3g} [{q['ci95_low']:+.3g}, {q['ci95_high']:+.3g}]" if q is not None
+                 else NONE)  # fmt: skip
+        rows.append({**s.head(r), "held-out loss (nats)": with_ci(loss, r.get("heldout_loss_ci95"), r["n"]),
+                     "loss − base model (nats)": f"{loss - base:+.4g}" if pd.notna(loss) and pd.notna(base) else NONE,
+                     f"held-out loss {s.vs(baseline)}": s.ratio(r, "heldout_loss"),
+                     "ROUGE-L (F1)": num(r.get("rouge_l_mean")), "ROUGE-L − base [95 % CI]": rouge,
+                     "BLEU-4": num(r.get("bleu4_mean"))})  # fmt: skip
+    return drop_empty(pd.DataFrame(rows))
+
+
+def parity_table(frame: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:
+    """Per ok run, against the first run of its job and seed (its reference): same tokens, step-1 loss, loss
+    curve and padding differences."""
+    label_of = dict(zip(frame["run"], labels, strict=True))
+    rows = []
+    for i, r in frame[frame["status"] == "ok"].iterrows():
+        ref, steps, padding = r.get("parity_reference"), r.get("curve_steps"), r.get("padding_diff")
+        rows.append({"system": labels[i],
+                     "reference": "(itself)" if ref == r["run"] else label_of.get(ref, NONE),
+                     "same tokens": same_tokens_cell(r),
+                     "data fingerprint": r.get("fingerprint") or NONE,
+                     "step-1 loss Δ (relative)": rel(r.get("step1_loss_rel_diff")),
+                     "loss curve Δ (relative)": rel(r.get("curve_loss_rel_diff")),
+                     "curve steps": steps if isinstance(steps, str) else NONE,
+                     "padding Δ (points)": NONE if pd.isna(padding) else f"{100 * padding:.2g}"})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def same_tokens_cell(run: pd.Series) -> str:
+    if not findings.fingerprint(run):
+        return "not recorded"  # an older harness recorded no data fingerprint
+    return NONE if pd.isna(run.get("same_tokens")) else "yes" if run["same_tokens"] else "no"
+
+
+CONDITIONS = ("device", "torch_build", "cpu_model", "cpu_cores", "ram_gb", "gpu_driver")
+
+
+def conditions_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per system and machine: device, torch build, CPU, RAM, driver, and the runs that shared the machine."""
+    ran = frame[frame["device"].notna()] if "device" in frame else frame.iloc[0:0]
+    if ran.empty:
+        return pd.DataFrame()
+    cols = [c for c in CONDITIONS if c in ran]
+    rows = []
+    for keys, group in ran.groupby(["system", *cols], dropna=False, sort=False):
+        facts = dict(zip(["system", *cols], keys, strict=True))
+        shared = [t.split(": ", 1)[-1] for t in group["shared_machine"].dropna()] if "shared_machine" in group else []
+        rows.append({"system": facts["system"], "device": facts.get("device"), "torch build": facts.get("torch_build"),
+                     "CPU": facts.get("cpu_model"), "cores": num(facts.get("cpu_cores")),
+                     "RAM (GB)": num(facts.get("ram_gb")), "GPU driver": facts.get("gpu_driver"),
+                     "shared machine": f"{len(shared)} of {len(group)} runs: " + "; ".join(shared) if shared else "no",
+                     "runs": len(group)})  # fmt: skip
+    table = pd.DataFrame(rows).astype(object)
+    return drop_empty(table.where(table.notna(), NONE))
+
+
+def conditions_text(frame: pd.DataFrame, labels: pd.Series) -> str:
+    text = ("The machine and torch behind each system's runs. A run shared its machine when, while it trained, "
+            f"other processes took more than {SHARED_CPU_CORES:.0%} of one core or computed on its GPU: its speed "
+            "is not the framework's alone.")  # fmt: skip
+    if "torch_build" in frame:
+        builds = zip(frame["job_key"], labels, frame["torch_build"], strict=True)
+        text += "".join(f" Warning: {line}." for line in torch_build_mismatches(list(builds)))
+    return text
+
+
+def runs_table(frame: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:
+    """Every run: its system, where its files are, job, seed, status, whether it replays a published run."""
+    table = pd.DataFrame({"system": labels, "run directory": frame["run"],
+                          "job": frame["job_key"].map(findings.short), "seed": frame["seed"].map(findings.seed_text),
+                          "status": frame["status"]})  # fmt: skip
+    marks = replay.published_marks(frame)
+    if marks is not None:
+        table["published"] = marks
+    table["data fingerprint"] = frame["fingerprint"].fillna("").replace("", NONE)
+    return table.reset_index(drop=True)
 
 
 TIME_TO_QUALITY_NOTE = (
@@ -382,35 +516,32 @@ TIME_TO_QUALITY_NOTE = (
 )
 
 
-def time_to_quality(frame: pd.DataFrame) -> pd.DataFrame | None:
+def time_to_quality(frame: pd.DataFrame, labels: pd.Series | None = None) -> pd.DataFrame | None:
     """Per run that evaluated during training: the target, time and steps to reach it, or "not reached"."""
     if frame.get("job.evaluation.target_loss", pd.Series(dtype=float)).isna().all():
         return None
-    cols = ["run", "framework", "job.evaluation.target_loss", "time_to_target_s", "steps_to_target", "train_eval_s"]
-    ok = frame[(frame["status"] == "ok") & frame["job.evaluation.target_loss"].notna()].reindex(columns=cols)
-    reached = ok["time_to_target_s"].notna()
-    for col in ("time_to_target_s", "steps_to_target"):
-        ok[col] = ok[col].astype(object).where(reached, "not reached")
-    return ok.rename(columns={"job.evaluation.target_loss": "target_loss"})
+    labels = frame["system"] if labels is None else labels
+    ok = frame[(frame["status"] == "ok") & frame["job.evaluation.target_loss"].notna()]
+    m = ok.reindex(columns=["time_to_target_s", "steps_to_target", "train_eval_s"])
+    reached = m["time_to_target_s"].notna()
+    return pd.DataFrame({
+        "system": labels[ok.index],
+        "target loss (nats)": ok["job.evaluation.target_loss"].map(num),
+        "time to target (s)": m["time_to_target_s"].map(num).where(reached, "not reached"),
+        "steps to target": m["steps_to_target"].map(num).where(reached, "not reached"),
+        "evaluations (s)": m["train_eval_s"].map(num),
+    }).reset_index(drop=True)  # fmt: skip
 
 
-IDENTITY = ("run", "framework", "framework_version", "job_key", "seed", "status")
+def metric_legend() -> pd.DataFrame:
+    """Unit and direction of each metric the tables show."""
+    better = {True: "higher", False: "lower", None: "-"}
+    rows = [{"metric": m.name, "unit": m.unit, "better": better[m.higher_is_better]}
+            for m in registry.METRICS.values() if "table" in m.shown]  # fmt: skip
+    return pd.DataFrame(rows)
 
 
-def summary_table(frame: pd.DataFrame, ratios: pd.DataFrame) -> pd.DataFrame:
-    """The columns a reader compares first, with the ratios against the baseline framework's run of the same
-    job; where a ratio cannot be taken its cell says why."""
-    table = (ratios if not ratios.empty else frame).copy()
-    marks = replay.published_marks(table)
-    if marks is not None:
-        table["published"] = marks
-    notes = [c for c in table if c.startswith("vs_")]
-    for note in notes:
-        for col in [c for c in table if c.endswith(f"_{note}")]:
-            table[col] = [f"{v:.3g}x" if pd.notna(v) else n for v, n in zip(table[col], table[note], strict=True)]
-    cols = [*IDENTITY, "published", *registry.shown("table"), "base_heldout_loss", "fingerprint", *PARITY]
-    cols = [c for c in cols if c in table] + [c for c in table if "_vs_" in c]
-    return table[cols].dropna(axis=1, how="all")
+# The report
 
 
 def base_line(sweep_dir: Path, others: Sequence[Path] = ()) -> str | None:
@@ -426,40 +557,73 @@ def _base_line(sweep_dir: Path, prefix: str) -> str | None:
             scores = (
                 f"held-out loss {base['heldout_loss']:.4g}, ROUGE-L {base['rouge_l']:.4g}, BLEU-4 {base['bleu4']:.4g}"
             )
-            return f"Base model before fine-tuning (evaluated in {prefix}{run_dir.name}): {scores}"
+            return f"Base model before fine-tuning (evaluated in {prefix}{run_dir.name}): {scores}."
     return None
 
 
-def frontier_section(sweep_dir: Path) -> tuple[pd.DataFrame, str] | None:
-    """A memory-frontier sweep's table (bench.frontier) and how its budgets were applied, when this is one."""
+def frontier_section(sweep_dir: Path) -> tuple[pd.DataFrame, str, list[str]] | None:
+    """A memory-frontier sweep's table (bench.frontier), how its budgets were applied and its findings."""
     found = frontier_table.load(sweep_dir)
-    return (frontier_table.frame(found), " ".join(frontier_table.method(found))) if found else None
+    if not found:
+        return None
+    return frontier_table.frame(found), " ".join(frontier_table.method(found)), findings.frontier_lines(found)
 
 
-def sections(frame, ratios, reps, quality, unreadable, base, front, baseline) -> list[Section]:
-    """The report's content once; markdown() and to_html() only render it."""
-    out: list[Section] = [("", base, None)] if base else []
+def findings_note(baseline: str) -> str:
+    return (f"Each system against the baseline system of its job (the first {baseline} system to finish ok), over "
+            "runs of one seed that trained on the same tokens; a ratio is system / baseline, so above 1x is more "
+            "tokens/s, more memory, higher loss. 95 % CI: Student's t over the seed pairs.")  # fmt: skip
+
+
+def speed_note(s: Systems) -> str:
+    return ("Steady-state throughput (after `skip_steps`), mean ± 95 % CI half-width over seeds where a system has "
+            "several; ratios are over seed pairs that trained on the same tokens, as `mean [95 % CI]`. A dash: "
+            "no value (the findings say why)." + ("" if s.several_jobs else f" One job: {one_job(s)}."))  # fmt: skip
+
+
+def one_job(s: Systems) -> str:
+    return ", ".join(findings.short(k) for k in dict.fromkeys(s.reps["job_key"]))
+
+
+def system_sections(frame, reps, found, quality, base, baseline) -> list[Section]:
+    """Speed, memory and quality: one row per system and job."""
+    s = Systems.of(frame, reps, found)
+    memory_note = ("Peak VRAM over the training steps, summed over the run's GPUs (how it was measured is in "
+                   "runs.csv, `vram_method`); peak RSS of the worker's process tree over the whole run.")  # fmt: skip
+    quality_note = " ".join(filter(None, [base, "Held-out loss is taken on the held-out split's answer tokens.",
+                                          BLEU_NOTE]))  # fmt: skip
+    out: list[Section] = [("Speed", speed_note(s), speed_table(s, baseline)),
+                          ("Memory", memory_note, memory_table(s, baseline))]  # fmt: skip
+    if base or any(c in frame and frame[c].notna().any() for c in ("heldout_loss", "rouge_l", "bleu4")):
+        out.append(("Quality", quality_note, quality_table(s, quality, baseline)))
+    return out
+
+
+def sections(frame, labels, reps, found, quality, unreadable, base, front, baseline, lines) -> list[Section]:
+    """The report's content once, findings first; markdown() and to_html() only render it."""
+    out: list[Section] = [("Findings", findings_note(baseline), lines)]
     if front is not None:
         out.append(("Memory frontier (largest value that trains)", front[1], front[0]))
-    if frame.empty:
-        out.append(("", "No finished runs in this sweep.", None))
-    else:
-        out.append(("Runs", f"Ratios are taken against the {baseline} run of the same job and seed, only where "
-                    "both trained on the same tokens (fingerprint).", summary_table(frame, ratios)))  # fmt: skip
-        out += [s for s in (replay.not_as_published(frame), replay.difference_section(frame, baseline),
-                            replay.claims_section(frame)) if s is not None]  # fmt: skip
-        out += trust_sections(frame)
-        if not reps.empty and (reps["n"] > 1).any():
-            out.append(("Repeats (mean, 95 % CI half-width, CV)", "Runs of one job, framework and version that "
-                        "differ only by seed.", reps))  # fmt: skip
-        ttq = time_to_quality(frame)
+    if not reps.empty:
+        out += system_sections(frame, reps, found, quality, base, baseline)
+        ttq = time_to_quality(frame, labels)
         if ttq is not None:
             out.append(("Time to quality", TIME_TO_QUALITY_NOTE, ttq))
-        if any(c in frame and frame[c].notna().any() for c in ("rouge_l", "bleu4")):
-            out.append(("Quality", BLEU_NOTE, quality if not quality.empty else None))
+    if not frame.empty:
+        out += [s for s in (replay.difference_section(frame, baseline), replay.claims_section(frame),
+                            replay.not_as_published(frame)) if s is not None]  # fmt: skip
+    if not reps.empty:
+        out.append(("Parity", parity_note(), parity_table(frame, labels)))
+        out.append(("Conditions", conditions_text(frame, labels), conditions_table(frame)))
+    if not frame.empty:
+        out.append(("Runs", "Every run, by system. Every column of every run — config, versions, all metrics, "
+                    "per-run ratios — is in runs.csv and runs.parquet beside this report.",
+                    runs_table(frame, labels)))  # fmt: skip
         bad = frame[frame["status"] != "ok"]
         if not bad.empty:
-            out.append(("Runs that did not finish ok", None, bad[["run", "framework", "status", "reason"]]))
+            out.append(("Runs that did not finish ok", None, pd.DataFrame({
+                "system": labels[bad.index], "run directory": bad["run"], "status": bad["status"],
+                "reason": bad["reason"]}).reset_index(drop=True)))  # fmt: skip
     if unreadable:
         out.append(("Skipped while building this report", None, pd.DataFrame(unreadable)))
     if not frame.empty:
@@ -467,53 +631,77 @@ def sections(frame, ratios, reps, quality, unreadable, base, front, baseline) ->
     return out
 
 
-def metric_legend() -> pd.DataFrame:
-    """Unit and direction of each metric in the runs table."""
-    better = {True: "higher", False: "lower", None: "-"}
-    rows = [{"metric": m.name, "unit": m.unit, "better": better[m.higher_is_better]}
-            for m in registry.METRICS.values() if "table" in m.shown]  # fmt: skip
-    return pd.DataFrame(rows)
+def parity_note() -> str:
+    return ("Each run against the first finished run of its job and seed: the same tokens (data fingerprint), "
+            f"the step-1 loss (flagged above {STEP1_RTOL:g} relative), the loss curve over the steps after the "
+            f"first real update (above {CURVE_RTOL:g}) and the padding share (above {100 * PADDING_TOL:g} "
+            "point). Flags are in the findings.")  # fmt: skip
 
 
-def markdown(title: str, content: list[Section], images: dict[str, bytes]) -> str:
-    parts = [f"# {title}", ""]
-    for heading, text, df in content:
-        parts += ([f"## {heading}", ""] if heading else []) + ([text, ""] if text else [])
-        parts += [df.to_markdown(index=False, floatfmt=".4g"), ""] if df is not None else []
-    parts += [f"![{name}]({name})" for name in images]
-    return "\n".join(parts) + "\n"
+FIGURE_SECTION = {"throughput.svg": "Speed", "loss.svg": "Speed", "gpu_utilisation.svg": "Speed",
+                  "memory.svg": "Memory", "quality.svg": "Quality",
+                  "time_to_quality.svg": "Time to quality"}  # fmt: skip
 
 
-def to_html(title: str, content: list[Section], images: dict[str, bytes], frame: pd.DataFrame) -> str:
-    """A self-contained page: tables as HTML, plots as inline PNG data URIs, no network needed."""
+def group_labels(frame: pd.DataFrame, groups: pd.DataFrame) -> list[str]:
+    """A per-system row's name in a figure: the system, with its job where the report covers several."""
+    several = frame["job_key"].nunique(dropna=False) > 1
+    return [f"{s} job {findings.short(k)}" if several else s for s, k in zip(groups["system"], groups["job_key"],
+                                                                              strict=True)]  # fmt: skip
 
-    def table(df: pd.DataFrame) -> str:
-        return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-", border=0)
 
-    body = [f"<h1>{html.escape(title)}</h1>"]
-    for heading, text, df in content:
-        body += ([f"<h2>{html.escape(heading)}</h2>"] if heading else []) + ([f"<p>{html.escape(text)}</p>"] if text
-                                                                           else [])  # fmt: skip
-        body += [table(df)] if df is not None else []
-        if heading == "Runs":
-            body += ["<details><summary>All columns (runs.csv)</summary>", table(frame), "</details>"]
-    for name, png in images.items():
-        data = base64.b64encode(png).decode()
-        body.append(
-            f'<figure><img alt="{name}" src="data:image/png;base64,{data}"><figcaption>{name}</figcaption></figure>'
-        )
-    style = (
-        "body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;font-size:12px}"
-        " td,th{padding:2px 6px;border-bottom:1px solid #ddd}"
-    )
-    # Marks on <body> what actually rendered, for a headless browser to read back (tests/test_report_html.py).
-    script = (
-        "<script>addEventListener('load',()=>{const b=document.body,i=[...document.images];"
-        "b.dataset.tables=document.querySelectorAll('table').length;b.dataset.images=i.length;"
-        "b.dataset.imagesLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).length;})</script>"
-    )
-    head = f"<meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>{script}"
-    return f"<!doctype html><html><head>{head}</head><body>{''.join(body)}</body></html>\n"
+def throughput_groups(frame: pd.DataFrame, reps: pd.DataFrame) -> pd.DataFrame:
+    g = reps.dropna(subset=["tokens_per_s_mean"]) if "tokens_per_s_mean" in reps else reps.iloc[0:0]
+    return pd.DataFrame({"label": group_labels(frame, g), "system": g.get("system"), "mean": g.get("tokens_per_s_mean"),
+                         "half": g.get("tokens_per_s_ci95"), "n": g.get("n")})  # fmt: skip
+
+
+def rouge_groups(frame: pd.DataFrame, quality: pd.DataFrame) -> pd.DataFrame:
+    if quality.empty:
+        return pd.DataFrame()
+    return pd.DataFrame({"label": group_labels(frame, quality), "system": quality["system"],
+                         "diff": quality["rouge_l_minus_base"], "low": quality["ci95_low"],
+                         "high": quality["ci95_high"]})  # fmt: skip
+
+
+def heldout_groups(frame: pd.DataFrame, reps: pd.DataFrame) -> pd.DataFrame:
+    cols = ["heldout_loss_mean", "base_heldout_loss_mean"]
+    g = reps.dropna(subset=cols) if set(cols) <= set(reps) else reps.iloc[0:0]
+    if g.empty:
+        return pd.DataFrame()
+    return pd.DataFrame({"label": group_labels(frame, g), "system": g["system"],
+                         "diff": g["heldout_loss_mean"] - g["base_heldout_loss_mean"], "half": g["heldout_loss_ci95"]})
+
+
+def figures(sweeps: dict[str, Path], frame: pd.DataFrame, reps: pd.DataFrame, quality: pd.DataFrame,
+            labels: pd.Series) -> dict[str, bytes]:  # fmt: skip
+    """The SVG figures, by file name (FIGURE_SECTION places them); none without an ok run."""
+    if reps.empty:
+        return {}
+    runs = run_series(sweeps, frame, labels)
+    colour = plots.colours(list(frame["system"]))
+    targets = list(frame.get("job.evaluation.target_loss", pd.Series(dtype=float)).dropna().unique())
+    speed = throughput_groups(frame, reps)
+    drawn = {
+        "throughput.svg": plots.throughput(speed, colour) if not speed.empty else None,
+        "loss.svg": plots.loss(runs, colour),
+        "memory.svg": plots.memory(runs, colour),
+        "quality.svg": plots.quality(rouge_groups(frame, quality), heldout_groups(frame, reps), colour),
+        "time_to_quality.svg": plots.time_to_quality(runs, targets, colour),
+        "gpu_utilisation.svg": plots.utilisation(runs, colour),
+    }
+    return {name: svg for name, svg in drawn.items() if svg is not None}
+
+
+@dataclass
+class Report:
+    """One report, composed once: markdown(), to_html() and the end of a sweep render it."""
+
+    title: str
+    frame: pd.DataFrame  # every run, every column: runs.csv
+    findings: list[str]
+    content: list[Section]
+    figures: dict[str, bytes]  # SVG by file name
 
 
 def report_title(sweep_dir: Path, frame: pd.DataFrame, others: Sequence[Path] = ()) -> str:
@@ -523,27 +711,145 @@ def report_title(sweep_dir: Path, frame: pd.DataFrame, others: Sequence[Path] = 
     return f"sftbench report: {sweeps}" + (f" (scenario: {', '.join(names)})" if names else "")
 
 
-def build(sweep_dir: Path, baseline: str = "trl", others: Sequence[Path] = ()) -> dict[str, Path]:
-    """Write runs.csv, runs.parquet, report.md (+ PNGs) and report.html into `sweep_dir`, over its runs and
-    those of the `others` sweeps."""
+def compose(sweep_dir: Path, baseline: str = "trl", others: Sequence[Path] = ()) -> Report:
+    """The report over `sweep_dir`'s runs and those of the `others` sweeps."""
     frame, unreadable = load_runs(sweep_dir, others)
-    ratios = with_ratios(frame, baseline) if not frame.empty else frame
+    frame = with_ratios(frame, baseline)
     reps = repeats(frame) if not frame.empty else pd.DataFrame()
-    quality = quality_differences(sweep_dir, frame, others)
-    images = plots(sweep_dir, frame, others)
-    title = report_title(sweep_dir, frame, others)
-    content = sections(frame, ratios, reps, quality, unreadable, base_line(sweep_dir, others),
-                       frontier_section(sweep_dir), baseline)  # fmt: skip
+    found = findings.comparisons(frame, baseline)
+    front = frontier_section(sweep_dir)
+    lines = findings.lines(frame, found) if front is None or not frame.empty else []  # a frontier sweep: no runs
+    lines = [*(front[2] if front else []), *lines, *findings.unreadable_line(unreadable)]
+    quality = quality_differences(sweep_dir, frame, others) if not frame.empty else pd.DataFrame()
+    labels = findings.run_labels(frame) if not frame.empty else pd.Series(dtype=object)
+    content = sections(frame, labels, reps, found, quality, unreadable, base_line(sweep_dir, others), front, baseline,
+                       lines)  # fmt: skip
+    images = figures(sweeps_of(sweep_dir, others), frame, reps, quality, labels)
+    return Report(report_title(sweep_dir, frame, others), frame, lines, content, images)
+
+
+def findings_block(r: Report) -> str:
+    """The findings as the end of a sweep prints them: the same lines as the report's first section."""
+    _, note, lines = next(section for section in r.content if section[0] == "Findings")
+    return "\n".join([f"Findings: {note}", *(f"- {line}" for line in lines)])
+
+
+def markdown(r: Report) -> str:
+    parts = [f"# {r.title}", ""]
+    for heading, text, body in r.content:
+        parts += [f"## {heading}", ""] + ([text, ""] if text else [])
+        if isinstance(body, list):
+            parts += [f"- {line}" for line in body] + [""]
+        elif body is not None and not body.empty:
+            parts += [markdown_table(body), ""]
+        parts += [f"![{name}]({name})\n" for name, section in FIGURE_SECTION.items()
+                  if section == heading and name in r.figures]  # fmt: skip
+    return "\n".join(parts) + "\n"
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """The table as its cells read (no reformatting of `1,234` or `1.30x`), numbers right-aligned."""
+    cells = df.astype(object).where(df.notna(), NONE).astype(str)
+    align = ["right" if cells[c].map(is_numeric).all() else "left" for c in cells]
+    return cells.to_markdown(index=False, disable_numparse=True, colalign=align)
+
+
+def is_numeric(text: str) -> bool:
+    return text == NONE or NUMERIC.match(text) is not None
+
+
+NUMERIC = re.compile(r"^[+\-−]?[\d,.]+(e[+-]?\d+)?(x| ±|$| \[| \()")
+STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1em;line-height:1.4}"
+    "table{border-collapse:collapse;font-size:13px;margin:.4em 0 1em}"
+    "th{text-align:left;background:#f4f4f4}td,th{padding:3px 8px;border-bottom:1px solid #ddd;vertical-align:top;"
+    "overflow-wrap:anywhere}td.num{text-align:right;white-space:nowrap}"
+    "#findings li{margin:.35em 0}figure{margin:1em 0}figure svg{max-width:100%;height:auto}"
+)
+
+
+def html_table(df: pd.DataFrame) -> str:
+    """A table with numbers right-aligned; every cell escaped."""
+    def cell(value: Any) -> str:
+        text = NONE if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+        return f"<td class='num'>{html.escape(text)}</td>" if is_numeric(text) else f"<td>{html.escape(text)}</td>"
+
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in df.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def inline_svg(data: bytes) -> str:
+    """An SVG file as markup inside HTML: without its XML prolog, metadata and namespace declarations (the
+    HTML parser supplies them), so the page names no URL."""
+    text = data.decode()
+    text = text[text.index("<svg"):]
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
+    return re.sub(r'\sxmlns(:\w+)?="[^"]*"', "", text)
+
+
+def code_spans(escaped: str) -> str:
+    """`name` in a paragraph (Markdown's code) as <code>name</code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+
+
+def slug(heading: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", heading.lower()).strip("-")
+
+
+def to_html(r: Report) -> str:
+    """A self-contained page: findings first, tables as HTML, figures as inline SVG; no network needed."""
+    body = [f"<h1>{html.escape(r.title)}</h1>"]
+    for heading, text, content in r.content:
+        part = [f"<h2>{html.escape(heading)}</h2>"] + ([f"<p>{code_spans(html.escape(text))}</p>"] if text else [])
+        if isinstance(content, list):
+            part.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in content) + "</ul>")
+        elif content is not None and not content.empty:
+            part.append(html_table(content))
+        for name, section in FIGURE_SECTION.items():
+            if section == heading and name in r.figures:
+                part.append(f"<figure id='{slug(name)}'>{inline_svg(r.figures[name])}</figure>")
+        body.append(f"<section id='{slug(heading)}'>{''.join(part)}</section>")
+    head = f"<meta charset='utf-8'><title>{html.escape(r.title)}</title><style>{STYLE}</style>"
+    return f"<!doctype html><html><head>{head}</head><body>{''.join(body)}</body></html>\n"
+
+
+def write(r: Report, sweep_dir: Path) -> dict[str, Path]:
+    """runs.csv, runs.parquet, report.md (+ its SVG figures) and report.html, written atomically."""
+    frame = r.frame
     with results.atomic_path(sweep_dir / "runs.csv") as tmp:
         frame.to_csv(tmp, index=False)
     with results.atomic_path(sweep_dir / "runs.parquet") as tmp:
         frame.astype({c: "string" for c in frame.columns if frame[c].dtype == object}).to_parquet(tmp, index=False)
-    for name, png in images.items():
+    for name, svg in r.figures.items():
         with results.atomic_path(sweep_dir / name) as tmp:
-            tmp.write_bytes(png)
-    results.write_text_atomic(sweep_dir / "report.md", markdown(title, content, images))
-    results.write_text_atomic(sweep_dir / "report.html", to_html(title, content, images, frame))
+            tmp.write_bytes(svg)
+    results.write_text_atomic(sweep_dir / "report.md", markdown(r))
+    results.write_text_atomic(sweep_dir / "report.html", to_html(r))
     return {n: sweep_dir / n for n in ("runs.csv", "runs.parquet", "report.md", "report.html")}
+
+
+def build(sweep_dir: Path, baseline: str = "trl", others: Sequence[Path] = ()) -> dict[str, Path]:
+    """Write runs.csv, runs.parquet, report.md (+ figures) and report.html into `sweep_dir`, over its runs and
+    those of the `others` sweeps."""
+    return write(compose(sweep_dir, baseline, others), sweep_dir)
+
+
+def not_a_sweep(path: Path) -> str | None:
+    """Why `path` is no sweep directory, or None: a sweep is a directory that is empty (no runs yet) or holds
+    Hydra's multirun.yaml, a report, or a run directory with any of a run's files."""
+    if not path.is_dir():
+        return "not a sweep directory"
+    try:
+        entries = list(path.iterdir())
+        if not entries or any((path / n).exists() for n in ("multirun.yaml", "runs.csv", "report.md")):
+            return None
+        marks = (*results.RUN_FILES, results.FRONTIER, ".hydra", results.LOCK)
+        if any(any((d / m).exists() for m in marks) for d in results.run_dirs(path)):
+            return None
+    except OSError as e:
+        return f"not readable ({e.strerror or e})"
+    return "not a sweep directory (no multirun.yaml and no run directory in it)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -557,10 +863,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("others", type=Path, nargs="*", help="other sweeps whose runs the report covers too")
     ap.add_argument("--baseline", default="trl", help="framework the ratios are taken against (default: trl)")
     a = ap.parse_args(argv)
-    missing = next((d for d in (a.sweep_dir, *a.others) if not d.is_dir()), None)
-    if missing is not None:
-        print(f"error: {missing}: not a sweep directory", file=sys.stderr)
-        return 2
+    for d in (a.sweep_dir, *a.others):
+        if problem := not_a_sweep(d):
+            print(f"error: {d}: {problem}", file=sys.stderr)
+            return 2
     try:
         paths = build(a.sweep_dir, a.baseline, a.others)
     except (UserError, OSError) as e:  # a full disk (DiskFull), an unwritable directory: one line

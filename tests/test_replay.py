@@ -140,7 +140,7 @@ def test_no_decomposition_without_one_job_runs_of_two_frameworks(published_sweep
 
 def test_a_run_not_as_published_is_marked_and_says_what_it_left_out(published_sweep, one_job_sweep):
     frame, _ = report.load_runs(published_sweep, [one_job_sweep])
-    table = report.summary_table(frame, report.with_ratios(frame, "trl")).set_index("run")
+    table = report.runs_table(frame, frame["system"]).set_index("run directory")
     prefix = f"{published_sweep.name}/"
     assert table.loc[f"{prefix}0-llamafactory", "published"] == "not as published"
     assert table.loc[f"{prefix}1-trl", "published"] == "as published"
@@ -234,5 +234,5 @@ def test_one_sweep_keeps_its_run_names_and_its_runs_table(one_job_sweep):
     assert list(pd.read_csv(one_job_sweep / "runs.csv")["run"]) == [f"{i}-{f}" for i, f in enumerate(
         ["trl"] * 3 + ["llamafactory"] * 3)]  # fmt: skip
     md = (one_job_sweep / "report.md").read_text()
-    header = next(line for line in md.splitlines() if line.startswith("| run"))
-    assert "published" not in header and "What the difference was made of" not in md
+    header = next(line for line in md_section(md, "Runs").splitlines() if line.startswith("| system"))
+    assert "run directory" in header and "published" not in header and "What the difference was made of" not in md

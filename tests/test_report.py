@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -61,30 +62,37 @@ def test_failed_skipped_and_unreadable_runs_are_listed_with_reasons(sweep):
     assert "RuntimeError: the framework broke" in md and "Unsloth requires an NVIDIA/AMD/Intel GPU" in md
     assert "unreadable summary.json" in md
     assert "no summary.json (did not finish)" in md
+    assert ("Not compared, no readable summary (2 run directories): 4-trl: unreadable summary.json; 5-trl: no "
+            "summary.json (did not finish).") in md.split("\n## ", 2)[1]  # fmt: skip
 
 
 def test_html_is_self_contained(sweep):
     report.build(sweep)
     page = (sweep / "report.html").read_text()
-    assert page.count("<table") >= 3 and page.count('src="data:image/png;base64,') == 3
+    figures = sorted(p.name for p in sweep.glob("*.svg"))
+    assert page.count("<table") >= 3 and page.count("<figure") == len(figures) >= 4
     assert "http://" not in page and "https://" not in page
 
 
 def test_an_empty_sweep_still_gets_a_report(tmp_path):
     report.build(tmp_path)
-    assert "No finished runs" in (tmp_path / "report.md").read_text()
+    assert "No runs in this sweep: nothing was measured." in (tmp_path / "report.md").read_text()
 
 
 def frame_of(rows):
+    """A runs frame as load_runs gives it, one row per dict over these defaults; the system named as
+    bench.findings names it (framework and version)."""
     base = {"framework": "trl", "framework_version": "1.16.0", "job_key": "job-a", "seed": 42, "status": "ok",
             "fingerprint": "fp", "tokens_per_s": 100.0, "peak_vram_mb": None, "peak_rss_mb": 500.0}  # fmt: skip
-    return pd.DataFrame([base | {"run": f"{i}-{r.get('framework', 'trl')}"} | r for i, r in enumerate(rows)])
+    rows = [base | {"run": f"{i}-{r.get('framework', 'trl')}"} | r for i, r in enumerate(rows)]
+    return pd.DataFrame([{"system": f"{r['framework']} {r['framework_version']}"} | r for r in rows])
 
 
 def test_repeats_give_mean_95ci_and_cv():
     frame = frame_of([{"seed": seed, "tokens_per_s": tps} for seed, tps in [(1, 100.0), (2, 110.0), (3, 120.0)]])
     (row,) = report.repeats(frame).to_dict("records")
-    assert row["n"] == 3 and row["tokens_per_s_mean"] == pytest.approx(110.0) and row["seeds"] == "1,2,3"
+    assert row["system"] == "trl 1.16.0" and row["n"] == 3 and row["seeds"] == "1,2,3"
+    assert row["tokens_per_s_mean"] == pytest.approx(110.0)
     assert row["tokens_per_s_ci95"] == pytest.approx(4.302653 * 10 / math.sqrt(3), rel=1e-5)
     assert row["tokens_per_s_cv"] == pytest.approx(10 / 110)
     assert row["peak_rss_mb_cv"] == 0.0
@@ -94,7 +102,7 @@ def test_two_releases_of_a_framework_are_two_repeat_groups_not_one():
     frame = frame_of([{"framework_version": "0.24.0", "tokens_per_s": 100.0},
                       {"framework_version": "1.16.0", "tokens_per_s": 300.0}])  # fmt: skip
     reps = report.repeats(frame)
-    assert sorted(reps["framework_version"]) == ["0.24.0", "1.16.0"] and list(reps["n"]) == [1, 1]
+    assert sorted(reps["system"]) == ["trl 0.24.0", "trl 1.16.0"] and list(reps["n"]) == [1, 1]
 
 
 def test_ratios_pair_each_run_with_the_baseline_run_of_its_own_job():
@@ -120,18 +128,38 @@ def test_no_ratio_between_runs_that_trained_on_different_tokens_or_without_a_bas
     assert math.isnan(ratios.loc["1-llamafactory", "tokens_per_s_vs_trl"])
     assert ratios.loc["1-llamafactory", "vs_trl"] == "not comparable: other tokens than 0-trl"
     assert ratios.loc["2-unsloth", "vs_trl"] == "no trl run of this job"
-    shown = report.summary_table(frame, report.with_ratios(frame, "trl")).set_index("run")
-    assert shown.loc["1-llamafactory", "tokens_per_s_vs_trl"] == "not comparable: other tokens than 0-trl"
-    assert shown.loc["0-trl", "tokens_per_s_vs_trl"] == "1x"
+    assert ratios.loc["0-trl", "tokens_per_s_vs_trl"] == 1.0
 
 
-def test_the_runs_table_shows_job_key_seed_and_parity(sweep):
+def md_section(md: str, heading: str) -> str:
+    return md.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0] if f"## {heading}\n" in md else ""
+
+
+def test_the_parity_and_runs_tables_show_reference_tokens_job_and_seed(sweep):
     report.build(sweep)
     md = (sweep / "report.md").read_text()
-    header = next(line for line in md.splitlines() if line.startswith("| run"))
-    for col in ("job_key", "seed", "first_loss", "same_tokens", "step1_loss_rel_diff", "curve_loss_rel_diff"):
+    parity = md_section(md, "Parity").splitlines()
+    header = next(line for line in parity if line.startswith("| system"))
+    for col in ("reference", "same tokens", "step-1 loss Δ (relative)", "loss curve Δ (relative)", "padding Δ"):
         assert col in header, col
-    assert "ba815082e932" in md  # both recorded runs: one job
+    unsloth = next(line for line in parity if line.startswith("| unsloth 2026.10.9"))
+    assert "| trl 1.15.0 " in unsloth and "7.5e-05" in unsloth and "not recorded" in unsloth  # no fingerprint yet
+    runs = md_section(md, "Runs")
+    assert "| trl 1.15.0 " in runs and "| 0-trl " in runs and "ba815082" in runs and "| 42 " in runs
+
+
+def test_every_table_fits_the_page_in_at_most_nine_columns(sweep):
+    content = report.compose(sweep).content
+    tables = [body for _, _, body in content if isinstance(body, pd.DataFrame)]
+    assert len(tables) >= 6 and all(len(t.columns) <= 9 for t in tables), [list(t.columns) for t in tables]
+
+
+def test_a_ratio_column_holds_only_ratios(sweep):
+    """No label text in a numeric column: `1x`, `0.681x (1 run)`, `1.30x [1.21, 1.39]` or a dash."""
+    content = report.compose(sweep).content
+    ratio = re.compile(r"^(–|\d[\d.]*x( \(1 run\)| \[\d[\d.e+-]*, \d[\d.e+-]*\])?)$")
+    cells = [(c, v) for _, _, t in content if isinstance(t, pd.DataFrame) for c in t if " vs " in c for v in t[c]]
+    assert cells and all(ratio.match(v) for _, v in cells), cells
 
 
 def test_a_quality_difference_is_called_only_outside_its_bootstrap_interval(tmp_path):
@@ -142,10 +170,26 @@ def test_a_quality_difference_is_called_only_outside_its_bootstrap_interval(tmp_
 
     generations("0-trl", results.BASE_GENERATIONS, [0.10, 0.20, 0.30, 0.40] * 5)
     generations("0-trl", results.GENERATIONS, [0.11, 0.19, 0.31, 0.39] * 5)  # noise around the base
-    generations("1-trl", results.GENERATIONS, [0.50, 0.60, 0.70, 0.80] * 5)  # clearly better
-    q = report.quality_differences(tmp_path, frame_of([{}, {}])).set_index("run")
-    assert q.loc["0-trl", "verdict"] == "no difference (CI spans 0)"
-    assert q.loc["1-trl", "verdict"] == "better than base" and q.loc["1-trl", "ci95_low"] > 0
+    generations("1-llamafactory", results.GENERATIONS, [0.50, 0.60, 0.70, 0.80] * 5)  # clearly better
+    frame = frame_of([{}, {"framework": "llamafactory"}]).assign(base_evaluated_in="0-trl")
+    q = report.quality_differences(tmp_path, frame).set_index("system")
+    assert q.loc["trl 1.16.0", "verdict"] == "no difference (CI spans 0)"
+    better = q.loc["llamafactory 1.16.0"]
+    assert better["verdict"] == "better than base" and better["ci95_low"] > 0
+
+
+def test_a_run_of_another_model_is_not_held_against_this_base_model(tmp_path):
+    sweep = tmp_path / "sweep"
+    for i, model in enumerate(["tiny", "tiny", "qwen2.5-0.5b-arch"]):
+        (sweep / f"{i}-trl").mkdir(parents=True)
+        base = {"base_quality": {"heldout_loss": 9.0, "rouge_l": 0.1, "bleu4": 0.0}} if i == 0 else {}
+        summary = {"run": f"{i}-trl", "framework": "trl", "status": "ok", "job_key": model,
+                   "quality": {"heldout_loss": 8.0}, **base}  # fmt: skip
+        results.write_json_atomic(sweep / f"{i}-trl" / results.SUMMARY, summary)
+        results.write_json_atomic(sweep / f"{i}-trl" / results.SPEC, {"model": {"name": model}})
+    frame = report.load_runs(sweep)[0].set_index("run")
+    assert list(frame["base_evaluated_in"].fillna("none")) == ["0-trl", "0-trl", "none"]
+    assert frame.loc["1-trl", "base_heldout_loss"] == 9.0 and pd.isna(frame.loc["2-trl", "base_heldout_loss"])
 
 
 def test_the_report_states_how_bleu_is_smoothed(sweep):
@@ -173,9 +217,9 @@ def test_time_to_quality_says_not_reached_and_the_kernels_are_their_own_system()
         {"framework": "trl", **target, "time_to_target_s": 12.34, "steps_to_target": 20},
         {"framework": "trl+liger", **target, "time_to_target_s": None, "steps_to_target": None},
     ])  # fmt: skip
-    ttq = report.time_to_quality(frame).set_index("run")
-    assert ttq.loc["0-trl", "time_to_target_s"] == 12.34 and ttq.loc["0-trl", "steps_to_target"] == 20
-    assert ttq.loc["1-trl+liger", "time_to_target_s"] == "not reached"
+    ttq = report.time_to_quality(frame).set_index("system")
+    assert ttq.loc["trl 1.16.0", "time to target (s)"] == "12.34" and ttq.loc["trl 1.16.0", "steps to target"] == "20"
+    assert ttq.loc["trl+liger 1.16.0", "time to target (s)"] == "not reached"
     ratios = report.with_ratios(frame, "trl").set_index("run")
     assert ratios.loc["1-trl+liger", "vs_trl"] == "against 0-trl"  # HF+Liger is compared with HF on one job
     assert report.time_to_quality(frame_of([{}])) is None

@@ -108,4 +108,5 @@ def test_truncation_differs_by_design_and_strict_mode_removes_the_difference(tmp
     # No ratio between runs that trained on other tokens.
     sweep = next(p for p in tmp_path.iterdir() if p.is_dir())
     md = (sweep / "report.md").read_text()
-    assert "not comparable: other tokens than" in md
+    assert "no ratio — trained on different tokens" in md.split("\n## ", 2)[1]  # the findings, first
+    assert "not comparable: other tokens than" in (sweep / "runs.csv").read_text()
