@@ -39,9 +39,10 @@ class RunSeries:
 
     def training_window(self) -> tuple[float, float] | None:
         """Wall-clock start and end of training, from the per-step events."""
-        if not self.events:
+        timed = [e for e in self.events if "time" in e]  # a worker that died mid-line, or wrote no clock
+        if not timed:
             return None
-        first, last = self.events[0], self.events[-1]
+        first, last = timed[0], timed[-1]
         return first["time"] - first.get("step_time_s", 0.0), last["time"]
 
 
@@ -105,10 +106,11 @@ def loss(runs: list[RunSeries], colour: dict[str, str]) -> bytes | None:
         return None
     fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for r in runs:
-        start = r.training_window()[0]
-        logged = [e for e in r.events if e.get("loss") is not None]
+        window = r.training_window()
+        logged = [e for e in r.events if e.get("loss") is not None and "step" in e]
         by_step.plot([e["step"] for e in logged], [e["loss"] for e in logged], color=colour[r.system], label=r.label)
-        by_time.plot([e["time"] - start for e in logged], [e["loss"] for e in logged], color=colour[r.system],
+        timed = [e for e in logged if "time" in e] if window else []
+        by_time.plot([e["time"] - window[0] for e in timed], [e["loss"] for e in timed], color=colour[r.system],
                      label=r.label)  # fmt: skip
     by_step.set(xlabel="optimizer step", ylabel="training loss (nats)", title="Loss against step")
     by_time.set(xlabel="seconds since training began (wall clock)", title="Loss against wall time")
