@@ -54,7 +54,7 @@ def test_without_a_baseline_the_gate_passes_and_says_so(first):
 
 def test_with_the_previous_sweep_as_baseline_the_gate_passes_with_the_comparison_table(first, tmp_path):
     def margin(summary):  # load from other processes on a shared CPU must not turn this into a timing test
-        summary["metrics"]["tokens_per_s"] /= 10
+        summary["metrics"]["tokens_per_s"] /= 100
         summary["metrics"]["peak_rss_mb"] *= 2
 
     baseline = as_baseline(first[0], tmp_path / "baseline", margin)
@@ -65,8 +65,8 @@ def test_with_the_previous_sweep_as_baseline_the_gate_passes_with_the_comparison
 
 
 def test_a_much_slower_candidate_fails_the_gate(first, tmp_path):
-    def faster(summary):
-        summary["metrics"]["tokens_per_s"] *= 10
+    def faster(summary):  # a margin no load on a shared CPU makes up between two sweeps
+        summary["metrics"]["tokens_per_s"] *= 100
 
     baseline = as_baseline(first[0], tmp_path / "baseline", faster)
     proc, summary = gate(tmp_path, baseline, "candidate", *SHORT)
