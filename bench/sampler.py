@@ -8,6 +8,12 @@ Host load, to say how far a run's numbers can be trusted: the 1-minute load aver
 seconds and the CPU seconds of the worker tree and of this harness process (cumulative counters: their
 differences over the training window are what other processes took), and on GPUs the compute processes
 on the run's devices that are not the worker tree (optimum-benchmark's device-isolation check).
+
+Its own cost is bounded and recorded: the process tree is rescanned only every TREE_RESCAN_S (finding a tree's
+children reads /proc/PID/stat of every process on the machine, most of a tick's cost), each process's files
+are read once per tick, and a tick that costs more than CPU_BUDGET of one core at the configured interval
+stretches the interval instead (more GPUs, a bigger tree: fewer samples, not more CPU). Each sample carries the
+sampler thread's cumulative CPU seconds, so the summary can say what it cost per second of training.
 """
 
 from __future__ import annotations
@@ -25,6 +31,10 @@ from typing import Any
 import psutil
 
 MB = 2**20
+# A new child (torchrun's ranks, compile workers) is seen at most this late: workers start them seconds apart,
+# and a rescan reads every process on the machine.
+TREE_RESCAN_S = 1.0
+CPU_BUDGET = 0.01  # the sampler's CPU seconds per wall second at most: 1 % of one core
 
 
 def _nvml():
@@ -72,9 +82,11 @@ class Sampler(threading.Thread):
         self.stats = SamplerStats(baseline_used_mb=self.baseline_used_mb())
         self._procs: dict[int, psutil.Process] = {}
         self._cpu_s: dict[int, float] = {}  # CPU seconds last seen per tree pid; exited processes keep theirs
-        self._me = psutil.Process()
+        self._rescan_at = 0.0  # perf_counter time of the next tree rescan
+        self._foreign: dict[int, bool] = {}  # other processes on the GPUs: whether each pid exists here
         self._halt = threading.Event()
         self._t0 = time.perf_counter()
+        self._cpu0 = time.thread_time()  # reset when the thread starts: its CPU seconds count from there
 
     def _handle(self, device: str):
         nv = self.nvml
@@ -92,39 +104,49 @@ class Sampler(threading.Thread):
         self.start()
 
     def _tree(self) -> list[psutil.Process]:
-        try:
-            current = [self.root, *self.root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-        # Keep Process objects between samples: cpu_percent() measures since the previous call on the object.
-        self._procs = {p.pid: self._procs.get(p.pid, p) for p in current}
+        """The tree's processes, rescanned every TREE_RESCAN_S or as soon as one of them has gone."""
+        now = time.perf_counter()
+        if now >= self._rescan_at:
+            try:
+                current = [self.root, *self.root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return []
+            # Keep Process objects between samples: cpu_percent() measures since the previous call on the object.
+            self._procs = {p.pid: self._procs.get(p.pid, p) for p in current}
+            self._rescan_at = now + TREE_RESCAN_S
         return list(self._procs.values())
 
-    def _cpu(self, procs: list[psutil.Process]) -> tuple[float, float]:
+    def _read_tree(self, procs: list[psutil.Process]) -> tuple[float, float, float]:
+        """RSS (MB), CPU percent and cumulative CPU seconds of the tree (processes that have exited since keep
+        their last CPU seconds); each process's stat file read once (oneshot)."""
         rss = cpu = 0.0
         for p in procs:
-            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                rss += p.memory_info().rss
-                cpu += p.cpu_percent(None)
-        return rss / MB, cpu
+            try:
+                with p.oneshot():
+                    mem, pct, t = p.memory_info().rss, p.cpu_percent(None), p.cpu_times()
+            except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                self._rescan_at = 0.0  # the tree changed: look again next tick
+                continue
+            except psutil.AccessDenied:
+                continue
+            rss, cpu = rss + mem, cpu + pct
+            self._cpu_s[p.pid] = t.user + t.system
+        return rss / MB, cpu, sum(self._cpu_s.values())
 
-    def _tree_cpu_s(self, procs: list[psutil.Process]) -> float:
-        """CPU seconds the worker tree has used so far, counting processes that have since exited."""
-        for p in procs:
-            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                t = p.cpu_times()
-                self._cpu_s[p.pid] = t.user + t.system
-        return sum(self._cpu_s.values())
-
-    def _host(self, procs: list[psutil.Process]) -> dict[str, Any]:
-        t = psutil.cpu_times()
-        me = self._me.cpu_times()  # the harness itself (this thread, the progress display) is not "others"
+    def _host(self) -> dict[str, Any]:
+        me = os.times()  # the harness itself (this thread, the progress display) is not "others"
         return {
-            "load1": psutil.getloadavg()[0],
-            "host_busy_s": busy_cpu_s(t),
-            "tree_cpu_s": self._tree_cpu_s(procs),
+            "load1": os.getloadavg()[0],
+            "host_busy_s": busy_cpu_s(psutil.cpu_times()),
             "harness_cpu_s": me.user + me.system,
+            "sampler_cpu_s": time.thread_time() - self._cpu0,  # this thread's own, up to this tick
         }
+
+    def _exists(self, pid: int) -> bool:
+        """Whether a pid another process computes with exists here, asked once per pid (a file read each)."""
+        if pid not in self._foreign:
+            self._foreign[pid] = psutil.pid_exists(pid)
+        return self._foreign[pid]
 
     def _gpu(self, pids: set[int]) -> list[dict[str, Any]]:
         nv = self.nvml
@@ -137,7 +159,7 @@ class Sampler(threading.Thread):
                 row["proc_mb"] = sum(used) / MB if used else None
                 # As optimum-benchmark's isolation check: pids that exist here (a pid from another PID
                 # namespace does not) and are not the worker tree.
-                row["other_pids"] = sorted(p.pid for p in procs if p.pid not in pids and psutil.pid_exists(p.pid))
+                row["other_pids"] = sorted(p.pid for p in procs if p.pid not in pids and self._exists(p.pid))
             with contextlib.suppress(nv.NVMLError):
                 row["util_pct"] = nv.nvmlDeviceGetUtilizationRates(h).gpu
             with contextlib.suppress(nv.NVMLError):
@@ -149,13 +171,14 @@ class Sampler(threading.Thread):
 
     def sample(self) -> dict[str, Any]:
         procs = self._tree()
-        rss_mb, cpu_pct = self._cpu(procs)
+        rss_mb, cpu_pct, tree_cpu_s = self._read_tree(procs)
         row: dict[str, Any] = {
             "t": round(time.perf_counter() - self._t0, 4),
             "time": time.time(),  # wall clock, to line samples up with the worker's step events
             "rss_mb": rss_mb,
             "cpu_pct": cpu_pct,
-            **self._host(procs),
+            "tree_cpu_s": tree_cpu_s,
+            **self._host(),
         }
         if self.handles:
             row["gpus"] = self._gpu({p.pid for p in procs})
@@ -168,16 +191,22 @@ class Sampler(threading.Thread):
         return [self.nvml.nvmlDeviceGetMemoryInfo(h).used / MB for h in self.handles]
 
     def run(self) -> None:
-        cpu_start = time.thread_time()
+        self._cpu0 = time.thread_time()
         try:
             with open(self.out, "a", encoding="utf-8") as fh:
                 while not self._halt.is_set():
+                    tick = time.thread_time()
                     fh.write(json.dumps(self.sample()) + "\n")
                     fh.flush()
-                    self._halt.wait(self.interval_s)
+                    self._halt.wait(self.wait_s(time.thread_time() - tick))
         except OSError as e:  # a full disk: the run goes on unsampled, and its summary says so
             self.stats.error = f"resource samples stopped after {self.stats.samples}: {e.strerror} ({self.out})"
-        self.stats.sampler_cpu_s = time.thread_time() - cpu_start
+        self.stats.sampler_cpu_s = time.thread_time() - self._cpu0
+
+    def wait_s(self, tick_cpu_s: float) -> float:
+        """The pause after a tick that cost `tick_cpu_s` CPU seconds: the configured interval, or longer where
+        that tick repeated at the interval would take more than CPU_BUDGET of one core."""
+        return max(self.interval_s, tick_cpu_s / CPU_BUDGET)
 
     def stop(self) -> SamplerStats:
         self._halt.set()

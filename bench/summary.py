@@ -126,8 +126,7 @@ def metrics(
         **gpu_metrics(steady, samples, worker, outcome.sampler.baseline_used_mb),
         **worker.get("torch_memory", {}),
         **host_load(samples, worker.get("train_window")),
-        "sampler_samples": outcome.sampler.samples,
-        "sampler_cpu_s": outcome.sampler.sampler_cpu_s,
+        **sampler_cost(samples, worker.get("train_window"), outcome.sampler),
     }
     return registry.declared({k: v for k, v in m.items() if v is not None})
 
@@ -163,6 +162,20 @@ def host_load(samples: list[dict[str, Any]], window: list[float] | tuple[float, 
     gpu_rows = [g for s in span for g in s.get("gpus", []) if "other_pids" in g]
     if gpu_rows:
         out["gpu_other_processes"] = len({pid for g in gpu_rows for pid in g["other_pids"]})
+    return out
+
+
+def sampler_cost(samples: list[dict[str, Any]], window: list[float] | tuple[float, float] | None, stats) -> dict:
+    """What the sampler itself cost (bench/sampler.py): its CPU time per sample over the run, and its CPU seconds
+    per second of the training window, as % of one core (samples without its counter, recorded before it
+    had one, give no such figure)."""
+    out: dict[str, Any] = {"sampler_samples": stats.samples, "sampler_cpu_s": stats.sampler_cpu_s}
+    if stats.samples:
+        out["sampler_tick_ms"] = 1000 * stats.sampler_cpu_s / stats.samples
+    span = [s for s in _bracket(samples, window[0], window[1]) if "sampler_cpu_s" in s] if window else []
+    if len(span) >= 2 and span[-1]["time"] > span[0]["time"]:
+        a, b = span[0], span[-1]
+        out["sampler_cpu_pct"] = 100 * (b["sampler_cpu_s"] - a["sampler_cpu_s"]) / (b["time"] - a["time"])
     return out
 
 

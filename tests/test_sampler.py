@@ -1,12 +1,18 @@
 """The sampler watches the run's own GPUs, named as CUDA_VISIBLE_DEVICES names them (a stand-in NVML)."""
 
 import os
+import subprocess
 import sys
 import types
+from pathlib import Path
 
 import psutil
+import pytest
 
-from bench.sampler import Sampler, host_facts
+from bench import metrics as registry
+from bench import sampler as sampler_module
+from bench.sampler import Sampler, SamplerStats, host_facts
+from bench.summary import sampler_cost
 
 
 class NVMLError(Exception):
@@ -107,3 +113,88 @@ def test_host_facts_read_the_gpu_driver_and_models(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", nv)
     facts = host_facts()
     assert facts["gpu_driver"] == "580.82.07" and facts["gpus"] == ["NVIDIA H000", "NVIDIA H100"]
+
+
+# The sampler's own cost: bounded by construction, and recorded (no timings asserted; only what it reads when).
+
+
+def sampler_of(tmp_path, root: psutil.Process | None = None) -> Sampler:
+    sampler = Sampler(tmp_path / "samples.jsonl", gpu=False)
+    sampler.root = root or psutil.Process()
+    return sampler
+
+
+def counting_children(monkeypatch, root: psutil.Process) -> list[int]:
+    calls = []
+    real = root.children
+    monkeypatch.setattr(root, "children", lambda **kw: calls.append(1) or real(**kw))
+    return calls
+
+
+def test_the_tree_is_not_rescanned_every_tick(tmp_path, monkeypatch):
+    # Finding a tree's children reads every process on the machine: the sampler does it once per rescan period.
+    monkeypatch.setattr(sampler_module, "TREE_RESCAN_S", 1e9)
+    sampler = sampler_of(tmp_path)
+    calls = counting_children(monkeypatch, sampler.root)
+    for _ in range(5):
+        sampler.sample()
+    assert len(calls) == 1 and sampler.stats.samples == 5
+
+
+def test_a_process_that_left_the_tree_makes_the_next_tick_rescan_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(sampler_module, "TREE_RESCAN_S", 1e9)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        sampler = sampler_of(tmp_path)
+        sampler.sample()
+        assert child.pid in sampler._procs
+    finally:
+        child.kill()
+        child.wait()
+    sampler.sample()  # reads the child, finds it gone
+    sampler.sample()  # rescans
+    assert child.pid not in sampler._procs and os.getpid() in sampler._procs
+
+
+def test_a_tick_that_costs_more_than_the_budget_stretches_the_interval():
+    sampler = Sampler(Path("unused"), interval_s=0.1, gpu=False)
+    assert sampler.wait_s(0.0001) == 0.1  # cheap ticks: the configured interval
+    # A tick of 5 ms repeated every 0.1 s would take 5 % of a core: it waits until it is CPU_BUDGET of one.
+    assert sampler.wait_s(0.005) == pytest.approx(0.005 / sampler_module.CPU_BUDGET)
+    assert Sampler(Path("unused"), interval_s=0.0, gpu=False).wait_s(0.001) > 0  # interval 0 cannot spin a core
+
+
+def test_each_sample_carries_the_samplers_own_cpu_seconds(tmp_path):
+    sampler = sampler_of(tmp_path)
+    first = sampler.sample()
+    second = sampler.sample()
+    assert 0 <= first["sampler_cpu_s"] <= second["sampler_cpu_s"]
+
+
+def test_a_pid_on_the_gpu_is_looked_up_once(tmp_path, monkeypatch):
+    nv = fake_nvml(["GPU-a"])
+    other = psutil.Process().parent().pid
+    nv.nvmlDeviceGetComputeRunningProcesses = lambda h: [types.SimpleNamespace(pid=other, usedGpuMemory=2**20)]
+    monkeypatch.setitem(sys.modules, "pynvml", nv)
+    looked_up = []
+    monkeypatch.setattr(psutil, "pid_exists", lambda pid: looked_up.append(pid) or True)
+    sampler = Sampler(tmp_path / "samples.jsonl", devices=["0"])
+    sampler.root = psutil.Process()
+    assert [sampler.sample()["gpus"][0]["other_pids"] for _ in range(3)] == [[other]] * 3
+    assert looked_up == [other]
+
+
+def test_the_summary_records_the_samplers_cost_per_sample_and_per_training_second():
+    # 20 samples took 0.01 CPU s: 0.5 ms each; over the training window (bracketed 10 s -> 20 s) it spent
+    # 0.005 CPU s: 0.05 % of one core.
+    samples = [{"time": t, "host_busy_s": 0.0, "sampler_cpu_s": c} for t, c in [(5, 0.001), (10, 0.002), (20, 0.007)]]
+    cost = sampler_cost(samples, (10, 20), SamplerStats(samples=20, sampler_cpu_s=0.01))
+    assert cost["sampler_tick_ms"] == pytest.approx(0.5) and cost["sampler_cpu_pct"] == pytest.approx(0.05)
+    assert {"sampler_samples", "sampler_cpu_s"} <= set(cost) and all(registry.get(name) for name in cost)
+
+
+def test_samples_from_before_the_counter_give_no_per_training_second_figure():
+    samples = [{"time": t, "host_busy_s": 0.0} for t in (10, 20)]
+    cost = sampler_cost(samples, (10, 20), SamplerStats(samples=2, sampler_cpu_s=0.001))
+    assert "sampler_cpu_pct" not in cost and "sampler_tick_ms" in cost
+    assert "sampler_tick_ms" not in sampler_cost([], None, SamplerStats())  # no samples: no cost per sample
