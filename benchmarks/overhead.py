@@ -271,7 +271,7 @@ def verdict(rounds: list[dict[str, Run]], target_pct: float) -> list[str]:
     return [
         f"resolution on this machine: ±{floor:.1f} % step time, ±{floor_pct(noise_span):.1f} % training span "
         "(bare vs bare, the same rounds: the farther end of its interval from 1)",
-        f"harness vs bare: {against_floor(harness.median, floor)} step time; by attribution: {parts}",
+        f"harness vs bare, step time: {against_floor(harness.median, floor)}; by attribution: {parts}",
         f"verdict: {target_verdict(harness, floor, target_pct)}",
     ]
 

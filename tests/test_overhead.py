@@ -68,7 +68,7 @@ def test_the_report_has_a_row_per_arm_the_attribution_the_floor_and_a_verdict():
     assert "rounds 1.010 0.990 1.000" in text  # every round's ratio
     assert "sampler                          1.100" in text and "progress display                 1.000" in text
     assert "resolution on this machine: ±1.0 % step time" in text
-    assert "harness vs bare: +10.0 % (outside the noise floor by 9.0 points) step time" in text
+    assert "harness vs bare, step time: +10.0 % (outside the noise floor by 9.0 points)" in text
     assert "sampler +10.0 % (outside the noise floor by 9.0 points); progress display +0.0 % (within" in text
     assert "verdict: over the 2 % target" in text
 

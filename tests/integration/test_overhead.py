@@ -42,7 +42,7 @@ def test_the_report_has_the_ratio_with_its_interval_the_noise_floor_and_the_attr
     for part in ("sampler", "progress display"):
         assert re.search(rf"^  {part} +{RATIO}$", report, re.M), part
     assert re.search(r"^resolution on this machine: ±\d+\.\d % step time", report, re.M)
-    assert re.search(r"^harness vs bare: [+-]\d+\.\d % \((within|outside) the noise floor", report, re.M)
+    assert re.search(r"^harness vs bare, step time: [+-]\d+\.\d % \((within|outside) the noise floor", report, re.M)
     assert re.search(r"^verdict: ", report, re.M)
     assert re.search(r"^sampler CPU: \d+\.\d\d % of one core while training", report, re.M)
     assert re.search(r"^machine: .+ trained on cpu in fp32", report, re.M)
