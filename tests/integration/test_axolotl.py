@@ -6,7 +6,7 @@ import json
 import pytest
 
 from bench import results
-from tests.integration.test_trl import bench_run, run_dirs
+from tests.conftest import bench_run, run_dirs
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import pytest
 
 from bench import results
 from bench.summary import load_summaries, loss_curves, parity
-from tests.integration.test_trl import bench_run, run_dirs
+from tests.conftest import bench_run, run_dirs
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,7 @@ import psutil
 import pytest
 
 from bench import results
-from tests.conftest import REPO
-from tests.integration.test_trl import run_dirs
+from tests.conftest import REPO, run_dirs
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,7 @@ import sys
 import pytest
 
 from bench import results
-from tests.conftest import REPO
-from tests.integration.test_trl import bench_run, run_dirs
+from tests.conftest import REPO, bench_run, run_dirs
 
 pytestmark = pytest.mark.integration
 SMALL = ("model=tiny", "dataset.max_rows=32", "eval.prompts=2")  # 32 rows: a few steps per epoch

@@ -4,32 +4,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from bench import results
-from tests.conftest import REPO, sigint_default
+from tests.conftest import REPO, bench_run, run_dirs, sigint_default
 
 pytestmark = pytest.mark.integration
-
-
-def bench_run(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    """Run the sweep CLI with results under tmp_path (the env/model cache is the user's, shared)."""
-    return subprocess.run(
-        [sys.executable, "-m", "bench.run", f"results_dir={tmp_path}", *overrides],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        env=os.environ | {"COLUMNS": "200"},
-    )
-
-
-def run_dirs(tmp_path: Path) -> list[Path]:
-    """Every run that started, in every sweep under tmp_path."""
-    sweeps = sorted(p for p in tmp_path.iterdir() if p.is_dir())
-    return [r for sweep in sweeps for r in results.run_dirs(sweep) if (r / results.SPEC).exists()]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 
 from bench import results
 from bench.sampler import host_has_gpu
-from tests.integration.test_trl import bench_run, run_dirs
+from tests.conftest import bench_run, run_dirs
 
 pytestmark = pytest.mark.integration
 
