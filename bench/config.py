@@ -169,6 +169,9 @@ class Config:
     sampler: SamplerConfig
     report: ReportConfig
     worker_requirements: list[str]
+    # train.kernels package -> its version: the one pin every framework's kernel_requirements refers to
+    # (${kernels.liger} in conf/framework/*.yaml); only ever read through those lists.
+    kernels: dict[str, str]
     timeout_s: float
     skip_steps: int
     cache_dir: str
