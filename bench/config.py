@@ -25,6 +25,23 @@ def conf_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "conf"
 
 
+def conf_default(key: str) -> Any:
+    """A default of conf/config.yaml by its dotted key (`report.baseline`), resolved on its own (environment
+    variables included), for entry points that do not compose a Hydra config: the conf stays the one place."""
+    return OmegaConf.select(OmegaConf.load(conf_dir() / "config.yaml"), key, throw_on_missing=True)
+
+
+def default_baseline() -> str:
+    """The report's baseline framework when none is given: conf/config.yaml's report.baseline."""
+    return str(conf_default("report.baseline"))
+
+
+def default_cache_dir() -> Path:
+    """Framework environments and built models when no composed config says: conf/config.yaml's cache_dir
+    (SFTBENCH_CACHE, else its default)."""
+    return Path(str(conf_default("cache_dir"))).expanduser()
+
+
 def register_resolvers() -> None:
     """Resolvers the sweep directory layouts (conf/config.yaml, conf/frontier.yaml) use; bench.run calls it
     when imported, which every entry point and every submitit job process does before composing a config."""

@@ -711,7 +711,7 @@ def report_title(sweep_dir: Path, frame: pd.DataFrame, others: Sequence[Path] = 
     return f"sftbench report: {sweeps}" + (f" (scenario: {', '.join(names)})" if names else "")
 
 
-def compose(sweep_dir: Path, baseline: str = "trl", others: Sequence[Path] = ()) -> Report:
+def compose(sweep_dir: Path, baseline: str = config.default_baseline(), others: Sequence[Path] = ()) -> Report:
     """The report over `sweep_dir`'s runs and those of the `others` sweeps."""
     frame, unreadable = load_runs(sweep_dir, others)
     frame = with_ratios(frame, baseline)
@@ -829,7 +829,7 @@ def write(r: Report, sweep_dir: Path) -> dict[str, Path]:
     return {n: sweep_dir / n for n in ("runs.csv", "runs.parquet", "report.md", "report.html")}
 
 
-def build(sweep_dir: Path, baseline: str = "trl", others: Sequence[Path] = ()) -> dict[str, Path]:
+def build(sweep_dir: Path, baseline: str = config.default_baseline(), others: Sequence[Path] = ()) -> dict[str, Path]:
     """Write runs.csv, runs.parquet, report.md (+ figures) and report.html into `sweep_dir`, over its runs and
     those of the `others` sweeps."""
     return write(compose(sweep_dir, baseline, others), sweep_dir)
@@ -861,7 +861,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("sweep_dir", type=Path, help="the sweep the report is written into")
     ap.add_argument("others", type=Path, nargs="*", help="other sweeps whose runs the report covers too")
-    ap.add_argument("--baseline", default="trl", help="framework the ratios are taken against (default: trl)")
+    ap.add_argument("--baseline", default=config.default_baseline(),  # conf/config.yaml report.baseline
+                    help="framework the ratios are taken against (default: %(default)s)")
     a = ap.parse_args(argv)
     for d in (a.sweep_dir, *a.others):
         if problem := not_a_sweep(d):
