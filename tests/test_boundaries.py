@@ -1,28 +1,67 @@
 """Import direction and packaging: the parent side never loads a framework, conf/ ships with the package."""
 
 import json
+import re
 import subprocess
 import sys
 import zipfile
 
 import pytest
+from omegaconf import OmegaConf
 
-from bench import envs
+from bench import config, envs
 from tests.conftest import REPO
 
 PARENT_MODULES = ("bench.run", "bench.report", "bench.compare", "bench.frontier", "bench.export")
+# What every framework's worker trains with, whichever framework pins it.
+TRAINING_STACK = {"torch", "transformers", "peft", "accelerate", "datasets"}
 
 
-def test_the_parent_side_imports_no_framework_and_no_runner():
+def framework_modules() -> set[str]:
+    """Import names of everything a registered framework installs (conf/framework/*.yaml: its distribution,
+    the packages it records, its requirements, companions and kernel requirements), plus the training stack.
+    A distribution's import name is its name in lower case with '-' and '.' as '_' (liger-kernel -> liger_kernel),
+    true of every one registered today."""
+    names = set()
+    for path in sorted((config.conf_dir() / "framework").glob("*.yaml")):
+        fw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        requirements = [*fw.get("requirements", [])]
+        for group in ("companions", "kernel_requirements"):
+            requirements += [r for rs in (fw.get(group) or {}).values() for r in rs]
+        names |= {fw["distribution"], *fw.get("packages", [])}
+        names |= {re.match(r"[A-Za-z0-9_.\-]+", r).group() for r in requirements}
+    return {re.sub(r"[-.]", "_", n.lower()) for n in names} | TRAINING_STACK
+
+
+def loaded_by(*modules: str) -> set[str]:
+    """Every module a fresh interpreter holds after importing `modules`."""
     code = (
         "import importlib, json, sys\n"
-        f"for m in {PARENT_MODULES!r}: importlib.import_module(m)\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
         "print(json.dumps(sorted(sys.modules)))"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    loaded = set(json.loads(proc.stdout))
-    assert not {"torch", "transformers", "trl", "peft", "llamafactory", "unsloth"} & loaded
+    return set(json.loads(proc.stdout))
+
+
+def test_the_framework_modules_come_from_conf():
+    found = framework_modules()
+    assert {"trl", "llamafactory", "unsloth", "axolotl", "liger_kernel", "unsloth_zoo", "torch"} <= found
+    assert all(config.frameworks()[name]["distribution"] in found for name in config.frameworks())
+
+
+def test_the_parent_side_imports_no_framework_and_no_runner():
+    loaded = loaded_by(*PARENT_MODULES)
+    assert not framework_modules() & {m.split(".")[0] for m in loaded}
     assert not [m for m in loaded if m.startswith("bench.runners.") and m != "bench.runners.base"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bench.compare/export read runs through bench.report (matplotlib); the run record module removes that",
+)
+def test_compare_and_export_import_no_plotting_no_statistics_and_no_torch():
+    assert not {"matplotlib", "scipy", "torch"} & {m.split(".")[0] for m in loaded_by("bench.compare", "bench.export")}
 
 
 def test_report_and_compare_do_not_import_the_sweep_app():
