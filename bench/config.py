@@ -15,14 +15,9 @@ from typing import Any, Literal
 from omegaconf import DictConfig, OmegaConf
 
 from bench import metrics
+from bench.paths import conf_dir  # conf/'s location, shared with the worker
 from bench.results import safe_name
 from bench.spec import EvalSpec, ModelSource, OnBadRow, SpecError, TokenizeMode, TrainSpec, from_mapping
-
-
-def conf_dir() -> Path:
-    """conf/: packaged inside `bench` by a regular install, beside it in a checkout (editable install)."""
-    packaged = Path(__file__).resolve().parent / "conf"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "conf"
 
 
 def conf_default(key: str) -> Any:

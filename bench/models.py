@@ -14,13 +14,13 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from bench.data import BUNDLED_MEDICAL, load_examples
+from bench.paths import conf_dir
 from bench.results import safe_name
 
 BUILDER_VERSION = 2  # bump when build() changes what it writes
@@ -35,12 +35,17 @@ QWEN25_CHAT_TEMPLATE = (Path(__file__).parent / "assets" / "qwen2.5_chat_templat
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("SFTBENCH_CACHE", Path.home() / ".cache" / "sftbench")).expanduser()
+    """conf/config.yaml's cache_dir (SFTBENCH_CACHE, else its default); the parent's only: it reads the conf."""
+    from bench.config import default_cache_dir
+
+    return default_cache_dir()
 
 
 def build_key(config: dict[str, Any]) -> str:
-    """Content key of a built model: builder version, architecture, seed and tokenizer corpus."""
+    """Content key of a built model: builder version, architecture, seed and tokenizer corpus (its files and
+    the system prompt from conf/dataset/medical-sample.yaml)."""
     h = hashlib.sha256(json.dumps({"builder": BUILDER_VERSION, "config": config}, sort_keys=True).encode())
+    h.update(corpus_system_prompt().encode())
     for f in CORPUS_FILES:
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
@@ -96,6 +101,15 @@ def ensure_built(path: str | Path, config: dict[str, Any]) -> Path:
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
     return out
+
+
+def corpus_system_prompt() -> str:
+    """The system prompt the bundled sample is rendered with (conf/dataset/medical-sample.yaml, its one place),
+    part of the tokenizer's corpus. PyYAML: the harness's dependency, and transformers' in a framework env."""
+    import yaml
+
+    text = (conf_dir() / "dataset" / "medical-sample.yaml").read_text(encoding="utf-8")
+    return str(yaml.safe_load(text)["system_prompt"])
 
 
 def corpus_texts(system_prompt: str) -> list[str]:
@@ -179,7 +193,7 @@ def build(config: dict[str, Any], out: Path) -> None:
     dtype = getattr(torch, cfg.pop("dtype", "float32"))
     tokenizer_vocab = cfg.pop("tokenizer_vocab_size")
     pretrain_steps = cfg.pop("pretrain_steps", 0)
-    texts = corpus_texts("You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")
+    texts = corpus_texts(corpus_system_prompt())
     say(f"training a {tokenizer_vocab}-token BPE tokenizer on {len(texts)} texts of the bundled sample")
     tokenizer = train_tokenizer(texts, tokenizer_vocab)
     if cfg.get("vocab_size") is None:  # tiny model: embedding sized to its tokenizer, padded like Qwen's
