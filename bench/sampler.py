@@ -68,8 +68,9 @@ class SamplerStats:
 class Sampler(threading.Thread):
     """Samples a process tree every `interval_s` seconds into a JSON Lines file."""
 
-    def __init__(self, out: Path, interval_s: float = 0.1, gpu: bool = True, devices: list[str] | None = None):
-        """`devices`: the run's GPUs as CUDA_VISIBLE_DEVICES names them (PCI-ordered indices or UUIDs)."""
+    def __init__(self, out: Path, interval_s: float, gpu: bool, devices: list[str] | None = None):
+        """`interval_s`, `gpu`: the sampler group (conf/sampler/, their only defaults); `devices`: the run's GPUs
+        as CUDA_VISIBLE_DEVICES names them (PCI-ordered indices or UUIDs)."""
         super().__init__(daemon=True, name="sftbench-sampler")
         self.root: psutil.Process | None = None
         self.out = out

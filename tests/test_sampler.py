@@ -8,11 +8,15 @@ from pathlib import Path
 
 import psutil
 import pytest
+from omegaconf import OmegaConf
 
 from bench import metrics as registry
 from bench import sampler as sampler_module
 from bench.sampler import Sampler, SamplerStats, host_facts
 from bench.summary import sampler_cost
+from tests.conftest import REPO
+
+CONF = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "sampler" / "default.yaml"))  # the defaults
 
 
 class NVMLError(Exception):
@@ -46,7 +50,7 @@ def fake_nvml(uuids):
 
 def sampled_used_mb(tmp_path, monkeypatch, devices):
     monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(["GPU-a", "GPU-b", "GPU-c", "GPU-d"]))
-    sampler = Sampler(tmp_path / "samples.jsonl", devices=devices)
+    sampler = Sampler(tmp_path / "samples.jsonl", **CONF, devices=devices)
     sampler.root = psutil.Process()
     gpus = sampler.sample().get("gpus", [])
     assert [g["index"] for g in gpus] == list(range(len(gpus)))  # cuda:i of the run
@@ -68,7 +72,7 @@ def test_every_gpu_when_not_told_and_none_that_nvml_does_not_know(tmp_path, monk
 
 
 def test_each_sample_records_the_hosts_load_and_the_trees_cpu_counters(tmp_path):
-    sampler = Sampler(tmp_path / "samples.jsonl", gpu=False)
+    sampler = Sampler(tmp_path / "samples.jsonl", CONF["interval_s"], gpu=False)
     sampler.root = psutil.Process()
     first = sampler.sample()
     sum(i * i for i in range(200_000))  # some CPU time in the tree (this process) between the samples
@@ -80,7 +84,7 @@ def test_each_sample_records_the_hosts_load_and_the_trees_cpu_counters(tmp_path)
 
 
 def test_cpu_time_of_a_tree_process_that_exited_still_counts(tmp_path):
-    sampler = Sampler(tmp_path / "samples.jsonl", gpu=False)
+    sampler = Sampler(tmp_path / "samples.jsonl", CONF["interval_s"], gpu=False)
     sampler.root = psutil.Process()
     sampler._cpu_s = {999_999_999: 5.0}  # seen in an earlier sample, gone since
     assert sampler.sample()["tree_cpu_s"] >= 5.0
@@ -94,7 +98,7 @@ def test_other_processes_on_the_runs_gpu_are_listed_as_in_optimum_benchmarks_iso
         types.SimpleNamespace(pid=p, usedGpuMemory=2**20) for p in (os.getpid(), other, gone)
     ]
     monkeypatch.setitem(sys.modules, "pynvml", nv)
-    sampler = Sampler(tmp_path / "samples.jsonl", devices=["0"])
+    sampler = Sampler(tmp_path / "samples.jsonl", **CONF, devices=["0"])
     sampler.root = psutil.Process()
     (gpu,) = sampler.sample()["gpus"]
     assert gpu["other_pids"] == [other] and gpu["proc_mb"] == 1
@@ -119,7 +123,7 @@ def test_host_facts_read_the_gpu_driver_and_models(monkeypatch):
 
 
 def sampler_of(tmp_path, root: psutil.Process | None = None) -> Sampler:
-    sampler = Sampler(tmp_path / "samples.jsonl", gpu=False)
+    sampler = Sampler(tmp_path / "samples.jsonl", CONF["interval_s"], gpu=False)
     sampler.root = root or psutil.Process()
     return sampler
 
@@ -178,7 +182,7 @@ def test_a_pid_on_the_gpu_is_looked_up_once(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", nv)
     looked_up = []
     monkeypatch.setattr(psutil, "pid_exists", lambda pid: looked_up.append(pid) or True)
-    sampler = Sampler(tmp_path / "samples.jsonl", devices=["0"])
+    sampler = Sampler(tmp_path / "samples.jsonl", **CONF, devices=["0"])
     sampler.root = psutil.Process()
     assert [sampler.sample()["gpus"][0]["other_pids"] for _ in range(3)] == [[other]] * 3
     assert looked_up == [other]
