@@ -54,3 +54,83 @@ def test_a_kernel_pin_moves_every_framework_that_uses_it():
     cfg = config.validate(composed("framework=llamafactory", "kernels.unsloth=2099.1.1"))
     assert "unsloth==2099.1.1" in framework_requirements(cfg.framework, [], "unsloth")
     assert config.validate(composed("framework=unsloth", "kernels.unsloth=2099.1.1")).framework.version == "2099.1.1"
+
+
+# What may name a framework (or a train.kernels choice) in bench/*.py outside bench/runners/, and why:
+# (module, the string literal's start).
+ALLOWED = {
+    # The spec's vocabulary of train.kernels choices (Literal["none", "liger", "unsloth"]), validated at the edge;
+    # `unsloth` there is LLaMA-Factory's kernel switch, not the framework.
+    ("bench/spec.py", "liger"),
+    ("bench/spec.py", "unsloth"),
+    # --help text: an example of naming another baseline, not a default (that is conf's report.baseline).
+    ("bench/report.py", "examples: python -m bench.report results/<sweep> --baseline llamafactory"),
+}
+
+
+def framework_mentions() -> set[tuple[str, str]]:
+    """(module, text) for every string literal (docstrings aside), name, attribute and definition in bench/*.py
+    that names a registered framework or a train.kernels choice, as a word ('_' counts as a separator)."""
+    import ast
+    import re
+
+    from tests.conftest import REPO
+
+    kernels = composed().kernels
+    words = sorted({*config.frameworks(), *kernels})
+    pattern = re.compile(r"(?<![A-Za-z0-9])(" + "|".join(map(re.escape, words)) + r")(?![A-Za-z0-9])", re.IGNORECASE)
+    found = set()
+    for path in sorted((REPO / "bench").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                text = node.value
+            elif isinstance(node, ast.Name):
+                text = node.id
+            elif isinstance(node, ast.Attribute):
+                text = node.attr
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                text = node.name
+            else:
+                continue
+            if pattern.search(text):
+                found.add((str(path.relative_to(REPO)), text))
+    return found
+
+
+def test_no_framework_is_named_outside_runners_and_conf():
+    """Framework-specific code belongs in bench/runners/<name>.py, its facts in conf/framework/<name>.yaml:
+    a bench/*.py module that names one (other than the allowed entries above) fails here."""
+    mentions = framework_mentions()
+    def allowed(module: str, text: str) -> bool:
+        return any(m == module and text.startswith(start) for m, start in ALLOWED)
+
+    assert {(module, text) for module, text in mentions if not allowed(module, text)} == set()
+    stale = {(m, start) for m, start in ALLOWED if not any(mm == m and t.startswith(start) for mm, t in mentions)}
+    assert not stale, f"allow-list entries that no longer match anything: {stale}"
+
+
+def test_defaults_outside_a_composed_config_come_from_conf(monkeypatch, tmp_path):
+    import inspect
+
+    from bench import models, report
+    from bench.sampler import Sampler
+
+    baseline = composed().report.baseline
+    assert config.default_baseline() == baseline
+    assert inspect.signature(report.compose).parameters["baseline"].default == baseline
+    assert inspect.signature(report.build).parameters["baseline"].default == baseline
+    monkeypatch.setenv("SFTBENCH_CACHE", str(tmp_path))
+    assert models.cache_root() == config.validate(composed()).cache_path == tmp_path
+    monkeypatch.delenv("SFTBENCH_CACHE")
+    assert models.cache_root() == config.validate(composed()).cache_path
+    for dataset in ("medical-sample", "medical"):  # one system prompt: medical extends medical-sample
+        assert composed(f"dataset={dataset}").dataset.system_prompt == models.corpus_system_prompt()
+    params = inspect.signature(Sampler).parameters  # the sampler group's values have no second default
+    assert params["interval_s"].default is params["gpu"].default is inspect.Parameter.empty
