@@ -1,0 +1,98 @@
+"""Every framework that should match TRL on the default job does: both finish, same data fingerprint, same
+tokens at every step, same loss at step 1 and along the curve after it.
+
+One sweep of TRL and every such framework, shared by all the assertions. Which frameworks should match is
+declared once, here; every framework registered in conf/framework/ is either in PARITY or excluded with its
+reason, so a new framework cannot be forgotten. Each framework's own behaviour (truncation, its failures, the
+jobs it cannot run) is tested beside it, in test_<framework>.py.
+"""
+
+import json
+
+import pytest
+
+from bench import config, results
+from tests.conftest import bench_run, run_dirs
+
+REFERENCE = "trl"
+PARITY = ("llamafactory", "axolotl")  # should match the reference on the default job, on any host
+EXCLUDED = {
+    REFERENCE: "the reference the others are compared with",
+    "unsloth": "needs a GPU (needs_gpu: true); on a CPU host its runs are skipped (test_unsloth.py)",
+}
+integration = pytest.mark.integration
+
+
+def test_every_registered_framework_is_checked_for_parity_or_excluded_with_a_reason():
+    registered = set(config.frameworks())
+    assert registered == {*PARITY, *EXCLUDED}, f"add {registered - {*PARITY, *EXCLUDED}} to PARITY or EXCLUDED"
+    assert not set(PARITY) & set(EXCLUDED) and all(EXCLUDED.values())
+
+
+def summaries(tmp_path):
+    return {s["framework"]: s for s in (json.loads((r / results.SUMMARY).read_text()) for r in run_dirs(tmp_path))}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("parity")
+    # Held-out evaluation is not what parity compares (and the slowest part of these runs): left out.
+    proc = bench_run(tmp, f"framework={REFERENCE},{','.join(PARITY)}", "train.max_steps=8", "eval.enabled=false")
+    return tmp, proc
+
+
+@integration
+@pytest.mark.parametrize("framework", PARITY)
+def test_both_frameworks_finish(sweep, framework):
+    tmp, proc = sweep
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = summaries(tmp)
+    assert set(runs) == {REFERENCE, *PARITY}, runs
+    pair = {f: runs[f]["status"] for f in (REFERENCE, framework)}
+    assert pair == {REFERENCE: "ok", framework: "ok"}, {f: runs[f].get("reason") for f in pair}
+    assert runs[framework]["versions"][config.frameworks()[framework]["distribution"]]
+
+
+@integration
+@pytest.mark.parametrize("framework", PARITY)
+def test_fingerprints_are_equal(sweep, framework):
+    runs = summaries(sweep[0])
+    ref, other = runs[REFERENCE]["fingerprint"], runs[framework]["fingerprint"]
+    assert ref["batches_hashed"] == other["batches_hashed"] > 0
+    assert ref == other
+
+
+@integration
+@pytest.mark.parametrize("framework", PARITY)
+def test_step1_losses_agree(sweep, framework):
+    runs = summaries(sweep[0])
+    a, b = runs[REFERENCE]["metrics"]["first_loss"], runs[framework]["metrics"]["first_loss"]
+    assert abs(a - b) / abs(a) < 1e-5
+
+
+@integration
+@pytest.mark.parametrize("framework", PARITY)
+def test_both_ran_one_job_and_their_loss_curves_agree(sweep, framework):
+    """The curve after the first real update agrees too: both seed the LoRA initialisation the same way."""
+    from bench.summary import load_summaries, loss_curves, parity
+
+    (sweep_dir,) = (p for p in sweep[0].iterdir() if p.is_dir())
+    by = {s["framework"]: s for s in load_summaries(sweep_dir)}
+    runs = [by[REFERENCE], by[framework]]
+    assert runs[0]["job_key"] == runs[1]["job_key"] and runs[0]["framework"] != runs[1]["framework"]
+    check = parity(runs, loss_curves(sweep_dir, runs))[1]
+    assert check["same_curve"] and check["curve_steps"], check
+
+
+@integration
+@pytest.mark.parametrize("framework", PARITY)
+def test_every_step_saw_the_same_tokens(sweep, framework):
+    events = {r.name.split("-", 1)[1]: results.read_jsonl(r / results.EVENTS) for r in run_dirs(sweep[0])}
+    key = [(e["tokens"], e["trainable_tokens"]) for e in events[REFERENCE]]
+    assert key == [(e["tokens"], e["trainable_tokens"]) for e in events[framework]]
+    assert len(key) == 8
+
+
+@integration
+def test_the_table_marks_every_framework_as_the_same_job(sweep):
+    assert " ref" in sweep[1].stdout and " =" in sweep[1].stdout and "≠" not in sweep[1].stdout
