@@ -4,7 +4,8 @@ fact it moved lives in docs/; every relative link resolves, to a heading where i
 import re
 from pathlib import Path
 
-from bench import report
+from bench import config, report
+from tests.integration.test_parity import PARITY, REFERENCE
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -75,3 +76,61 @@ def test_the_readme_excerpt_is_the_recorded_cpu_sweep_s_findings():
             lines[-1] += " " + row  # the terminal wrapped it at a space
     built = report.compose(REPO / "tests" / "fixtures" / "cpu-sweep")
     assert lines == built.findings
+
+
+# Every list of frameworks in the docs names exactly the registered ones (conf/framework/*.yaml); a name
+# compares in lower case without punctuation (LLaMA-Factory is llamafactory).
+REGISTERED = set(config.frameworks())
+
+
+def names(text: str) -> set[str]:
+    """The framework names in a written list: 'TRL, LLaMA-Factory and Unsloth' -> {trl, llamafactory, unsloth}."""
+    return {re.sub(r"[^a-z0-9]", "", n.lower()) for n in re.split(r",\s*(?:and\s+)?|\s+and\s+", text) if n.strip()}
+
+
+def doc(name: str) -> str:
+    return (REPO / name).read_text()
+
+
+def test_the_readme_names_every_registered_framework():
+    paragraph = doc("README.md").split("\nFrameworks: ", 1)[1].split("\n\n", 1)[0]
+    assert names(", ".join(re.findall(r"\*\*([^*]+)\*\*", paragraph))) == REGISTERED
+
+
+def test_the_package_description_names_every_registered_framework():
+    description = re.search(r'^description = "(.+)"$', doc("pyproject.toml"), flags=re.M).group(1)
+    assert names(description.split(" across ", 1)[1]) == REGISTERED
+
+
+def test_the_frameworks_page_has_a_row_and_a_section_for_every_registered_framework():
+    page = doc("docs/frameworks.md")
+    assert names(", ".join(re.findall(r"^\| \*\*([^*]+)\*\* \|", page, flags=re.M))) == REGISTERED
+    assert names(", ".join(re.findall(r"`([A-Z]+)`", page.split("(`NAME` = ", 1)[1].split(")", 1)[0]))) == REGISTERED
+    headed = set().union(*(names(h.replace(" and ", ", ")) for h in re.findall(r"^## (.+)$", page, flags=re.M)))
+    assert REGISTERED <= headed
+
+
+def test_the_config_groups_table_lists_every_registered_framework():
+    row = next(line for line in doc("docs/usage.md").splitlines() if line.startswith("| `framework` |"))
+    assert names(", ".join(re.findall(r"`([^`]+)`", row.split("|")[2]))) == REGISTERED
+
+
+def test_the_packing_table_covers_every_registered_framework():
+    """A column per framework, or a note right under the table that says where its packing is described."""
+    header, *rest = doc("docs/methodology.md").split("| `train.packing` |", 1)[1].splitlines()
+    columns = names(", ".join(c.strip() for c in header.split("|")[1:] if c.strip()))
+    note = next(line for line in rest if line.strip() and not line.startswith("|"))
+    noted = names(re.match(r"\(([^:]+): see ", note).group(1)) if note.startswith("(") else set()
+    assert columns | noted == REGISTERED and not columns & noted
+
+
+def test_the_frameworks_said_to_match_trl_are_the_ones_the_parity_test_checks():
+    sentence = doc("docs/methodology.md").split("On the default job ", 1)[1].split(" produce the same fingerprint")[0]
+    assert names(sentence) == {REFERENCE, *PARITY}
+
+
+def test_the_environments_the_test_suite_builds_are_every_framework_that_runs_without_a_gpu():
+    cpu = {name for name, facts in config.frameworks().items() if not facts["needs_gpu"]}
+    for page in ("README.md", "docs/development.md"):
+        listed = " ".join(doc(page).split("builds the ", 1)[1].split(" environments", 1)[0].split())
+        assert names(listed) == cpu, page
