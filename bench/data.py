@@ -229,13 +229,13 @@ def snapshot(path: Path, store: Path) -> Path:
 
 
 @contextlib.contextmanager
-def named_by_source(data):
-    """Errors about rows name the user's file (`data`: the DataSpec's source_files), not the copy read."""
+def named_by_source(dataset):
+    """Errors about rows name the user's file (`dataset`: the DatasetSpec's source_files), not the copy read."""
     try:
         yield
     except DataError as e:
         text = str(e)
-        for copy, source in zip((*data.train_files, *data.eval_files), data.source_files, strict=True):
+        for copy, source in zip((*dataset.train_files, *dataset.eval_files), dataset.source_files, strict=True):
             text = text.replace(copy, source)
         raise DataError(text) from None
 
@@ -302,17 +302,17 @@ def format_fields(template: str) -> list[str]:
         raise SpecError(f"dataset.prompt_format={template!r}: not a format string ({e})") from None
 
 
-def plain_format(data) -> PlainFormat | None:
-    """The job's plain prompt format (`data`: its DataSpec), or None when it trains in the chat format."""
-    return None if data.prompt_format == CHAT else PlainFormat(data.prompt_format, data.eos)
+def plain_format(dataset) -> PlainFormat | None:
+    """The job's plain prompt format (`dataset`: its DatasetSpec), or None when it trains in the chat format."""
+    return None if dataset.prompt_format == CHAT else PlainFormat(dataset.prompt_format, dataset.eos)
 
 
-def check_prompt_format(data, loss_on: str) -> PlainFormat | None:
+def check_prompt_format(dataset, loss_on: str) -> PlainFormat | None:
     """dataset.prompt_format checked before any run: `chat`, or a format string over instruction / input /
     output ending with {output}. Returns the plain format, None for chat."""
-    template = data.prompt_format
+    template = dataset.prompt_format
     if template == CHAT:
-        if data.eos:
+        if dataset.eos:
             raise SpecError("dataset.eos=true: the chat template ends the answer itself; eos applies to plain formats")
         return None
     where = f"dataset.prompt_format={template!r}"
@@ -325,7 +325,7 @@ def check_prompt_format(data, loss_on: str) -> PlainFormat | None:
         raise SpecError(f"{where}: no {{output}} field, so no answer to train on")
     if fields.count("output") > 1 or not template.endswith("{output}"):
         raise SpecError(f"{where}: must end with {{output}} (the answer is what follows the prompt), once")
-    plain = PlainFormat(template, data.eos)
+    plain = PlainFormat(template, dataset.eos)
     if loss_on == "answer" and not template[: -len("{output}")].strip():
         raise SpecError(
             f"{where}: nothing before {{output}}, so no prompt apart from the answer; train.loss_on=answer needs "
@@ -345,22 +345,22 @@ def to_conversation(example: Example, system_prompt: str) -> dict[str, list[dict
     }
 
 
-def prompt_text(tokenizer, example: Example, data) -> str:
+def prompt_text(tokenizer, example: Example, dataset) -> str:
     """What a model is asked, as text: the chat template's prompt (with the generation prompt), or the plain
     format's prompt. Evaluation generates from it."""
-    plain = plain_format(data)
+    plain = plain_format(dataset)
     if plain is not None:
         return plain.prompt(example)
-    messages = to_conversation(example, data.system_prompt)["prompt"]
+    messages = to_conversation(example, dataset.system_prompt)["prompt"]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def tokenize_example(tokenizer, example: Example, data, max_len: int | None) -> dict:
+def tokenize_example(tokenizer, example: Example, dataset, max_len: int | None) -> dict:
     """One example tokenized by the harness in the job's prompt format: ids and the answer mask (strict mode
     trains on these, evaluation scores the answer with them)."""
-    plain = plain_format(data)
+    plain = plain_format(dataset)
     if plain is None:
-        return tokenize_conversation(tokenizer, to_conversation(example, data.system_prompt), max_len)
+        return tokenize_conversation(tokenizer, to_conversation(example, dataset.system_prompt), max_len)
     prompt = plain.prompt(example)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     ids = tokenizer(prompt + plain.completion(example, tokenizer.eos_token), add_special_tokens=False)["input_ids"]

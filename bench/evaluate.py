@@ -84,19 +84,19 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[
     return answers
 
 
-def evaluate(model, tokenizer, examples: list, data, max_len: int, cfg) -> tuple[dict, list[dict]]:
+def evaluate(model, tokenizer, examples: list, dataset, max_len: int, cfg) -> tuple[dict, list[dict]]:
     """Held-out metrics of `model` and its generations (question, reference, prediction, its ROUGE-L), with
-    the rows in the job's prompt format (`data`: its DataSpec)."""
+    the rows in the job's prompt format (`dataset`: its DatasetSpec)."""
     from bench.data import prompt_text, tokenize_example
 
     was_training = model.training
     model.eval()
     try:
-        rows = [tokenize_example(tokenizer, ex, data, max_len) for ex in examples]
+        rows = [tokenize_example(tokenizer, ex, dataset, max_len) for ex in examples]
         scored = [r for r in rows if any(r["completion_mask"])]  # truncation can cut a whole answer away
         loss, tokens = answer_loss(model, scored, tokenizer.pad_token_id, cfg.batch_size)
         sample = examples[: cfg.prompts]
-        predictions = generate(model, tokenizer, [prompt_text(tokenizer, ex, data) for ex in sample],
+        predictions = generate(model, tokenizer, [prompt_text(tokenizer, ex, dataset) for ex in sample],
                                cfg.max_new_tokens)  # fmt: skip
     finally:
         model.train(was_training)

@@ -31,7 +31,8 @@ from bench.run import console, execute
 from bench.spec import JobSpec
 
 FRONTIER = results.FRONTIER
-# What a search varies on purpose: left out of its job key, so every probe and budget is one job.
+# What a search varies on purpose: left out of its job key, so every probe and budget is one job. Job key
+# field names (JobSpec.job_fields), frozen: `data.fill_to` is the config's dataset.fill_to.
 VARIED = ("train.max_seq_len", "train.batch_size", "train.vram_budget_gb", "data.fill_to", "data.tokenize")
 
 

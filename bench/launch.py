@@ -131,7 +131,7 @@ def launch(
 ) -> Outcome:
     """Run `python -m bench.worker spec.json` in `run_dir` and watch it until it ends. `lock_fd`: the run
     directory's lock (results.run_lock), handed to the worker so it holds the directory as long as it lives."""
-    log_path = run_dir / results.STDERR
+    log_path = run_dir / results.WORKER_LOG
     events_path = run_dir / results.EVENTS
     env = dict(env) | {PARENT_PID: str(os.getpid())}  # the worker stops itself if this process disappears
     devices = pin_gpus(env, num_gpus)

@@ -28,16 +28,16 @@ NO_CI = "one run each, no CI"
 OTHER_TOKENS = "trained on other tokens"
 # job.* columns that differ between runs of one job: where this host caches the model, and the harness's
 # choice of the sweep's first run to also evaluate the base model.
-PER_RUN_FIELDS = ("job.model.path", "job.evaluation.base")
+PER_RUN_FIELDS = ("job.model.path", "job.eval.base")
 # A job field in words (fnmatch patterns, first match wins); any other field goes by its name.
 FIELD_WORDS = {
     "job.model.*": "model",
     "job.train.max_seq_len": "sequence length",
     "job.train.optimizer": "optimizer",
     "job.train.lora.*": "LoRA",
-    "job.data.prompt_format": "prompt format",
-    "job.data.eos": "prompt format",
-    "job.data.system_prompt": "prompt format",
+    "job.dataset.prompt_format": "prompt format",
+    "job.dataset.eos": "prompt format",
+    "job.dataset.system_prompt": "prompt format",
     "job.train.chat_template": "prompt format",
     "job.train.loss_on": "loss tokens",
     "job.train.batch_size": "batch",
@@ -51,7 +51,7 @@ FIELD_WORDS = {
     "job.train.quant*": "quantisation",
     "job.train.precision": "precision",
     "job.train.gradient_checkpointing": "gradient checkpointing",
-    "job.data.*": "data",
+    "job.dataset.*": "dataset",
 }
 
 

@@ -52,7 +52,7 @@ RATIOS = ("tokens_per_s", "peak_vram_mb", "peak_rss_mb")  # per run in runs.csv,
 PARITY = ("parity_reference", "same_tokens", "step1_loss_rel_diff", "curve_loss_rel_diff", "curve_steps",
           "padding_diff")  # fmt: skip
 # The job fields a base-model evaluation depends on: a run of another model or held-out set has another base.
-BASE_FIELDS = ("job.model.", "job.data.", "job.evaluation.", "job.train.max_seq_len", "job.train.chat_template")
+BASE_FIELDS = ("job.model.", "job.dataset.", "job.eval.", "job.train.max_seq_len", "job.train.chat_template")
 BOOTSTRAP = 2000  # resamples of the evaluated prompts for a quality difference's 95 % interval
 NONE = "–"  # a cell with no value; the findings say why
 BLEU_NOTE = (
@@ -77,10 +77,22 @@ def version_columns() -> list[str]:
     return list(dict.fromkeys(packages))
 
 
+# spec.json's sections under today's names; older harness versions wrote "data" and "evaluation".
+SPEC_SECTIONS = {"model": "model", "dataset": "dataset", "data": "dataset", "train": "train", "eval": "eval",
+                 "evaluation": "eval"}  # fmt: skip
+
+
+def _spec_section(spec: dict[str, Any], name: str) -> dict[str, Any]:
+    """One section of a run's spec.json by today's name, whichever name its harness version wrote it under."""
+    return next((v for k, v in spec.items() if SPEC_SECTIONS.get(k) == name and isinstance(v, dict)), {})
+
+
 def _spec_fields(spec: dict[str, Any]) -> dict[str, Any]:
-    """The run's spec.json as `job.train.lr`-style columns (whatever its harness version wrote); paths and the
-    model's architecture left out."""
-    sections = {k: spec[k] for k in ("model", "data", "train", "evaluation") if isinstance(spec.get(k), dict)}
+    """The run's spec.json as `job.train.lr`-style columns (whatever its harness version wrote: old section
+    names map to today's, so `job.dataset.*` and `job.eval.*` either way); paths and the model's architecture
+    left out."""
+    sections = {name: _spec_section(spec, name) for name in dict.fromkeys(SPEC_SECTIONS.values())}
+    sections = {k: v for k, v in sections.items() if v}
     return {
         f"job.{k}": ",".join(map(str, v)) if isinstance(v, list) else v
         for k, v in flatten(sections).items()
@@ -190,7 +202,7 @@ def _sweep_runs(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, s
             "status": summary.get("status"),
             "reason": summary.get("reason", ""),
             "model": (spec.get("model") or {}).get("name"),
-            "dataset": (spec.get("data") or {}).get("name"),
+            "dataset": _spec_section(spec, "dataset").get("name"),
             "precision": (summary.get("effective") or {}).get("precision"),
             "device": device_of(summary.get("hardware")),
             **machine_columns(summary),
@@ -518,15 +530,15 @@ TIME_TO_QUALITY_NOTE = (
 
 def time_to_quality(frame: pd.DataFrame, labels: pd.Series | None = None) -> pd.DataFrame | None:
     """Per run that evaluated during training: the target, time and steps to reach it, or "not reached"."""
-    if frame.get("job.evaluation.target_loss", pd.Series(dtype=float)).isna().all():
+    if frame.get("job.eval.target_loss", pd.Series(dtype=float)).isna().all():
         return None
     labels = frame["system"] if labels is None else labels
-    ok = frame[(frame["status"] == "ok") & frame["job.evaluation.target_loss"].notna()]
+    ok = frame[(frame["status"] == "ok") & frame["job.eval.target_loss"].notna()]
     m = ok.reindex(columns=["time_to_target_s", "steps_to_target", "train_eval_s"])
     reached = m["time_to_target_s"].notna()
     return pd.DataFrame({
         "system": labels[ok.index],
-        "target loss (nats)": ok["job.evaluation.target_loss"].map(num),
+        "target loss (nats)": ok["job.eval.target_loss"].map(num),
         "time to target (s)": m["time_to_target_s"].map(num).where(reached, "not reached"),
         "steps to target": m["steps_to_target"].map(num).where(reached, "not reached"),
         "evaluations (s)": m["train_eval_s"].map(num),
@@ -680,7 +692,7 @@ def figures(sweeps: dict[str, Path], frame: pd.DataFrame, reps: pd.DataFrame, qu
         return {}
     runs = run_series(sweeps, frame, labels)
     colour = plots.colours(list(frame["system"]))
-    targets = list(frame.get("job.evaluation.target_loss", pd.Series(dtype=float)).dropna().unique())
+    targets = list(frame.get("job.eval.target_loss", pd.Series(dtype=float)).dropna().unique())
     speed = throughput_groups(frame, reps)
     drawn = {
         "throughput.svg": plots.throughput(speed, colour) if not speed.empty else None,

@@ -23,12 +23,12 @@ EVENTS = "events.jsonl"  # one line per optimizer step, written by the worker
 SAMPLES = "samples.jsonl"  # resource samples of the worker's process tree, written by the parent
 WORKER = "worker.json"  # what the worker reports about itself
 SUMMARY = "summary.json"  # the run's outcome; present only once the run has finished
-STDERR = "worker.log"  # the worker's stdout and stderr
+WORKER_LOG = "worker.log"  # the worker's stdout and stderr
 GENERATIONS = "generations.jsonl"  # held-out prompts, reference answers and the trained model's answers
 BASE_GENERATIONS = "base_generations.jsonl"  # the same for the base model (the sweep's first run)
 FRONTIER = "frontier.json"  # a memory-frontier search's result, in its job directory (bench.frontier)
 LOCK = ".lock"  # held by the process writing the run directory, and by its worker
-RUN_FILES = (SPEC, CONFIG, EVENTS, SAMPLES, WORKER, SUMMARY, STDERR, GENERATIONS, BASE_GENERATIONS)
+RUN_FILES = (SPEC, CONFIG, EVENTS, SAMPLES, WORKER, SUMMARY, WORKER_LOG, GENERATIONS, BASE_GENERATIONS)
 
 
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|PRIVATE|CREDENTIAL", re.IGNORECASE)

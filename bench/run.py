@@ -44,7 +44,7 @@ from bench.errors import DataError, SpecError, UserError
 from bench.models import BUILT_ELSEWHERE, built_model_dir
 from bench.runners.base import STACK
 from bench.sampler import host_facts, host_has_gpu
-from bench.spec import DataSpec, JobSpec, ModelSpec, TrainSpec
+from bench.spec import DatasetSpec, JobSpec, ModelSpec, TrainSpec
 
 REPO = Path(__file__).resolve().parent.parent
 DISK_LOW_BYTES = 64 << 10  # less free space than this after a failed run: the disk is why
@@ -97,7 +97,7 @@ def hub_files(d: config.DatasetConfig) -> tuple[list[Path], list[Path]]:
     return [fetch(files["train"])], [fetch(files["eval"])] if files.get("eval") else []
 
 
-def data_spec(cfg: Config) -> DataSpec:
+def dataset_spec(cfg: Config) -> DatasetSpec:
     d = cfg.dataset
     if not d.path and d.hub_id:
         train, held_out = hub_files(d)
@@ -114,7 +114,7 @@ def data_spec(cfg: Config) -> DataSpec:
     store = cfg.cache_path / "data"
     sources = tuple(map(str, [*train, *held_out]))
     train, held_out = [snapshot(f, store) for f in train], [snapshot(f, store) for f in held_out]
-    return DataSpec(
+    return DatasetSpec(
         name=d.name,
         train_files=tuple(map(str, train)),
         eval_files=tuple(map(str, held_out)),
@@ -132,12 +132,12 @@ def data_spec(cfg: Config) -> DataSpec:
     )
 
 
-def usable_rows(d: DataSpec, report: DataReport | None = None) -> list:
+def usable_rows(d: DatasetSpec, report: DataReport | None = None) -> list:
     with named_by_source(d):
         return load_examples(d.train_files, d.max_rows, d.on_bad_row, d.shuffle_seed, report, d.max_row_bytes)
 
 
-def train_steps(t: TrainSpec, data: DataSpec) -> TrainSpec:
+def train_steps(t: TrainSpec, dataset: DatasetSpec) -> TrainSpec:
     """The step count every framework stops at: train.max_steps, or train.epochs turned into steps once,
     here, over the usable training rows: ceil(epochs x rows / global batch). Frameworks round an epoch's
     steps each their own way; given max_steps, each stops at the same step."""
@@ -149,7 +149,7 @@ def train_steps(t: TrainSpec, data: DataSpec) -> TrainSpec:
     if t.packing == "packed":
         raise SpecError("train.epochs with train.packing=packed: the framework decides how many packed rows an "
                         "epoch has; set train.max_steps instead")  # fmt: skip
-    rows = len(usable_rows(data))
+    rows = len(usable_rows(dataset))
     return dataclasses.replace(t, max_steps=max(1, math.ceil(t.epochs * rows / global_batch(t))))
 
 
@@ -161,7 +161,7 @@ def job_spec(cfg: Config, run_dir: Path, first_run: bool = True) -> JobSpec:
     """The framework-neutral job spec of one run, validated. The base model is the same for every run:
     evaluated once, in the sweep's first run."""
     fw = cfg.framework
-    data = data_spec(cfg)
+    dataset = dataset_spec(cfg)
     train, _ = published.as_published(cfg, cfg.train, host_has_gpu())
     return JobSpec(
         framework=fw.name,
@@ -169,9 +169,9 @@ def job_spec(cfg: Config, run_dir: Path, first_run: bool = True) -> JobSpec:
         runner=fw.runner,
         packages=(fw.distribution, *fw.packages),
         model=model_spec(cfg),
-        data=data,
-        train=train_steps(train, data),
-        evaluation=dataclasses.replace(cfg.eval, base=first_run),
+        dataset=dataset,
+        train=train_steps(train, dataset),
+        eval=dataclasses.replace(cfg.eval, base=first_run),
         skip_steps=cfg.skip_steps,
         run_dir=str(run_dir.resolve()),
     ).validate()
@@ -301,7 +301,7 @@ def host_reason(fw: config.FrameworkConfig, spec: JobSpec) -> str | None:
 def check_data(spec: JobSpec) -> dict[str, Any]:
     """Read every row before the run starts (bad rows stop the sweep here) and count what the held-out split
     shares with the training rows."""
-    d = spec.data
+    d = spec.dataset
     rows = DataReport()
     train = usable_rows(d, rows)
     if not train:
@@ -407,7 +407,7 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[
     worker = report or {}
     metrics = summary.metrics(
         run_dir, worker, outcome, spec.skip_steps, spec.train.batch_size * spec.train.grad_accum,
-        spec.evaluation.target_loss,
+        spec.eval.target_loss,
     )
     reason = summary.killed_hint(reason, metrics.get("peak_rss_mb"), outcome.memory_limit_mb)
     if not run_dir.is_dir():

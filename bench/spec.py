@@ -87,7 +87,7 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
-class DataSpec:
+class DatasetSpec:
     name: str
     train_files: tuple[str, ...]
     eval_files: tuple[str, ...]  # what the run reads: content-addressed copies of the source files
@@ -124,9 +124,9 @@ class JobSpec:
     runner: str  # the runner module (conf/framework/<name>.yaml)
     packages: tuple[str, ...]  # distributions whose versions identify the framework; the first is the framework
     model: ModelSpec
-    data: DataSpec
+    dataset: DatasetSpec
     train: TrainSpec
-    evaluation: EvalSpec
+    eval: EvalSpec
     skip_steps: int  # first steps left out of steady-state throughput (compilation, allocator warm-up)
     run_dir: str
 
@@ -146,14 +146,17 @@ class JobSpec:
             (t.lora.r > 0, f"train.lora.r={t.lora.r}: must be > 0"),
             (0 <= t.lora.dropout < 1, f"train.lora.dropout={t.lora.dropout}: must be in [0, 1)"),
             (len(t.lora.target_modules) > 0, "train.lora.target_modules is empty"),
-            (self.data.max_rows is None or self.data.max_rows > 0, f"dataset.max_rows={self.data.max_rows}: > 0"),
-            (self.evaluation.prompts >= 0, f"eval.prompts={self.evaluation.prompts}: must be >= 0"),
             (
-                self.evaluation.every_steps is None or self.evaluation.every_steps > 0,
-                f"eval.every_steps={self.evaluation.every_steps}: must be > 0 (or null: no evaluation during training)",
+                self.dataset.max_rows is None or self.dataset.max_rows > 0,
+                f"dataset.max_rows={self.dataset.max_rows}: > 0",
+            ),
+            (self.eval.prompts >= 0, f"eval.prompts={self.eval.prompts}: must be >= 0"),
+            (
+                self.eval.every_steps is None or self.eval.every_steps > 0,
+                f"eval.every_steps={self.eval.every_steps}: must be > 0 (or null: no evaluation during training)",
             ),
             (
-                self.evaluation.target_loss is None or self.evaluation.every_steps is not None,
+                self.eval.target_loss is None or self.eval.every_steps is not None,
                 "eval.target_loss needs the held-out loss during training: set eval.every_steps=N as well",
             ),
             (self.skip_steps >= 0, f"skip_steps={self.skip_steps}: must be >= 0"),
@@ -161,7 +164,7 @@ class JobSpec:
         for ok, message in checks:
             if not ok:
                 raise SpecError(message)
-        check_prompt_format(self.data, t.loss_on)
+        check_prompt_format(self.dataset, t.loss_on)
         return self
 
     def job_fields(self) -> dict[str, Any]:
@@ -171,17 +174,18 @@ class JobSpec:
         model = dataclasses.asdict(self.model)
         if self.model.source == "random":
             model.pop("path")  # the cache directory it was built into
-        data = dataclasses.asdict(self.data)
+        dataset = dataclasses.asdict(self.dataset)
         for where in ("name", "train_files", "eval_files", "source_files"):
-            data.pop(where)
+            dataset.pop(where)
         train = dataclasses.asdict(self.train)
         train.pop("seed")
         # Kernels are how a framework runs the job, as the framework itself is: part of the system under test
         # (system()), not of the job, so "HF", "HF+Liger" and "Unsloth" are compared on one job.
         train.pop("kernels")
-        evaluation = dataclasses.asdict(self.evaluation)
-        evaluation.pop("base")
-        job = {"model": model, "data": data, "train": train, "eval": evaluation, "skip_steps": self.skip_steps}
+        eval_ = dataclasses.asdict(self.eval)
+        eval_.pop("base")
+        # The job key's field names are frozen ("data", not "dataset") so a key stays comparable across versions.
+        job = {"model": model, "data": dataset, "train": train, "eval": eval_, "skip_steps": self.skip_steps}
         return flatten(job)
 
     def system(self) -> str:

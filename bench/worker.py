@@ -83,15 +83,15 @@ def apply_vram_budget(budget_gb: float | None, on_gpu: bool) -> str | None:
 
 
 def held_out(spec: JobSpec) -> list[Example]:
-    data = spec.data
-    return load_examples(data.eval_files, None, data.on_bad_row, max_row_bytes=data.max_row_bytes)
+    dataset = spec.dataset
+    return load_examples(dataset.eval_files, None, dataset.on_bad_row, max_row_bytes=dataset.max_row_bytes)
 
 
 def evaluate_run(ctx: RunContext, model, run_dir: Path) -> dict[str, Any]:
     """The trained model's held-out quality (and the base model's, with the adapter disabled, when asked);
     generations go to the run directory. A failing evaluation is recorded without failing the run."""
     spec = ctx.spec
-    if model is None or not spec.data.eval_files:
+    if model is None or not spec.dataset.eval_files:
         return {}
     try:
         from transformers import AutoTokenizer
@@ -103,13 +103,13 @@ def evaluate_run(ctx: RunContext, model, run_dir: Path) -> dict[str, Any]:
         with ctx.timed("eval_s"):
             out: dict[str, Any] = {}
             out["quality"], generations = evaluate(
-                model, tokenizer, examples, spec.data, spec.train.max_seq_len, spec.evaluation
+                model, tokenizer, examples, spec.dataset, spec.train.max_seq_len, spec.eval
             )
             results.write_jsonl(run_dir / results.GENERATIONS, generations)
-            if spec.evaluation.base and hasattr(model, "disable_adapter"):
+            if spec.eval.base and hasattr(model, "disable_adapter"):
                 with model.disable_adapter():  # LoRA off: the base model the sweep started from
                     out["base_quality"], base_gen = evaluate(
-                        model, tokenizer, examples, spec.data, spec.train.max_seq_len, spec.evaluation
+                        model, tokenizer, examples, spec.dataset, spec.train.max_seq_len, spec.eval
                     )
                 results.write_jsonl(run_dir / results.BASE_GENERATIONS, base_gen)
         return out
@@ -128,14 +128,14 @@ def heldout_loss_fn(ctx: RunContext):
 
     spec = ctx.spec
     tokenizer = AutoTokenizer.from_pretrained(ctx.model_path, trust_remote_code=spec.model.trust_remote_code)
-    rows = [tokenize_example(tokenizer, ex, spec.data, spec.train.max_seq_len) for ex in held_out(spec)]
+    rows = [tokenize_example(tokenizer, ex, spec.dataset, spec.train.max_seq_len) for ex in held_out(spec)]
     rows = [r for r in rows if any(r["completion_mask"])]  # as evaluate() does: rows that keep answer tokens
 
     def loss(model) -> float:
         was_training = model.training
         model.eval()
         try:
-            return answer_loss(model, rows, tokenizer.pad_token_id, spec.evaluation.batch_size)[0]
+            return answer_loss(model, rows, tokenizer.pad_token_id, spec.eval.batch_size)[0]
         finally:
             model.train(was_training)
 
@@ -199,14 +199,14 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
             events.write(json.dumps(event) + "\n")
             events.flush()
 
-    recorder = StepRecorder(emit, every_steps=spec.evaluation.every_steps)
+    recorder = StepRecorder(emit, every_steps=spec.eval.every_steps)
     data_report = DataReport()
     ctx = RunContext(
         spec=spec,
         model_path="",
         examples=load_examples(
-            spec.data.train_files, spec.data.max_rows, spec.data.on_bad_row, spec.data.shuffle_seed, data_report,
-            spec.data.max_row_bytes,
+            spec.dataset.train_files, spec.dataset.max_rows, spec.dataset.on_bad_row, spec.dataset.shuffle_seed,
+            data_report, spec.dataset.max_row_bytes,
         ),
         callbacks=[recorder],
         on_gpu=on_gpu,
@@ -215,7 +215,7 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
     with ctx.timed("model_prepare_s"):
         ctx.model_path = prepare_model(spec)
     ctx.check_usable()
-    if spec.evaluation.every_steps and spec.data.eval_files:
+    if spec.eval.every_steps and spec.dataset.eval_files:
         recorder.heldout = heldout_loss_fn(ctx)
     budget_note = apply_vram_budget(spec.train.vram_budget_gb, on_gpu)
     runner_start = time.perf_counter()
@@ -229,7 +229,7 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
         ctx.timings |= {"setup_s": begin - runner_start, "train_s": end - begin}
         if recorder.eval_s:  # held-out evaluations inside that span (eval.every_steps), off the steps' clock
             ctx.timings["train_eval_s"] = recorder.eval_s
-    quality = evaluate_run(ctx, recorder.model, run_dir) if spec.evaluation.enabled and RANK == 0 else {}
+    quality = evaluate_run(ctx, recorder.model, run_dir) if spec.eval.enabled and RANK == 0 else {}
     not_applied = [f"train.{name} is not applied by {spec.framework}" for name in sorted(runner.NOT_APPLIED)]
     notes = not_applied + extra.get("notes", []) + quality.get("notes", []) + ([budget_note] if budget_note else [])
     try:
@@ -245,7 +245,7 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
     # What the framework trained on: the dataset it built, which may be smaller than the rows handed over
     # (TRL drops rows that truncation leaves without an answer token).
     train_examples = fingerprint.get("examples", len(ctx.examples))
-    dropped = 0 if spec.data.fill_to else max(0, len(ctx.examples) - train_examples)  # fill_to: packed rows
+    dropped = 0 if spec.dataset.fill_to else max(0, len(ctx.examples) - train_examples)  # fill_to: packed rows
     return {
         "status": "failed" if failure else "ok",
         "reason": failure or "",
@@ -253,7 +253,7 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
         "gradient_checkpointing": spec.train.gradient_checkpointing and on_gpu,
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
         "train_examples": train_examples,
-        "tokenize": spec.data.tokenize,
+        "tokenize": spec.dataset.tokenize,
         "data": dataclasses.asdict(data_report) | {"over_length_rows": over_length, "dropped_rows": dropped},
         "timings": ctx.timings,
         "model_facts": recorder.model_facts,

@@ -73,7 +73,7 @@ def conversations(data: dict) -> list[dict]:
 
 def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
-    model_spec, data, t = spec["model"], spec["data"], spec["train"]
+    model_spec, data, t = spec["model"], spec["dataset"], spec["train"]
     if data["tokenize"] != "framework" or t["num_gpus"] != 1 or data["prompt_format"] != "chat":
         sys.exit("bare_trl.py: only TRL's own tokenization of the chat format on one device "
                  "(dataset.tokenize=framework, dataset.prompt_format=chat, num_gpus=1)")

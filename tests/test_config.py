@@ -34,8 +34,8 @@ def test_default_job_is_the_tiny_model_on_the_bundled_sample(tmp_path):
     spec = job_spec(typed(f"cache_dir={tmp_path}"), tmp_path / "run")
     assert spec.framework == "trl"
     assert spec.model.source == "random" and spec.model.path.startswith(str(tmp_path / "models" / "tiny-"))
-    assert [Path(f).name for f in spec.data.train_files] == ["train_zh_0.json"]
-    assert [Path(f).name for f in spec.data.eval_files] == ["valid_zh_0.json"]
+    assert [Path(f).name for f in spec.dataset.train_files] == ["train_zh_0.json"]
+    assert [Path(f).name for f in spec.dataset.eval_files] == ["valid_zh_0.json"]
     assert spec.train.lora.r == 16 and spec.train.chat_template == "qwen2.5"
     assert spec.model.trust_remote_code is False
 
@@ -65,8 +65,8 @@ def test_architecture_presets_build_the_real_shape_without_download(tmp_path, mo
 def test_user_dataset_file(tmp_path, write_jsonl):
     path = write_jsonl([{"instruction": "a", "input": "", "output": "b"}])
     spec = job_spec(typed(f"dataset.path={path}"), tmp_path)
-    assert spec.data.source_files == (str(path),) and spec.data.eval_files == ()
-    assert Path(spec.data.train_files[0]).read_bytes() == path.read_bytes()  # the run reads a copy
+    assert spec.dataset.source_files == (str(path),) and spec.dataset.eval_files == ()
+    assert Path(spec.dataset.train_files[0]).read_bytes() == path.read_bytes()  # the run reads a copy
 
 
 def test_missing_dataset_file_is_a_data_error(tmp_path):
@@ -194,8 +194,8 @@ def test_medical_dataset_reads_a_local_copy(tmp_path, write_jsonl):
     for name in ("train_zh_0.json", "valid_zh_0.json"):
         (finetune / name).write_text('{"instruction": "q", "input": "", "output": "a"}\n', encoding="utf-8")
     spec = job_spec(typed("dataset=medical", f"dataset.path={finetune}"), tmp_path)
-    assert [Path(f).name for f in spec.data.train_files] == ["train_zh_0.json"]
-    assert (spec.data.max_rows, spec.data.shuffle_seed) == (2000, 42)
+    assert [Path(f).name for f in spec.dataset.train_files] == ["train_zh_0.json"]
+    assert (spec.dataset.max_rows, spec.dataset.shuffle_seed) == (2000, 42)
 
 
 def test_medical_dataset_comes_from_the_hub_without_a_local_copy(tmp_path, monkeypatch):
@@ -217,7 +217,7 @@ def test_medical_dataset_comes_from_the_hub_without_a_local_copy(tmp_path, monke
         ("shibing624/medical", "finetune/valid_zh_0.json", "dataset"),
     ]
     names = ("train_zh_0.json", "valid_zh_0.json")
-    assert spec.data.source_files == tuple(str(tmp_path / "finetune" / f) for f in names)
+    assert spec.dataset.source_files == tuple(str(tmp_path / "finetune" / f) for f in names)
 
 
 def test_a_data_file_changed_during_the_sweep_never_reaches_a_run_that_named_the_old_one(tmp_path, write_jsonl):
@@ -230,10 +230,10 @@ def test_a_data_file_changed_during_the_sweep_never_reaches_a_run_that_named_the
     c = typed(f"dataset.path={train}", f"dataset.eval_path={held_out}", f"cache_dir={tmp_path}")
     spec = job_spec(c, tmp_path)
     held_out.write_text(train.read_text(encoding="utf-8"), encoding="utf-8")  # replaced while the run trains
-    assert [ex.output for ex in load_examples(spec.data.eval_files)] == ["out"]
-    assert files_sha256(spec.data.train_files, spec.data.eval_files) == spec.data.files_sha256
+    assert [ex.output for ex in load_examples(spec.dataset.eval_files)] == ["out"]
+    assert files_sha256(spec.dataset.train_files, spec.dataset.eval_files) == spec.dataset.files_sha256
     later = job_spec(c, tmp_path)  # a later run of the sweep reads the new file, under its own job key
-    assert [ex.output for ex in load_examples(later.data.eval_files)] == ["a0", "a1", "a2", "a3"]
+    assert [ex.output for ex in load_examples(later.dataset.eval_files)] == ["a0", "a1", "a2", "a3"]
     assert later.job_key() != spec.job_key()
 
 

@@ -33,7 +33,7 @@ def test_bad_job_fields_are_one_line_before_any_run(tmp_path, overrides, message
 
 def test_a_format_with_only_the_answer_trains_with_the_loss_on_every_token(tmp_path):
     spec = job_spec(typed("dataset.prompt_format='{output}'", "train.loss_on=all", f"cache_dir={tmp_path}"), tmp_path)
-    assert spec.data.prompt_format == "{output}"
+    assert spec.dataset.prompt_format == "{output}"
 
 
 def test_epochs_become_one_step_count_over_the_usable_rows(tmp_path):
@@ -72,7 +72,7 @@ def test_a_published_run_on_a_gpu_keeps_every_value(monkeypatch, tmp_path):
     c = typed("scenario=seed-trl", "model=qwen2.5-0.5b", "model.path=/models/qwen", f"cache_dir={tmp_path}")
     spec = job_spec(c, tmp_path)
     assert (spec.train.quant, spec.train.precision, spec.train.quant_compute_dtype) == ("4bit", "fp16", "bf16")
-    assert spec.data.prompt_format == PLAIN and spec.train.max_steps == 240  # 1 epoch of 240 rows at batch 1
+    assert spec.dataset.prompt_format == PLAIN and spec.train.max_steps == 240  # 1 epoch of 240 rows at batch 1
     assert published.record(c, gpu=True) == {"source": "luochang212/sft-note 2.trl.ipynb", "as_published": True,
                                        "left_out": []}  # fmt: skip
 

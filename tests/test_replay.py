@@ -38,9 +38,9 @@ def write_run(sweep, name, framework, job=None, *, status="ok", reason="", job_k
     results.write_json_atomic(run / results.SUMMARY, summary)
     if job is not None:
         spec = {"model": {"name": job["model"], "path": f"/cache/{name}/{job['model']}"},
-                "data": {"name": "medical-sample", "prompt_format": job["prompt_format"], "eos": False},
+                "dataset": {"name": "medical-sample", "prompt_format": job["prompt_format"], "eos": False},
                 "train": {"num_gpus": 1, "precision": "auto", **job["train"]},
-                "evaluation": {"base": name.startswith("0-")}}  # fmt: skip
+                "eval": {"base": name.startswith("0-")}}  # fmt: skip
         results.write_json_atomic(run / results.SPEC, spec)
 
 
@@ -104,8 +104,9 @@ def test_published_and_one_job_ratios_and_the_fields_that_differed(published_swe
     assert (same["ci95_low"], same["ci95_high"]) == pytest.approx((same["same_job"] - half, same["same_job"] + half))
     assert rows.loc["heldout_loss", "same_job"] == pytest.approx(1.0)
     fields = text.split("Job fields that differed: ", 1)[1].rstrip(".").split(". ")[0].split(", ")
-    assert set(fields) == {"job.model.name", "job.data.prompt_format", "job.train.max_seq_len", "job.train.optimizer",
-                           "job.train.batch_size", "job.train.grad_accum", "job.train.epochs"}  # fmt: skip
+    assert set(fields) == {"job.model.name", "job.dataset.prompt_format", "job.train.max_seq_len",
+                           "job.train.optimizer", "job.train.batch_size", "job.train.grad_accum",
+                           "job.train.epochs"}  # fmt: skip
     rest = text.split("the rest is the job — ", 1)[1].split(". ", 1)[0].split(", ")
     assert rest == ["model", "prompt format", "sequence length", "optimizer", "batch", "length of training"]
     assert f"Of the published runs' {published:.3g}x time per epoch difference (llamafactory vs trl)" in text

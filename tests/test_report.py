@@ -192,6 +192,19 @@ def test_a_run_of_another_model_is_not_held_against_this_base_model(tmp_path):
     assert frame.loc["1-trl", "base_heldout_loss"] == 9.0 and pd.isna(frame.loc["2-trl", "base_heldout_loss"])
 
 
+def test_spec_sections_are_columns_under_todays_names_whichever_version_wrote_them(sweep):
+    old = json.loads((sweep / "0-trl" / results.SPEC).read_text())
+    assert {"data", "evaluation"} <= set(old)  # written before the sections were renamed dataset and eval
+    new = {{"data": "dataset", "evaluation": "eval"}.get(k, k): v for k, v in old.items()}
+    (sweep / "1-unsloth" / results.SPEC).write_text(json.dumps(new))
+    frame = report.load_runs(sweep)[0].set_index("run")
+    for run in ("0-trl", "1-unsloth"):
+        row = frame.loc[run]
+        assert row["job.dataset.tokenize"] == old["data"]["tokenize"]
+        assert row["job.eval.prompts"] == old["evaluation"]["prompts"] and row["dataset"] == old["data"]["name"]
+    assert not [c for c in frame.columns if c.startswith(("job.data.", "job.evaluation."))]
+
+
 def test_the_report_states_how_bleu_is_smoothed(sweep):
     path = sweep / "0-trl" / results.SUMMARY
     summary = json.loads(path.read_text())
@@ -212,7 +225,7 @@ def test_the_base_model_reference_is_stated(sweep):
 
 
 def test_time_to_quality_says_not_reached_and_the_kernels_are_their_own_system():
-    target = {"job.evaluation.target_loss": 2.5}
+    target = {"job.eval.target_loss": 2.5}
     frame = frame_of([
         {"framework": "trl", **target, "time_to_target_s": 12.34, "steps_to_target": 20},
         {"framework": "trl+liger", **target, "time_to_target_s": None, "steps_to_target": None},

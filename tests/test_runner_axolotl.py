@@ -70,7 +70,7 @@ def test_messages_file_holds_system_user_and_answer(tmp_path):
 
 def test_strict_mode_hands_over_the_harness_ids_with_answer_labels(tmp_path):
     spec = make_spec()
-    strict = dataclasses.replace(spec, data=dataclasses.replace(spec.data, tokenize="harness"))
+    strict = dataclasses.replace(spec, dataset=dataclasses.replace(spec.dataset, tokenize="harness"))
     assert cfg(strict)["datasets"][0]["path"].endswith("tokenized.jsonl")
     runner.write_tokenized([{"input_ids": [5, 6, 7], "completion_mask": [0, 1, 1]}], "answer", tmp_path / "t.jsonl")
     row = json.loads((tmp_path / "t.jsonl").read_text())

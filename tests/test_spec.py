@@ -4,22 +4,22 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from bench.spec import DataSpec, EvalSpec, JobSpec, ModelSpec, SpecError, TrainSpec, from_mapping, resolve_precision
+from bench.spec import DatasetSpec, EvalSpec, JobSpec, ModelSpec, SpecError, TrainSpec, from_mapping, resolve_precision
 from tests.conftest import REPO
 
 # conf/ is the only source of defaults: the spec's own types carry none.
 DEFAULT_TRAIN = from_mapping(TrainSpec, OmegaConf.to_container(OmegaConf.load(REPO / "conf/train/default.yaml")), "")
 DEFAULT_EVAL = from_mapping(EvalSpec, OmegaConf.to_container(OmegaConf.load(REPO / "conf/config.yaml").eval), "eval")
 
-DEFAULT_DATA = DataSpec(name="d", train_files=("/data/train.json",), eval_files=(), source_files=("/data/train.json",),
-                        files_sha256="0" * 64,
-                        system_prompt="You are Qwen.", max_rows=None, tokenize="framework", on_bad_row="error",
-                        shuffle_seed=None, fill_to=None, max_row_bytes=1_000_000, prompt_format="chat",
-                        eos=False)  # fmt: skip
+DEFAULT_DATASET = DatasetSpec(name="d", train_files=("/data/train.json",), eval_files=(),
+                              source_files=("/data/train.json",), files_sha256="0" * 64,
+                              system_prompt="You are Qwen.", max_rows=None, tokenize="framework", on_bad_row="error",
+                              shuffle_seed=None, fill_to=None, max_row_bytes=1_000_000, prompt_format="chat",
+                              eos=False)  # fmt: skip
 
 
-def make_spec(data: dict | None = None, **train) -> JobSpec:
-    """A valid spec with the default training values; `train` and `data` fields replaced as given."""
+def make_spec(dataset: dict | None = None, **train) -> JobSpec:
+    """A valid spec with the default training values; `train` and `dataset` fields replaced as given."""
     return JobSpec(
         framework="trl",
         framework_version="1.16.0",
@@ -27,9 +27,9 @@ def make_spec(data: dict | None = None, **train) -> JobSpec:
         packages=("trl",),
         model=ModelSpec(name="tiny", source="random", path="/cache/tiny", config={"hidden_size": 64},
                         trust_remote_code=False),  # fmt: skip
-        data=dataclasses.replace(DEFAULT_DATA, **(data or {})),
+        dataset=dataclasses.replace(DEFAULT_DATASET, **(dataset or {})),
         train=dataclasses.replace(DEFAULT_TRAIN, **train),
-        evaluation=DEFAULT_EVAL,
+        eval=DEFAULT_EVAL,
         skip_steps=3,
         run_dir="/results/s/0-trl",
     )
@@ -72,6 +72,36 @@ def test_a_missing_key_is_named():
         JobSpec.from_dict(d)
 
 
+# A spec written out in full (no conf/ defaults), and its job key as the harness computed it before the spec's
+# `data` and `evaluation` fields were renamed `dataset` and `eval`: a job key's field names are frozen.
+FIXED_SPEC = {
+    "framework": "trl", "framework_version": "1.16.0", "runner": "bench.runners.trl", "packages": ["trl"],
+    "model": {"name": "tiny", "source": "random", "path": "/cache/tiny", "config": {"hidden_size": 64},
+              "trust_remote_code": False},
+    "dataset": {"name": "d", "train_files": ["/data/train.json"], "eval_files": [],
+                "source_files": ["/data/train.json"], "files_sha256": "0" * 64, "system_prompt": "You are Qwen.",
+                "prompt_format": "chat", "eos": False, "max_rows": None, "tokenize": "framework",
+                "on_bad_row": "error", "shuffle_seed": None, "fill_to": None, "max_row_bytes": 1000000},
+    "train": {"lora": {"r": 16, "alpha": 32, "dropout": 0.0,
+                       "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]},
+              "lr": 0.002, "scheduler": "linear", "warmup_steps": 2, "batch_size": 4, "grad_accum": 1,
+              "max_seq_len": 512, "max_steps": 30, "epochs": None, "optimizer": "adamw_torch_fused",
+              "weight_decay": 0.0, "max_grad_norm": 1.0, "loss_on": "answer", "seed": 42, "precision": "auto",
+              "gradient_checkpointing": False, "quant": "none", "quant_double": True, "quant_compute_dtype": "auto",
+              "vram_budget_gb": None, "num_gpus": 1, "attn_implementation": "sdpa", "chat_template": "qwen2.5",
+              "packing": "none", "kernels": "none"},
+    "eval": {"enabled": True, "prompts": 8, "max_new_tokens": 64, "batch_size": 8, "every_steps": None,
+             "target_loss": None, "base": False},
+    "skip_steps": 3, "run_dir": "/results/s/0-trl",
+}  # fmt: skip
+
+
+def test_the_job_key_of_a_fixed_spec_is_the_one_earlier_harness_versions_computed():
+    spec = JobSpec.from_dict(FIXED_SPEC)
+    assert spec.job_key() == "1f94e38bc28f"
+    assert {k.split(".")[0] for k in spec.job_fields()} == {"model", "data", "train", "eval", "skip_steps"}
+
+
 def test_the_job_key_ignores_framework_version_seed_and_where_things_lie():
     spec = make_spec()
     same = dataclasses.replace(
@@ -80,8 +110,8 @@ def test_the_job_key_ignores_framework_version_seed_and_where_things_lie():
         framework_version="2026.10.9",
         run_dir="/elsewhere/1-unsloth",
         model=dataclasses.replace(spec.model, path="/other-cache/tiny"),  # a built model: its recipe counts
-        data=dataclasses.replace(spec.data, train_files=("/copy/train.json",)),  # data: its content counts
-        evaluation=dataclasses.replace(spec.evaluation, base=True),
+        dataset=dataclasses.replace(spec.dataset, train_files=("/copy/train.json",)),  # its content counts
+        eval=dataclasses.replace(spec.eval, base=True),
     )
     assert same.job_key() == spec.job_key()
 
@@ -105,7 +135,7 @@ def test_kernels_name_the_system_under_test_not_another_job():
 
 
 def test_a_target_loss_without_evaluation_during_training_is_refused():
-    spec = dataclasses.replace(make_spec(), evaluation=dataclasses.replace(DEFAULT_EVAL, target_loss=2.0))
+    spec = dataclasses.replace(make_spec(), eval=dataclasses.replace(DEFAULT_EVAL, target_loss=2.0))
     with pytest.raises(SpecError, match="eval.target_loss needs .* eval.every_steps=N"):
         spec.validate()
 
@@ -114,12 +144,12 @@ def test_lora_data_model_and_eval_fields_change_the_job_key():
     spec = make_spec()
     changed = [
         make_spec(lora=dataclasses.replace(spec.train.lora, alpha=64)),
-        dataclasses.replace(spec, data=dataclasses.replace(spec.data, max_rows=100)),
-        dataclasses.replace(spec, data=dataclasses.replace(spec.data, files_sha256="1" * 64)),
-        dataclasses.replace(spec, data=dataclasses.replace(spec.data, tokenize="harness")),
+        dataclasses.replace(spec, dataset=dataclasses.replace(spec.dataset, max_rows=100)),
+        dataclasses.replace(spec, dataset=dataclasses.replace(spec.dataset, files_sha256="1" * 64)),
+        dataclasses.replace(spec, dataset=dataclasses.replace(spec.dataset, tokenize="harness")),
         dataclasses.replace(spec, model=dataclasses.replace(spec.model, config={"hidden_size": 128})),
-        dataclasses.replace(spec, evaluation=dataclasses.replace(spec.evaluation, prompts=2)),
-        dataclasses.replace(spec, evaluation=dataclasses.replace(spec.evaluation, every_steps=5)),
+        dataclasses.replace(spec, eval=dataclasses.replace(spec.eval, prompts=2)),
+        dataclasses.replace(spec, eval=dataclasses.replace(spec.eval, every_steps=5)),
         dataclasses.replace(spec, skip_steps=5),
     ]
     assert len({s.job_key() for s in changed} | {spec.job_key()}) == len(changed) + 1

@@ -27,7 +27,7 @@ CHANGED = {
 }  # fmt: skip
 # Fields that matter only beside another: compared with and without the change, in that context.
 CONTEXT = {"quant_double": {"quant": "4bit"}, "quant_compute_dtype": {"quant": "4bit"}}
-DATA_CHANGED = {"prompt_format": "### Question: {instruction}\n### Answer: {output}"}
+DATASET_CHANGED = {"prompt_format": "### Question: {instruction}\n### Answer: {output}"}
 LORA_CHANGED = {"r": 3, "alpha": 9, "dropout": 0.123, "target_modules": ("q_proj",)}
 REGISTERED = {name: facts["runner"] for name, facts in config.frameworks().items()}
 
@@ -64,9 +64,9 @@ def test_every_train_field_reaches_the_framework(runner, field):
 
 
 @pytest.mark.parametrize("runner", sorted(REGISTERED))
-@pytest.mark.parametrize("field", sorted(DATA_CHANGED))
-def test_every_data_field_that_shapes_the_rows_reaches_the_framework(runner, field):
-    changed = make_spec(data={field: DATA_CHANGED[field]})
+@pytest.mark.parametrize("field", sorted(DATASET_CHANGED))
+def test_every_dataset_field_that_shapes_the_rows_reaches_the_framework(runner, field):
+    changed = make_spec(dataset={field: DATASET_CHANGED[field]})
     assert translate(runner, changed) != translate(runner, make_spec())
 
 

@@ -133,9 +133,9 @@ def bnb_4bit(spec: JobSpec, precision: str) -> dict[str, Any]:
 def dataset_entry(spec: JobSpec, data_dir: Path) -> dict[str, Any]:
     """The training file as Axolotl reads it: chat messages through the harness's template, or (strict mode)
     rows that are already input_ids / attention_mask / labels, which Axolotl uses as they are (no `type`)."""
-    if spec.data.tokenize == "harness":
+    if spec.dataset.tokenize == "harness":
         return {"path": str(data_dir / "tokenized.jsonl"), "ds_type": "json"}
-    if spec.data.prompt_format != "chat":  # template-free: the harness's prompt and answer as labelled segments
+    if spec.dataset.prompt_format != "chat":  # template-free: the harness's prompt and answer as labelled segments
         return {"path": str(data_dir / "segments.jsonl"), "ds_type": "json", "type": "input_output"}
     return {
         "path": str(data_dir / "train.jsonl"),
@@ -217,7 +217,7 @@ def train(ctx) -> dict[str, Any]:
 
     spec: JobSpec = ctx.spec
     data_dir = Path(spec.run_dir) / "axolotl_data"
-    if spec.data.tokenize == "harness":
+    if spec.dataset.tokenize == "harness":
         write_tokenized(ctx.pretokenized(), spec.train.loss_on, data_dir / "tokenized.jsonl")
     elif ctx.plain:
         eos = ctx.tokenizer().eos_token if ctx.plain.eos else None

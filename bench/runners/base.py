@@ -58,12 +58,12 @@ class RunContext:
     @property
     def conversations(self) -> list[dict[str, Any]]:
         """The examples as conversational prompt/completion rows (system + user -> assistant)."""
-        return [to_conversation(ex, self.spec.data.system_prompt) for ex in self.examples]
+        return [to_conversation(ex, self.spec.dataset.system_prompt) for ex in self.examples]
 
     @property
     def plain(self) -> PlainFormat | None:
         """The job's plain prompt format, or None for the chat format."""
-        return plain_format(self.spec.data)
+        return plain_format(self.spec.dataset)
 
     def tokenizer(self):
         from transformers import AutoTokenizer
@@ -80,7 +80,7 @@ class RunContext:
         """The examples tokenized once by the harness with the model's tokenizer, uncut."""
         if self._tokenized is None:
             tokenizer = self.tokenizer()
-            self._tokenized = [tokenize_example(tokenizer, ex, self.spec.data, None) for ex in self.examples]
+            self._tokenized = [tokenize_example(tokenizer, ex, self.spec.dataset, None) for ex in self.examples]
         return self._tokenized
 
     def over_length_rows(self) -> int:
@@ -91,8 +91,8 @@ class RunContext:
         """Strict mode (dataset.tokenize=harness): the harness's ids cut at max_seq_len, rows left without an
         answer token dropped (the summary counts them); every framework trains on exactly these. With
         dataset.fill_to, the rows are packed end to end into sequences of exactly that length (memory probes)."""
-        if self.spec.data.fill_to:
-            return packed(self.tokenized(), self.spec.data.fill_to)
+        if self.spec.dataset.fill_to:
+            return packed(self.tokenized(), self.spec.dataset.fill_to)
         cut = self.spec.train.max_seq_len
         rows = [{k: v[:cut] for k, v in r.items()} for r in self.tokenized()]
         kept = [r for r in rows if any(r["completion_mask"])]
@@ -104,7 +104,7 @@ class RunContext:
         """Before training, in the frameworks' own tokenization too: when truncation at max_seq_len leaves no
         row an answer token, stop with the counts rather than let a framework fail on an empty dataset."""
         t = self.spec.train
-        if t.loss_on == "all" or t.packing == "padding_free" or self.spec.data.tokenize == "harness":
+        if t.loss_on == "all" or t.packing == "padding_free" or self.spec.dataset.tokenize == "harness":
             return  # every token trains, rows are not cut, or pretokenized() has checked
         rows = self.tokenized()
         if not any(any(r["completion_mask"][: t.max_seq_len]) for r in rows):

@@ -104,14 +104,14 @@ def run_args(spec: JobSpec, model_path: str, data_dir: Path, precision: str, on_
         "lora_target": ",".join(lora.target_modules),
         "dataset": DATASET,
         "dataset_dir": str(data_dir),
-        "template": TEMPLATES[t.chat_template] if spec.data.prompt_format == "chat" else PLAIN_TEMPLATE,
+        "template": TEMPLATES[t.chat_template] if spec.dataset.prompt_format == "chat" else PLAIN_TEMPLATE,
         "cutoff_len": t.max_seq_len,
         "train_on_prompt": t.loss_on == "all",
         **PACKING.get(t.packing, {}),
         "enable_liger_kernel": t.kernels == "liger",
         "use_unsloth": t.kernels == "unsloth",
         "overwrite_cache": True,
-        **({"tokenized_path": str(data_dir / "tokenized")} if spec.data.tokenize == "harness" else {}),
+        **({"tokenized_path": str(data_dir / "tokenized")} if spec.dataset.tokenize == "harness" else {}),
         "output_dir": str(Path(spec.run_dir) / "trainer"),
         "overwrite_output_dir": True,
         "per_device_train_batch_size": t.batch_size,
@@ -147,8 +147,8 @@ def train(ctx) -> dict[str, Any]:
     spec: JobSpec = ctx.spec
     data_dir = Path(spec.run_dir) / "llamafactory_data"
     eos = ctx.tokenizer().eos_token if ctx.plain and ctx.plain.eos else ""
-    write_dataset(alpaca_rows(ctx.examples, spec.data.system_prompt, plain_format(spec.data), eos), data_dir)
-    if spec.data.tokenize == "harness":
+    write_dataset(alpaca_rows(ctx.examples, spec.dataset.system_prompt, plain_format(spec.dataset), eos), data_dir)
+    if spec.dataset.tokenize == "harness":
         write_tokenized(ctx.pretokenized(), spec.train.loss_on, data_dir / "tokenized")
     run_exp(args=run_args(spec, ctx.model_path, data_dir, ctx.precision, ctx.on_gpu), callbacks=ctx.callbacks)
     notes = []

@@ -111,10 +111,10 @@ def model_kwargs(spec: JobSpec, precision: str, torch_dtype: Any) -> dict[str, A
 
 def dataset_kind(spec: JobSpec) -> str:
     """Which rows TRL gets (train_dataset): conversational, plain text, or the harness's token ids."""
-    data = spec.data
-    if data.tokenize == "harness" or (data.prompt_format != "chat" and not data.eos):
+    dataset = spec.dataset
+    if dataset.tokenize == "harness" or (dataset.prompt_format != "chat" and not dataset.eos):
         return "token_ids"
-    return "text" if data.prompt_format != "chat" else "conversational"
+    return "text" if dataset.prompt_format != "chat" else "conversational"
 
 
 def translate(spec: JobSpec, precision: str, on_gpu: bool) -> dict[str, Any]:
@@ -144,7 +144,7 @@ def train_dataset(ctx, eos_token: str):
 
 
 def notes(spec: JobSpec) -> list[str]:
-    if spec.data.tokenize == "framework" and dataset_kind(spec) == "token_ids":
+    if spec.dataset.tokenize == "framework" and dataset_kind(spec) == "token_ids":
         return ["dataset.eos=false: TRL appends EOS to every plain completion, so it trains on the harness's "
                 "token ids (the same prompt / answer split)"]  # fmt: skip
     return []

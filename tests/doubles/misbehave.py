@@ -28,7 +28,7 @@ def train(ctx):
             import torch
 
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        assert all(len(r["input_ids"]) == ctx.spec.data.fill_to for r in ctx.pretokenized())
+        assert all(len(r["input_ids"]) == ctx.spec.dataset.fill_to for r in ctx.pretokenized())
         return {}
     ctx.callbacks[0].emit({"step": 1, "loss": 1.0, "tokens": 1, "trainable_tokens": 1, "step_time_s": 0.1})
     if mode == "raise":

@@ -34,7 +34,7 @@ def test_a_plain_format_trains_in_every_framework(plain):
     runs = summaries(tmp)
     assert {f: s["status"] for f, s in runs.items()} == dict.fromkeys(("trl", "llamafactory", "axolotl"), "ok"), runs
     spec = json.loads((run_dirs(tmp)[0] / results.SPEC).read_text())
-    assert spec["data"]["prompt_format"] == PLAIN and spec["data"]["eos"] is True
+    assert spec["dataset"]["prompt_format"] == PLAIN and spec["dataset"]["eos"] is True
 
 
 def test_a_plain_format_is_one_job_with_one_fingerprint_and_curve(plain):

@@ -180,7 +180,7 @@ def test_a_secret_never_reaches_the_worker_log_even_when_the_parent_is_killed(tm
                             stderr=subprocess.DEVNULL)  # fmt: skip
     log = None
     for _ in range(1200):
-        log = next(iter(tmp_path.glob(f"*/*/{results.STDERR}")), None)
+        log = next(iter(tmp_path.glob(f"*/*/{results.WORKER_LOG}")), None)
         if log is not None and "logging in with" in log.read_text(errors="replace"):
             break
         time.sleep(0.5)
