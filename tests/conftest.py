@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -7,10 +8,39 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from bench import results
+from bench.spec import DatasetSpec, EvalSpec, JobSpec, ModelSpec, TrainSpec, from_mapping
 
 REPO = Path(__file__).resolve().parent.parent
+
+# conf/ is the only source of defaults: the spec's own types carry none.
+DEFAULT_TRAIN = from_mapping(TrainSpec, OmegaConf.to_container(OmegaConf.load(REPO / "conf/train/default.yaml")), "")
+DEFAULT_EVAL = from_mapping(EvalSpec, OmegaConf.to_container(OmegaConf.load(REPO / "conf/config.yaml").eval), "eval")
+
+DEFAULT_DATASET = DatasetSpec(name="d", train_files=("/data/train.json",), eval_files=(),
+                              source_files=("/data/train.json",), files_sha256="0" * 64,
+                              system_prompt="You are Qwen.", max_rows=None, tokenize="framework", on_bad_row="error",
+                              shuffle_seed=None, fill_to=None, max_row_bytes=1_000_000, prompt_format="chat",
+                              eos=False)  # fmt: skip
+
+
+def make_spec(dataset: dict | None = None, **train) -> JobSpec:
+    """A valid spec with the default training values; `train` and `dataset` fields replaced as given."""
+    return JobSpec(
+        framework="trl",
+        framework_version="1.16.0",
+        runner="bench.runners.trl",
+        packages=("trl",),
+        model=ModelSpec(name="tiny", source="random", path="/cache/tiny", config={"hidden_size": 64},
+                        trust_remote_code=False),  # fmt: skip
+        dataset=dataclasses.replace(DEFAULT_DATASET, **(dataset or {})),
+        train=dataclasses.replace(DEFAULT_TRAIN, **train),
+        eval=DEFAULT_EVAL,
+        skip_steps=3,
+        run_dir="/results/s/0-trl",
+    )
 
 
 def bench_run(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:

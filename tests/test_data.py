@@ -190,7 +190,7 @@ def test_a_path_that_is_no_data_file_says_what_it_is(tmp_path):
 
 def test_strict_mode_with_no_answer_token_left_says_so():
     from bench.runners.base import RunContext
-    from tests.test_spec import make_spec
+    from tests.conftest import make_spec
 
     ctx = RunContext(spec=make_spec(max_seq_len=4), model_path="", examples=[], callbacks=[], on_gpu=False,
                      precision="fp32")  # fmt: skip
@@ -203,7 +203,7 @@ def test_every_row_cut_before_its_answer_stops_before_training_in_the_frameworks
     """dataset.tokenize=framework: the worker counts with the harness's tokenizer before calling the framework,
     instead of the framework's own failure on an empty dataset (num_samples=0)."""
     from bench.runners.base import RunContext
-    from tests.test_spec import make_spec
+    from tests.conftest import make_spec
 
     def ctx(**train):
         c = RunContext(spec=make_spec(**train), model_path="", examples=[], callbacks=[], on_gpu=False,

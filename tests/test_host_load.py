@@ -131,8 +131,7 @@ def test_a_model_built_by_another_process_while_this_sweep_waited_is_a_wait_not_
     import time
 
     from bench import run
-    from tests.conftest import REPO
-    from tests.test_spec import make_spec
+    from tests.conftest import REPO, make_spec
 
     spec = make_spec()
     model = tmp_path / "models" / "tiny-abc"

@@ -12,8 +12,7 @@ from pathlib import Path
 from bench.data import Example, to_conversation
 from bench.models import QWEN25_CHAT_TEMPLATE
 from bench.runners import axolotl as runner
-from tests.conftest import REPO
-from tests.test_spec import make_spec
+from tests.conftest import REPO, make_spec
 
 DATA_DIR = Path("/results/run/axolotl_data")
 

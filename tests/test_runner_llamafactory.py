@@ -5,7 +5,7 @@ from pathlib import Path
 
 from bench.data import Example
 from bench.runners import llamafactory as runner
-from tests.test_spec import make_spec
+from tests.conftest import make_spec
 
 DATA_DIR = Path("/results/run/llamafactory_data")
 

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from bench.runners import trl as runner
-from tests.test_spec import make_spec
+from tests.conftest import make_spec
 
 
 def test_values_land_on_the_right_arguments():

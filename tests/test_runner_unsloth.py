@@ -1,7 +1,7 @@
 """The Unsloth runner: translation of the job spec and deciding "cannot run here" before importing it."""
 
 from bench.runners import unsloth as runner
-from tests.test_spec import make_spec
+from tests.conftest import make_spec
 
 
 def translate(spec):

@@ -11,7 +11,7 @@ import pytest
 
 from bench import config, runners
 from bench.spec import LoraSpec, TrainSpec
-from tests.test_spec import make_spec
+from tests.conftest import make_spec
 
 # Reaches the frameworks by another road, checked in the runners' own tests: precision is resolved first
 # (bench.spec.resolve_precision), chat_template has a single allowed value, the worker itself applies

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from bench.worker import check_first_loss, check_layout
-from tests.test_spec import make_spec
+from tests.conftest import make_spec
 
 
 @pytest.mark.parametrize("loss, word", [(0.0, "is 0"), (math.nan, "nan"), (math.inf, "inf")])
