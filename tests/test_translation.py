@@ -37,7 +37,8 @@ def translate(name, spec):
 
 
 def test_every_framework_in_conf_is_registered_with_a_runner():
-    assert {"trl", "llamafactory", "unsloth"} <= set(REGISTERED)
+    assert set(REGISTERED) == {p.stem for p in (config.conf_dir() / "framework").glob("*.yaml")} != set()
+    assert all(runners.load(module) for module in REGISTERED.values())  # each fulfils the Runner contract
 
 
 def test_the_changes_cover_every_spec_field():
