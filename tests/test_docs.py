@@ -22,7 +22,7 @@ MOVED = [
     "Bad input is one line, before any run starts", "A run uses exactly the data its job key names.",
     "Secrets never reach a file.", "A config is code.", "## Export to MLflow or TensorBoard", "## Memory frontier",
     "## Several GPUs", "## Sweeps on a Slurm cluster", "## Environments", "## GPU runners without PyPI",
-    "## Packing, padding and kernels", "## Time to quality", "**Adding a framework** touches three files",
+    "## Packing, padding and kernels", "## Time to quality", "**Adding a framework** takes two files",
     "JobSpec.job_key()", "training-data fingerprint", "hardware FLOPs", "gpu-regression.yml",
     "pytest benchmarks/test_sft.py --benchmark-autosave", "scripts/gpu_bench.sh", "SFTBENCH_BURN_CPUS=2",
     "benchmarks/overhead.py", "huggingface-cli download shibing624/medical", "seed-7b-24gb", "llamafactory-wiki",

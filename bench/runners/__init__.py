@@ -1,8 +1,8 @@
 """One module per framework; nothing framework-specific lives anywhere else.
 
 The contract a runner module fulfils is `bench.runners.base.Runner`; which module runs a framework is
-declared in its conf/framework/<name>.yaml (`runner:`), so adding a framework is one runner module and one
-conf file. Only the worker loads runners, inside the framework's own environment.
+declared in its conf/framework/<name>.yaml (`runner:`); what adding a framework takes: docs/adding-a-framework.md.
+Only the worker loads runners, inside the framework's own environment.
 """
 
 from __future__ import annotations
