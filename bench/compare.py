@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import metrics as registry
-from bench.report import load_runs
+from bench.runs import load_runs
 
 
 class Unusable(Exception):

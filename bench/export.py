@@ -3,7 +3,7 @@
     python -m bench.export results/<sweep> --to mlflow [--uri file:///abs/mlruns | http://host:5000]
     python -m bench.export results/<sweep> --to tensorboard [--logdir runs]
 
-Each run carries its row of runs.csv (bench.report.load_runs) as params — the job spec flattened (`job.*`),
+Each run carries its row of runs.csv (bench.runs.load_runs) as params — the job spec flattened (`job.*`),
 framework, installed versions (`v_*`), job key, seed, status and reason — and as metrics the summary's scalar
 metrics under their registry names (bench/metrics.py), logged at the run's last step, plus per-step
 `step/loss`, `step/lr`, `step/grad_norm` and `step/tokens_per_s` from events.jsonl with their step numbers and
@@ -93,7 +93,7 @@ def step_series(events: list[dict[str, Any]]) -> dict[str, list[Point]]:
 
 def collect(sweep_dir: Path) -> tuple[list[TrackedRun], list[dict[str, str]]]:
     """Every run of the sweep with a readable summary as a TrackedRun; the others as (run, why)."""
-    from bench.report import load_runs  # pandas: loaded only when exporting
+    from bench.runs import load_runs  # pandas: loaded only when exporting
 
     frame, unreadable = load_runs(sweep_dir)
     # Integer columns with a missing cell (a skipped run has no spec) come back as floats: make them ints again.

@@ -4,7 +4,7 @@ place, why a ratio cannot be taken or trusted (other tokens, one run, a shared m
 a run that did not finish). Parity flags (loss curves, step-1 loss or padding apart) are findings too.
 
 Systems are named as a reader names them — `trl 1.16.0`, `trl+liger 1.16.0`, `trl 1.16.0 lr=2e-4` — never by
-run directory. Pure functions over the runs frame (bench.report.load_runs); the report renders the lines first
+run directory. Pure functions over the runs frame (bench.runs.load_runs); the report renders the lines first
 and bench.run prints them at the end of a sweep.
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from bench import frontier_table, replay
+from bench.record import Summary
 from bench.summary import CURVE_RTOL, PADDING_TOL, STEP1_RTOL, varying_overrides
 
 # Overrides that do not tell systems apart: the framework, its version, source and interpreter are in the name
@@ -45,17 +46,16 @@ def setting(override: str) -> str | None:
     return name.split(".", 1)[-1] + sep + value
 
 
-def system_names(summaries: list[dict[str, Any]]) -> list[str]:
+def system_names(summaries: list[Summary]) -> list[str]:
     """Each run's system: the framework with its kernels, its version (as installed, else as requested), and
     the settings the sweep varies across its runs. Runs without recorded overrides (an older harness) vary
     nothing and make no other run vary."""
-    recorded = [s for s in summaries if isinstance(s.get("overrides"), list)]
+    recorded = [s for s in summaries if s.overrides is not None]
     varied = iter(varying_overrides(recorded))
     names = []
     for s in summaries:
-        overrides = next(varied) if isinstance(s.get("overrides"), list) else []
-        version = s.get("framework_version") or s.get("framework_version_requested")
-        parts = [s.get("system") or s.get("framework") or "?", version, *filter(None, map(setting, overrides))]
+        overrides = next(varied) if s.overrides is not None else []
+        parts = [s.name or "?", s.version, *filter(None, map(setting, overrides))]
         names.append(" ".join(str(p) for p in parts if p))
     return names
 

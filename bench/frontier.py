@@ -25,7 +25,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict
 from rich.console import Console
 
-from bench import config, frontier_table, results
+from bench import config, frontier_table, record, results
 from bench.errors import UserError
 from bench.run import console, execute
 from bench.spec import JobSpec
@@ -115,16 +115,15 @@ def run_search(cfg: DictConfig, job_dir: Path) -> Frontier:
         run_dir = job_dir / f"probe-{value}"
         run_dir.mkdir(parents=True, exist_ok=True)
         out = execute(probe_config(cfg, f.axis, value, budget), run_dir)
-        results.write_json_atomic(run_dir / results.SUMMARY, out)
+        record.write_summary(run_dir, out)
         found.job_key = found.job_key or JobSpec.load(run_dir / results.SPEC).job_key(ignore=VARIED)
-        found.probes.append({"value": value, "status": out["status"], "reason": out.get("reason", "")})
-        found.budget_note = next((n for n in out.get("notes", []) if n.startswith("train.vram_budget_gb")), None)
-        gpus = (out.get("hardware") or {}).get("gpus")
-        found.device = found.device or (gpus[0]["name"] if gpus else "cpu" if out.get("hardware") else None)
-        console.print(f"  probe {f.axis}={value}: {out['status']}")
-        if out["status"] not in ("ok", "oom"):
-            raise ProbeFailed(f"probe {f.axis}={value} {out['status']}: {out.get('reason', '')}")
-        return out["status"] == "ok"
+        found.probes.append({"value": value, "status": out.status, "reason": out.reason})
+        found.budget_note = next((n for n in out.notes if n.startswith("train.vram_budget_gb")), None)
+        found.device = found.device or (out.hardware.device if out.hardware else None)
+        console.print(f"  probe {f.axis}={value}: {out.status}")
+        if out.status not in ("ok", "oom"):
+            raise ProbeFailed(f"probe {f.axis}={value} {out.status}: {out.reason}")
+        return out.status == "ok"
 
     found.largest, _ = search(fits, f.start, f.limit, f.granularity, f.max_probes)
     return found

@@ -1,7 +1,7 @@
 """Published runs replayed next to one job: how much of a published difference between two frameworks was the
 framework and how much the job each publication ran, and whether published claims hold on this host's runs.
 
-Pure functions over the runs frame (bench.report.load_runs: `system`, `published_source`, `as_published`,
+Pure functions over the runs frame (bench.runs.load_runs: `system`, `published_source`, `as_published`,
 `left_out`, `claims`, `trained_steps` and the `job.*` columns); bench.report renders the sections they return.
 """
 
@@ -15,7 +15,6 @@ import statistics
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from scipy import stats
 
 from bench import metrics as registry
 
@@ -62,6 +61,8 @@ def t_interval(values: list[float]) -> tuple[float, float]:
     mean = statistics.fmean(values)
     if len(values) < 2:
         return mean, math.nan
+    from scipy import stats  # here: the runs table (and the gate reading it) needs no statistics library
+
     return mean, stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import json
 import math
 import re
 import sys
@@ -27,32 +26,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench import config, findings, frontier_table, plots, replay, results
+from bench import config, findings, frontier_table, plots, record, replay, results, runs
 from bench import metrics as registry
 from bench.errors import UserError
-from bench.runners.base import STACK
-from bench.spec import flatten
-from bench.summary import (
-    CURVE_RTOL,
-    PADDING_TOL,
-    SHARED_CPU_CORES,
-    STEP1_RTOL,
-    loss_curves,
-    parity,
-    shared_machine,
-    torch_build,
-    torch_build_mismatches,
-)
+from bench.runs import Runs
+from bench.summary import CURVE_RTOL, PADDING_TOL, SHARED_CPU_CORES, STEP1_RTOL, torch_build_mismatches
 
-RUN_METRICS = registry.shown("runs")
 REPEATED = ("tokens_per_s", "peak_vram_mb", "peak_rss_mb", "heldout_loss")  # mean, 95 % CI and CV over seeds
 MEANS = ("step_time_s_mean", "mfu", "energy_j_per_1k_tokens", "torch_max_allocated_mb", "rouge_l", "bleu4",
          "base_heldout_loss")  # fmt: skip
 RATIOS = ("tokens_per_s", "peak_vram_mb", "peak_rss_mb")  # per run in runs.csv, against the baseline's run
-PARITY = ("parity_reference", "same_tokens", "step1_loss_rel_diff", "curve_loss_rel_diff", "curve_steps",
-          "padding_diff")  # fmt: skip
-# The job fields a base-model evaluation depends on: a run of another model or held-out set has another base.
-BASE_FIELDS = ("job.model.", "job.dataset.", "job.eval.", "job.train.max_seq_len", "job.train.chat_template")
 BOOTSTRAP = 2000  # resamples of the evaluated prompts for a quality difference's 95 % interval
 NONE = "–"  # a cell with no value; the findings say why
 BLEU_NOTE = (
@@ -64,176 +47,6 @@ BLEU_NOTE = (
 
 # A section: heading, a paragraph, and a table or a list of lines (the findings).
 Section = tuple[str, str | None, pd.DataFrame | list[str] | None]
-
-
-# Loading the runs
-
-
-def version_columns() -> list[str]:
-    """The shared training stack, then every registered framework's own packages (conf/framework/)."""
-    packages = list(STACK)
-    for facts in config.frameworks().values():
-        packages += [facts["distribution"], *facts["packages"]]
-    return list(dict.fromkeys(packages))
-
-
-# spec.json's sections under today's names; older harness versions wrote "data" and "evaluation".
-SPEC_SECTIONS = {"model": "model", "dataset": "dataset", "data": "dataset", "train": "train", "eval": "eval",
-                 "evaluation": "eval"}  # fmt: skip
-
-
-def _spec_section(spec: dict[str, Any], name: str) -> dict[str, Any]:
-    """One section of a run's spec.json by today's name, whichever name its harness version wrote it under."""
-    return next((v for k, v in spec.items() if SPEC_SECTIONS.get(k) == name and isinstance(v, dict)), {})
-
-
-def _spec_fields(spec: dict[str, Any]) -> dict[str, Any]:
-    """The run's spec.json as `job.train.lr`-style columns (whatever its harness version wrote: old section
-    names map to today's, so `job.dataset.*` and `job.eval.*` either way); paths and the model's architecture
-    left out."""
-    sections = {name: _spec_section(spec, name) for name in dict.fromkeys(SPEC_SECTIONS.values())}
-    sections = {k: v for k, v in sections.items() if v}
-    return {
-        f"job.{k}": ",".join(map(str, v)) if isinstance(v, list) else v
-        for k, v in flatten(sections).items()
-        if not k.endswith(("_files", ".config"))
-    }
-
-
-def device_of(hardware: dict[str, Any] | None) -> str | None:
-    """The GPU a run trained on, "cpu" without one, None where the run never reported its hardware."""
-    if not hardware:
-        return None
-    gpus = hardware.get("gpus") or []
-    return gpus[0]["name"] if gpus else "cpu"
-
-
-def machine_columns(summary: dict[str, Any]) -> dict[str, Any]:
-    """What machine and torch a run measured, and whether it had that machine to itself (summary `host`,
-    `hardware`, `versions` and the host-load metrics)."""
-    host, hw = summary.get("host") or {}, summary.get("hardware") or {}
-    ram_mb = host.get("ram_mb")
-    return {
-        "torch_build": torch_build(summary),
-        "cpu_model": host.get("cpu_model") or hw.get("cpu"),
-        "cpu_cores": host.get("cpu_cores") or hw.get("cpu_count"),
-        "ram_gb": None if ram_mb is None else round(ram_mb / 1024, 1),
-        "gpu_driver": host.get("gpu_driver"),
-        "shared_machine": shared_machine(summary.get("metrics") or {}),
-    }
-
-
-def sweeps_of(sweep_dir: Path, others: Sequence[Path] = ()) -> dict[str, Path]:
-    """The sweeps a report covers, by the prefix their runs' names take: none with one sweep (its runs keep
-    their names); with several, the sweep directory's name, so that run names stay unique across them."""
-    if not others:
-        return {"": sweep_dir}
-    sweeps = [sweep_dir, *others]
-    names = [s.resolve().name for s in sweeps]
-    if len(set(names)) < len(names):
-        raise UserError(f"sweeps {', '.join(map(str, sweeps))}: two share a directory name, which names their runs")
-    return {f"{name}/": s for name, s in zip(names, sweeps, strict=True)}
-
-
-def locate(sweeps: dict[str, Path], run: str) -> tuple[str, Path]:
-    """The prefix of a run's sweep (sweeps_of) and the run's directory."""
-    prefix = next(p for p in sweeps if run.startswith(p))
-    return prefix, sweeps[prefix] / run.removeprefix(prefix)
-
-
-def published_columns(summary: dict[str, Any]) -> dict[str, Any]:
-    """Whether the run replays a published run and what this host left out of it (bench.published), the
-    claims its scenario carries (JSON, checked by bench.replay) and the steps it trained."""
-    published = summary.get("published") or {}
-    return {
-        "published_source": published.get("source"),
-        "as_published": published.get("as_published"),
-        "left_out": "; ".join(published.get("left_out") or []),
-        "claims": json.dumps(summary["claims"]) if summary.get("claims") else None,
-        "trained_steps": (summary.get("effective") or {}).get("max_steps"),
-    }
-
-
-def load_runs(sweep_dir: Path, others: Sequence[Path] = ()) -> tuple[pd.DataFrame, list[dict[str, str]]]:
-    """One row per run that has a readable summary, its `system` named (bench.findings.system_names); the
-    others as (run, why) for the report. With other sweeps, their runs too, each run named by its sweep."""
-    rows, unreadable, summaries, curves = [], [], [], {}
-    for prefix, sweep in sweeps_of(sweep_dir, others).items():
-        its_rows, its_unreadable, its_summaries = _sweep_runs(sweep)
-        curves |= {prefix + run: events for run, events in loss_curves(sweep, its_summaries).items()}
-        for item in [*its_rows, *its_unreadable, *its_summaries]:
-            item["run"] = prefix + item["run"]
-        with_base(its_rows, its_summaries)
-        rows, unreadable, summaries = rows + its_rows, unreadable + its_unreadable, summaries + its_summaries
-    frame = pd.DataFrame(rows)
-    if not frame.empty:
-        frame.insert(1, "system", findings.system_names(summaries))
-        checks = parity(summaries, curves)
-        for col in PARITY:
-            frame[col] = [p.get(col.removeprefix("parity_")) for p in checks]
-    return frame, unreadable
-
-
-def _sweep_runs(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[dict[str, Any]]]:
-    """One sweep's rows, its runs without a readable summary (run, why), and its summaries."""
-    rows, unreadable, summaries = [], [], []
-    versions = version_columns()
-    for run_dir in results.run_dirs(sweep_dir):
-        summary = results.read_json(run_dir / results.SUMMARY)
-        if summary is None and (run_dir / results.FRONTIER).exists():
-            continue  # a frontier search: its probes are reported as the frontier table
-        if summary is None:
-            missing = not (run_dir / results.SUMMARY).exists()
-            unreadable.append({"run": run_dir.name, "why": "no summary.json (did not finish)" if missing else
-                               "unreadable summary.json"})  # fmt: skip
-            continue
-        summary.setdefault("run", run_dir.name)
-        summaries.append(summary)
-        spec = results.read_json(run_dir / results.SPEC) or {}
-        m, q = summary.get("metrics", {}), summary.get("quality", {})
-        row = {
-            "run": summary["run"],
-            # The system under test: `trl`, or `trl+liger` with train.kernels (its own rows, groups and ratios).
-            "framework": summary.get("system") or summary.get("framework"),
-            "framework_version": summary.get("framework_version"),
-            "job_key": summary.get("job_key"),
-            "seed": summary.get("seed"),
-            "scenario": summary.get("scenario"),  # conf/scenario/ preset, shown in the header
-            "status": summary.get("status"),
-            "reason": summary.get("reason", ""),
-            "model": (spec.get("model") or {}).get("name"),
-            "dataset": _spec_section(spec, "dataset").get("name"),
-            "precision": (summary.get("effective") or {}).get("precision"),
-            "device": device_of(summary.get("hardware")),
-            **machine_columns(summary),
-            "train_examples": (summary.get("effective") or {}).get("train_examples"),
-            **published_columns(summary),
-            **{n: (q if registry.get(n).source == "quality" else m).get(n) for n in RUN_METRICS},
-            "heldout_overlap_with_train": ((summary.get("data") or {}).get("heldout") or {}).get("overlap_with_train"),
-            "fingerprint": (summary.get("fingerprint") or {}).get("first_batches_sha256", "")[:12],
-            **{f"v_{p}": (summary.get("versions") or {}).get(p) for p in versions},
-            "git_commit": summary.get("git_commit"),
-            **_spec_fields(spec),
-        }
-        rows.append(row)
-    return rows, unreadable, summaries
-
-
-def with_base(rows: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> None:
-    """Each of one sweep's rows gets the base model's scores (`base_heldout_loss`, `base_rouge_l`,
-    `base_bleu4`) and the run that evaluated it (`base_evaluated_in`: the sweep's first run), where its model,
-    data and evaluation are that run's: another model's base is not this run's."""
-    evaluated = next(((r, s["base_quality"]) for r, s in zip(rows, summaries, strict=True) if s.get("base_quality")),
-                     None)  # fmt: skip
-    for row in rows:
-        row |= {"base_evaluated_in": None, "base_heldout_loss": None, "base_rouge_l": None, "base_bleu4": None}
-        if evaluated is None:
-            continue
-        ref, base = evaluated
-        differing = replay.differing_fields(pd.Series(row, dtype=object), pd.Series(ref, dtype=object))
-        if not [f for f in differing if f.startswith(BASE_FIELDS)]:
-            row |= {"base_evaluated_in": ref["run"], "base_heldout_loss": base.get("heldout_loss"),
-                    "base_rouge_l": base.get("rouge_l"), "base_bleu4": base.get("bleu4")}  # fmt: skip
 
 
 def with_ratios(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
@@ -248,10 +61,10 @@ def with_ratios(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
         out[f"{col}_vs_{baseline}"] = math.nan
     if frame.empty:
         return out
-    for job_key, runs in findings.jobs(frame):
-        base_system = findings.baseline_system(runs, baseline)
-        base = runs[(runs["system"] == base_system) & (runs["status"] == "ok")]
-        for i, run in runs[runs["status"] == "ok"].iterrows():
+    for job_key, group in findings.jobs(frame):
+        base_system = findings.baseline_system(group, baseline)
+        base = group[(group["system"] == base_system) & (group["status"] == "ok")]
+        for i, run in group[group["status"] == "ok"].iterrows():
             ref = base[base["seed"] == run["seed"]]
             if job_key is None or base.empty:
                 out.at[i, note] = f"no {baseline} run of this job"
@@ -296,35 +109,33 @@ def repeats(frame: pd.DataFrame) -> pd.DataFrame:
 # The run files the figures and the quality intervals read, once per run
 
 
-def run_series(sweeps: dict[str, Path], frame: pd.DataFrame, labels: pd.Series) -> list[plots.RunSeries]:
+def run_series(by_name: dict[str, record.Run], frame: pd.DataFrame, labels: pd.Series) -> list[plots.RunSeries]:
     """Every ok run's events and samples, named by its label."""
     out = []
-    for i, run in frame[frame["status"] == "ok"].iterrows():
-        run_dir = locate(sweeps, run["run"])[1]
-        sampler = (results.read_json(run_dir / results.SUMMARY) or {}).get("sampler") or {}
-        peak = next((run[m] for m in ("peak_vram_mb", "peak_rss_mb") if pd.notna(run.get(m))), None)
-        out.append(plots.RunSeries(labels[i], run["system"], results.read_jsonl(run_dir / results.EVENTS),
-                                   results.read_jsonl(run_dir / results.SAMPLES), sampler.get("baseline_used_mb"),
-                                   peak))  # fmt: skip
+    for i, row in frame[frame["status"] == "ok"].iterrows():
+        run = by_name[row["run"]]
+        peak = next((row[m] for m in ("peak_vram_mb", "peak_rss_mb") if pd.notna(row.get(m))), None)
+        out.append(plots.RunSeries(labels[i], row["system"], run.events, run.samples,
+                                   run.summary.sampler.baseline_used_mb, peak))  # fmt: skip
     return out
 
 
-def rouge_by_prompt(run_dir: Path, name: str) -> dict[str, float]:
-    return {g["prompt"]: g["rouge_l"] for g in results.read_jsonl(run_dir / name) if "rouge_l" in g and "prompt" in g}
+def rouge_by_prompt(run: record.Run, name: str) -> dict[str, float]:
+    return {g["prompt"]: g["rouge_l"] for g in run.read_lines(name) if "rouge_l" in g and "prompt" in g}
 
 
-def quality_differences(sweep_dir: Path, frame: pd.DataFrame, others: Sequence[Path] = ()) -> pd.DataFrame:
+def quality_differences(r: Runs) -> pd.DataFrame:
     """Per job and system: ROUGE-L after training minus the base model's on the same prompts (per prompt, the
     mean over the system's runs), with a paired bootstrap 95 % interval over the prompts; a difference is
     called one only when the interval excludes zero. Runs without a base model of their own job count none."""
-    sweeps = sweeps_of(sweep_dir, others)
+    frame = r.frame
     ok = frame[(frame["status"] == "ok") & frame["base_evaluated_in"].notna()] if not frame.empty else frame
     rows = []
     for (job, system), group in ok.groupby([ok["job_key"].astype("string").fillna("-"), "system"], sort=False):
         per_prompt: dict[str, list[float]] = {}
         for run, base_run in zip(group["run"], group["base_evaluated_in"], strict=True):
-            base = rouge_by_prompt(locate(sweeps, base_run)[1], results.BASE_GENERATIONS)
-            for prompt, score in rouge_by_prompt(locate(sweeps, run)[1], results.GENERATIONS).items():
+            base = rouge_by_prompt(r.by_name[base_run], results.BASE_GENERATIONS)
+            for prompt, score in rouge_by_prompt(r.by_name[run], results.GENERATIONS).items():
                 if prompt in base:
                     per_prompt.setdefault(prompt, []).append(score - base[prompt])
         if not per_prompt:
@@ -556,21 +367,18 @@ def metric_legend() -> pd.DataFrame:
 # The report
 
 
-def base_line(sweep_dir: Path, others: Sequence[Path] = ()) -> str | None:
+def base_line(r: Runs) -> str | None:
     """The base model's held-out quality (evaluated once per sweep, in its first run): the reference point."""
-    lines = [line for prefix, sweep in sweeps_of(sweep_dir, others).items() if (line := _base_line(sweep, prefix))]
+    lines = []
+    for prefix in r.sweeps:
+        run = next((run for name, run in r.by_name.items() if name.startswith(prefix) and run.summary.base_quality),
+                   None)  # fmt: skip
+        if run is not None:
+            base = run.summary.base_quality
+            scores = (f"held-out loss {base['heldout_loss']:.4g}, ROUGE-L {base['rouge_l']:.4g}, "
+                      f"BLEU-4 {base['bleu4']:.4g}")  # fmt: skip
+            lines.append(f"Base model before fine-tuning (evaluated in {run.name}): {scores}.")
     return " ".join(lines) or None
-
-
-def _base_line(sweep_dir: Path, prefix: str) -> str | None:
-    for run_dir in results.run_dirs(sweep_dir):
-        base = (results.read_json(run_dir / results.SUMMARY) or {}).get("base_quality")
-        if base:
-            scores = (
-                f"held-out loss {base['heldout_loss']:.4g}, ROUGE-L {base['rouge_l']:.4g}, BLEU-4 {base['bleu4']:.4g}"
-            )
-            return f"Base model before fine-tuning (evaluated in {prefix}{run_dir.name}): {scores}."
-    return None
 
 
 def frontier_section(sweep_dir: Path) -> tuple[pd.DataFrame, str, list[str]] | None:
@@ -685,22 +493,22 @@ def heldout_groups(frame: pd.DataFrame, reps: pd.DataFrame) -> pd.DataFrame:
                          "diff": g["heldout_loss_mean"] - g["base_heldout_loss_mean"], "half": g["heldout_loss_ci95"]})
 
 
-def figures(sweeps: dict[str, Path], frame: pd.DataFrame, reps: pd.DataFrame, quality: pd.DataFrame,
+def figures(r: Runs, frame: pd.DataFrame, reps: pd.DataFrame, quality: pd.DataFrame,
             labels: pd.Series) -> dict[str, bytes]:  # fmt: skip
     """The SVG figures, by file name (FIGURE_SECTION places them); none without an ok run."""
     if reps.empty:
         return {}
-    runs = run_series(sweeps, frame, labels)
+    series = run_series(r.by_name, frame, labels)
     colour = plots.colours(list(frame["system"]))
     targets = list(frame.get("job.eval.target_loss", pd.Series(dtype=float)).dropna().unique())
     speed = throughput_groups(frame, reps)
     drawn = {
         "throughput.svg": plots.throughput(speed, colour) if not speed.empty else None,
-        "loss.svg": plots.loss(runs, colour),
-        "memory.svg": plots.memory(runs, colour),
+        "loss.svg": plots.loss(series, colour),
+        "memory.svg": plots.memory(series, colour),
         "quality.svg": plots.quality(rouge_groups(frame, quality), heldout_groups(frame, reps), colour),
-        "time_to_quality.svg": plots.time_to_quality(runs, targets, colour),
-        "gpu_utilisation.svg": plots.utilisation(runs, colour),
+        "time_to_quality.svg": plots.time_to_quality(series, targets, colour),
+        "gpu_utilisation.svg": plots.utilisation(series, colour),
     }
     return {name: svg for name, svg in drawn.items() if svg is not None}
 
@@ -725,18 +533,17 @@ def report_title(sweep_dir: Path, frame: pd.DataFrame, others: Sequence[Path] = 
 
 def compose(sweep_dir: Path, baseline: str = config.default_baseline(), others: Sequence[Path] = ()) -> Report:
     """The report over `sweep_dir`'s runs and those of the `others` sweeps."""
-    frame, unreadable = load_runs(sweep_dir, others)
-    frame = with_ratios(frame, baseline)
+    r = runs.load(sweep_dir, others)
+    frame, unreadable = with_ratios(r.frame, baseline), r.unreadable
     reps = repeats(frame) if not frame.empty else pd.DataFrame()
     found = findings.comparisons(frame, baseline)
     front = frontier_section(sweep_dir)
     lines = findings.lines(frame, found) if front is None or not frame.empty else []  # a frontier sweep: no runs
     lines = [*(front[2] if front else []), *lines, *findings.unreadable_line(unreadable)]
-    quality = quality_differences(sweep_dir, frame, others) if not frame.empty else pd.DataFrame()
+    quality = quality_differences(r) if not frame.empty else pd.DataFrame()
     labels = findings.run_labels(frame) if not frame.empty else pd.Series(dtype=object)
-    content = sections(frame, labels, reps, found, quality, unreadable, base_line(sweep_dir, others), front, baseline,
-                       lines)  # fmt: skip
-    images = figures(sweeps_of(sweep_dir, others), frame, reps, quality, labels)
+    content = sections(frame, labels, reps, found, quality, unreadable, base_line(r), front, baseline, lines)
+    images = figures(r, frame, reps, quality, labels)
     return Report(report_title(sweep_dir, frame, others), frame, lines, content, images)
 
 

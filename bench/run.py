@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from bench import config, envs, launch, published, results, source, summary
+from bench import config, envs, launch, published, record, results, source, summary
 from bench.config import Config
 from bench.data import (
     BUNDLED_MEDICAL,
@@ -298,9 +298,9 @@ def host_reason(fw: config.FrameworkConfig, spec: JobSpec) -> str | None:
     return None
 
 
-def check_data(spec: JobSpec) -> dict[str, Any]:
+def check_data(spec: JobSpec) -> tuple[record.HeldoutCounts, int]:
     """Read every row before the run starts (bad rows stop the sweep here) and count what the held-out split
-    shares with the training rows."""
+    shares with the training rows; the held-out counts and the number of usable training rows."""
     d = spec.dataset
     rows = DataReport()
     train = usable_rows(d, rows)
@@ -311,19 +311,21 @@ def check_data(spec: JobSpec) -> dict[str, Any]:
     report = DataReport()
     with named_by_source(d):
         held_out = load_examples(d.eval_files, None, d.on_bad_row, None, report, d.max_row_bytes)
-    overlap = heldout_overlap(train, held_out)
-    heldout = {"rows": report.rows, "kept": report.kept, "duplicates": report.duplicates, "skipped": report.skipped}
-    return {"heldout": heldout | {"overlap_with_train": overlap}, "train_rows": len(train)}
+    counts = record.HeldoutCounts(**dataclasses.asdict(report), overlap_with_train=heldout_overlap(train, held_out))
+    return counts, len(train)
 
 
-def finished_ok(run_dir: Path, spec: JobSpec, src: source.Source | None = None) -> dict[str, Any] | None:
+def finished_ok(run_dir: Path, spec: JobSpec, src: source.Source | None = None) -> record.Summary | None:
     """The run's summary when a previous attempt finished this very job ok (for resume): same framework,
     requested version and source, same job key and seed. An earlier run of other settings is run again."""
-    prior = results.read_json(run_dir / results.SUMMARY)
-    if not prior or prior.get("status") != "ok":
+    try:
+        prior = record.read_summary(run_dir)
+    except record.RecordError:
         return None
-    same = (prior.get("framework"), prior.get("framework_version_requested"), prior.get("job_key"), prior.get("seed"),
-            (prior.get("source") or {}).get("identity"))  # fmt: skip
+    if prior.status != "ok":
+        return None
+    same = (prior.framework, prior.framework_version_requested, prior.job_key, prior.seed,
+            (prior.source or {}).get("identity"))  # fmt: skip
     if same != (spec.framework, spec.framework_version, spec.job_key(), spec.train.seed, src and src.identity):
         console.print(f"[yellow]{run_dir.name}[/]: the earlier run there was another job; running this one")
         return None
@@ -339,7 +341,15 @@ def scrub_hydra_files(run_dir: Path) -> None:
                 results.write_text_atomic(path, text)
 
 
-def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[str, Any]:
+class RunEnded(Exception):
+    """A run that ended before its worker could report (skipped, or its environment or model not built)."""
+
+    def __init__(self, status: str, reason: str, log_tail: str | None = None):
+        super().__init__(reason)
+        self.status, self.reason, self.log_tail = status, reason, log_tail
+
+
+def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> record.Summary:
     """One run, start to summary. Never raises for a run that fails: the failure is its result. `lock_fd`:
     the run directory's lock, which the worker inherits."""
     cfg = config.validate(raw)
@@ -347,105 +357,110 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> dict[
     scrub_hydra_files(run_dir)
     src = framework_source(cfg)  # a source that cannot be used stops the sweep here, before anything is built
     spec = job_spec(cfg, run_dir, first_run=hydra_job_num() == 0)
-    data = check_data(spec)  # bad rows stop the sweep before this run starts
+    heldout, train_rows = check_data(spec)  # bad rows stop the sweep before this run starts
     results.clear_run(run_dir)  # a rerun in the same directory starts from nothing
     results.write_text_atomic(run_dir / results.SPEC, spec.to_json())
     results.write_text_atomic(run_dir / results.CONFIG, OmegaConf.to_yaml(raw, resolve=True))
-    fw = cfg.framework
-    base = {
-        "run": run_dir.name,
-        "job_key": spec.job_key(),  # what makes runs comparable: every table, ratio, gate and resume uses it
-        "seed": spec.train.seed,
-        "started_at": time.time(),
-        "framework": spec.framework,
-        "system": spec.system(),  # the framework with the kernels it was asked to use: what is compared
-        "framework_version": None,  # what was installed, once known; None where it never was
-        "framework_version_requested": spec.framework_version,
-        "source": src.record() if src else None,  # framework.source: what was installed instead of the release
-        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
-        # The preset the run started from (conf/scenario/), for the report's header; never part of the job key,
-        # which already covers every value the scenario set.
-        "scenario": HydraConfig.get().runtime.choices.get("scenario") if HydraConfig.initialized() else None,
-        "published": published.record(cfg, host_has_gpu()),  # a replayed published run, what was left out here
-        "claims": [dataclasses.asdict(c) for c in cfg.claims],  # what the scenario's source claims, to check
-        "git_commit": git_commit(),
-        "spec": results.SPEC,
-        "events": results.EVENTS,
-        "samples": results.SAMPLES,
-    }
-    reason = host_reason(fw, spec)
-    if reason:
-        return {**base, "status": "skipped", "reason": reason, "metrics": {}}
+    out = started(cfg, spec, src, run_dir)
     try:
-        with launch.interruptible():
-            python, one_time = framework_python(cfg, src)
-    except envs.EnvError as e:
-        return {**base, "status": "failed", "reason": f"environment: {e}".splitlines()[0], "log_tail": str(e)}
-    except KeyboardInterrupt as e:
-        reason = (f"interrupted ({launch.interrupt_cause(e)}) while building the environment (its build stopped; "
-                  "it is rebuilt on next use)")  # fmt: skip
-        return {**base, "status": "interrupted", "reason": reason, "metrics": {}}
-    env = launch.worker_env(launch.worker_pythonpath(cfg.cache_path), fw.env)
-    try:
-        with launch.interruptible():
-            one_time |= build_model(spec, python, env)
-    except envs.EnvError as e:
-        return {**base, "status": "failed", "reason": f"model: {e}".splitlines()[0], "log_tail": str(e)}
-    except KeyboardInterrupt as e:
-        reason = (f"interrupted ({launch.interrupt_cause(e)}) while building the model (its build stopped; it is "
-                  "rebuilt on next use)")  # fmt: skip
-        return {**base, "status": "interrupted", "reason": reason, "metrics": {}}
+        if reason := host_reason(cfg.framework, spec):
+            raise RunEnded("skipped", reason)
+        python, env, one_time = prepare(cfg, spec, src)
+    except RunEnded as e:
+        return dataclasses.replace(out, status=e.status, reason=e.reason, log_tail=e.log_tail)
     columns = [TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with launch.interruptible(), Progress(*columns, console=console, transient=True) as progress:
         outcome = launch.launch(
             python, run_dir, env, cfg.timeout_s, cfg.sampler, spec.train.max_steps, progress, spec.train.num_gpus,
             lock_fd,
         )
-    base["ended_at"] = time.time()
-    report = summary.read_worker(run_dir)  # None when the worker died before reporting
-    status, reason = summary.status_of(report, outcome)
-    worker = report or {}
-    metrics = summary.metrics(
-        run_dir, worker, outcome, spec.skip_steps, spec.train.batch_size * spec.train.grad_accum,
-        spec.eval.target_loss,
+    out.ended_at, out.python = time.time(), str(python)
+    out.host = record.Host(**host_facts(cfg.sampler.gpu))  # CPU model, cores, RAM, GPU models and driver, read here
+    out.metrics = one_time  # environment and model builds: paid before the run, outside its wall_s
+    return finished(out, spec, src, outcome, heldout, steps_note(spec, train_rows))
+
+
+def started(cfg: Config, spec: JobSpec, src: source.Source | None, run_dir: Path) -> record.Summary:
+    """What the summary knows before anything is built: the job, the system asked for, where it came from."""
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    return record.Summary(
+        run=run_dir.name,
+        status="failed",  # until the run says otherwise
+        job_key=spec.job_key(),
+        seed=spec.train.seed,
+        started_at=time.time(),
+        framework=spec.framework,
+        system=spec.system(),
+        framework_version_requested=spec.framework_version,
+        source=src.record() if src else None,
+        overrides=list(hydra.overrides.task) if hydra else [],
+        # The preset the run started from (conf/scenario/), for the report's header; never part of the job key,
+        # which already covers every value the scenario set.
+        scenario=hydra.runtime.choices.get("scenario") if hydra else None,
+        published=published.record(cfg, host_has_gpu()),  # a replayed published run, what was left out here
+        claims=[dataclasses.asdict(c) for c in cfg.claims],  # what the scenario's source claims, to check
+        git_commit=git_commit(),
+        sampler=record.SamplerInfo(interval_s=cfg.sampler.interval_s),
     )
-    reason = summary.killed_hint(reason, metrics.get("peak_rss_mb"), outcome.memory_limit_mb)
-    if not run_dir.is_dir():
-        reason = f"its run directory {run_dir} was deleted while it ran; {reason}"
-    elif status != "ok" and shutil.disk_usage(run_dir).free < DISK_LOW_BYTES:
-        reason = f"no space left on {results.mount_point(run_dir)} (the worker could not write its results); {reason}"
-    versions = worker.get("versions") or envs.installed_versions(python, (*spec.packages, *STACK))
-    base["framework_version"] = versions.get(fw.distribution)  # what really ran
-    if src is not None and base["framework_version"]:  # a source is its own system: `trl 1.16.0 @ 3f2a1c9`
-        base["framework_version"] = f"{base['framework_version']} @ {src.label}"
+
+
+def prepare(cfg: Config, spec: JobSpec, src: source.Source | None) -> tuple[Path, dict[str, str], dict[str, float]]:
+    """The framework's interpreter, the worker's environment and the one-time costs of getting them (paid before
+    the run, outside its wall_s). RunEnded when the environment or the model cannot be built or is stopped."""
+    what = "environment"
+    try:
+        with launch.interruptible():
+            python, one_time = framework_python(cfg, src)
+            env = launch.worker_env(launch.worker_pythonpath(cfg.cache_path), cfg.framework.env)
+            what = "model"
+            one_time |= build_model(spec, python, env)
+    except envs.EnvError as e:
+        raise RunEnded("failed", f"{what}: {e}".splitlines()[0], str(e)) from None
+    except KeyboardInterrupt as e:
+        raise RunEnded("interrupted", f"interrupted ({launch.interrupt_cause(e)}) while building the {what} (its "
+                       "build stopped; it is rebuilt on next use)") from None  # fmt: skip
+    return python, env, one_time
+
+
+def finished(out: record.Summary, spec: JobSpec, src: source.Source | None, outcome: launch.Outcome,
+             heldout: record.HeldoutCounts, notes: list[str]) -> record.Summary:  # fmt: skip
+    """The summary of a run whose worker ended: its status, and what the worker, the parent and the sampler saw."""
+    run_dir = Path(spec.run_dir)
+    try:
+        worker = record.read_worker(run_dir)  # None when the worker died before reporting
+    except record.RecordError as e:  # a report the parent cannot read is no report
+        worker, notes = None, [*notes, str(e)]
+    out.status, reason = summary.status_of(worker, outcome)
+    worker = worker or record.WorkerReport(out.status)
+    events, samples = results.read_jsonl(run_dir / results.EVENTS), results.read_jsonl(run_dir / results.SAMPLES)
+    out.metrics = summary.metrics(events, samples, worker, outcome, spec.skip_steps,
+                                  spec.train.batch_size * spec.train.grad_accum, spec.eval.target_loss) | out.metrics
+    out.metrics["parent_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out.reason = failure_context(summary.killed_hint(reason, out.metrics.get("peak_rss_mb"), outcome.memory_limit_mb),
+                                 out.status, run_dir)  # fmt: skip
+    out.versions = worker.versions or envs.installed_versions(Path(out.python), (*spec.packages, *STACK))
+    out.framework_version = out.versions.get(spec.packages[0])  # what really ran
+    if src is not None and out.framework_version:  # a source is its own system: `trl 1.16.0 @ 3f2a1c9`
+        out.framework_version = f"{out.framework_version} @ {src.label}"
+    out.hardware, out.quality, out.base_quality = worker.hardware, worker.quality, worker.base_quality
+    out.effective = record.Effective(worker.precision, worker.gradient_checkpointing, worker.train_examples,
+                                     worker.tokenize, spec.train.max_steps)  # fmt: skip
+    out.data, out.fingerprint = dataclasses.replace(worker.data, heldout=heldout), worker.fingerprint
     # Where a framework does not follow the spec to the letter, and what else a reader must know.
-    notes = [*steps_note(spec, data["train_rows"]), *worker.get("notes", []),
-             *filter(None, [outcome.sampler.error, heldout_note(data["heldout"])])]  # fmt: skip
-    out = {
-        **base,
-        "status": status,
-        "reason": reason,
-        "python": str(python),
-        "versions": versions,
-        "hardware": worker.get("hardware", {}),
-        "host": host_facts(cfg.sampler.gpu),  # CPU model, cores, RAM, GPU models and driver, read here
-        "effective": {k: worker.get(k) for k in ("precision", "gradient_checkpointing", "train_examples", "tokenize")}
-        | {"max_steps": spec.train.max_steps},  # train.epochs turned into steps, or as set
-        "quality": worker.get("quality", {}),  # held-out loss, perplexity, ROUGE-L, BLEU-4 after training
-        "base_quality": worker.get("base_quality", {}),  # the same for the base model (first run of a sweep)
-        # Training rows read, kept, duplicates, skipped by problem, over max length, dropped by the framework;
-        # the held-out split's own counts and its overlap with the training rows.
-        "data": worker.get("data", {}) | {"heldout": data["heldout"]},
-        "fingerprint": worker.get("fingerprint", {}),
-        "notes": notes,
-        "sampler": {"interval_s": cfg.sampler.interval_s, "baseline_used_mb": outcome.sampler.baseline_used_mb},
-        "metrics": metrics,
-    }
-    out["metrics"] |= one_time  # environment and model builds: paid before the run, outside its wall_s
-    out["metrics"]["parent_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if status != "ok":
-        out["log_tail"] = outcome.log_tail
+    warnings = [outcome.sampler.error, heldout_note(dataclasses.asdict(heldout))]
+    out.notes = [*notes, *worker.notes, *filter(None, warnings)]
+    out.sampler.baseline_used_mb = outcome.sampler.baseline_used_mb
+    out.log_tail = outcome.log_tail if out.status != "ok" else None
     return out
+
+
+def failure_context(reason: str, status: str, run_dir: Path) -> str:
+    """The reason, with what the run's own files cannot say: its directory deleted, or its disk full."""
+    if not run_dir.is_dir():
+        return f"its run directory {run_dir} was deleted while it ran; {reason}"
+    if status != "ok" and shutil.disk_usage(run_dir).free < DISK_LOW_BYTES:
+        return f"no space left on {results.mount_point(run_dir)} (the worker could not write its results); {reason}"
+    return reason
 
 
 HYDRA_ONLY = {".hydra", "run.log", results.LOCK}  # what Hydra and the lock put in a run dir before it starts
@@ -472,32 +487,32 @@ def run_job(cfg: DictConfig) -> str:
         with results.run_lock(run_dir) as lock_fd:
             typed = config.validate(cfg) if cfg.resume else None
             if typed and (prior := finished_ok(run_dir, job_spec(typed, run_dir), framework_source(typed))):
-                console.print(f"run {hc.job.num + 1}: {prior['framework']} ok in an earlier attempt, kept ({run_dir})")
+                console.print(f"run {hc.job.num + 1}: {prior.framework} ok in an earlier attempt, kept ({run_dir})")
                 return "ok"
             out = execute(cfg, run_dir, lock_fd)
             if not run_dir.is_dir():  # deleted under the run: its failure alone, the sweep goes on
                 console.print(f"[red]run {hc.job.num + 1}:[/] {run_dir} was deleted while it ran; its results are "
                               "lost, the sweep goes on", soft_wrap=True)  # fmt: skip
                 return "failed"
-            results.write_json_atomic(run_dir / results.SUMMARY, out)
+            record.write_summary(run_dir, out)
     except UserError as e:  # SpecError and DataError included
         console.print(f"[red]error:[/] {e}", soft_wrap=True)  # one line, however long
         if hc.job.num == 0:
             discard_if_untouched(run_dir)
         sys.exit(2)  # SystemExit passes through Hydra's launcher: the sweep stops, no traceback
-    if out["status"] == "interrupted":
+    if out.status == "interrupted":
         console.print(f"[red]interrupted:[/] {run_dir} recorded as interrupted; finished runs are intact")
         sys.exit(130)  # the sweep stops here, without a traceback
-    style = "green" if out["status"] == "ok" else "yellow" if out["status"] == "skipped" else "red"
+    style = summary.STYLES.get(out.status, "red")
     of = f"/{SWEEP_SIZE}" if SWEEP_SIZE else ""
     console.print(
-        f"run {hc.job.num + 1}{of}: {out['framework']} "
+        f"run {hc.job.num + 1}{of}: {out.framework} "
         # framework.env values are the worker's environment (tokens, private paths): named, never shown
         + " ".join(o.partition("=")[0] + "=***" if "=" in o and o.lstrip("+~").startswith("framework.env") else o
                    for o in hc.overrides.task)  # fmt: skip
-        + f" [{style}]{out['status']}[/] {results.redact(out['reason'])}"  # the run's own error line: scrubbed
+        + f" [{style}]{out.status}[/] {results.redact(out.reason)}"  # the run's own error line: scrubbed
     )
-    return out["status"]
+    return out.status
 
 
 def sweep_size(cfg: DictConfig) -> int:
@@ -605,8 +620,8 @@ class SweepTable(Callback):
         cfg = config
         sweep_dir = Path(cfg.hydra.sweep.dir)
         out = Console(width=None if sys.stdout.isatty() else 160)
-        runs = summary.load_summaries(sweep_dir)
-        out.print(summary.sweep_table(runs, title=f"sweep {sweep_dir}", curves=summary.loss_curves(sweep_dir, runs)))
+        runs, _ = record.load_sweep(sweep_dir)  # a run without a readable summary is listed in the report
+        out.print(summary.sweep_table(runs, title=f"sweep {sweep_dir}"))
         try:
             from bench import report  # pandas and matplotlib: loaded only now, after the runs
 

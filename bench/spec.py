@@ -238,8 +238,15 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(inner, value, where)
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            return _coerce(options[0], value, where)
+        for inner in options:  # the first type the value is (int | float: an int stays an int)
+            try:
+                return _coerce(inner, value, where)
+            except SpecError:
+                continue
+        raise SpecError(f"{where}={value!r}: expected {' or '.join(getattr(a, '__name__', str(a)) for a in options)}")
     if origin is Literal:
         if value not in args:
             raise SpecError(f"{where}={value!r}: expected one of {', '.join(map(str, args))}")

@@ -8,8 +8,9 @@ from typing import Any
 
 from rich.table import Table
 
-from bench import flops, measure, results
+from bench import flops, measure
 from bench import metrics as registry
+from bench.record import Run, Summary, WorkerReport
 
 STEP1_RTOL = 1e-5  # step-1 loss: the base model's loss on the same first batch
 CURVE_RTOL = 1e-3  # loss curve after the first update: bf16 kernels differ by ~1e-4, a changed job by more
@@ -66,10 +67,10 @@ def target_metrics(events: list[dict[str, Any]], target: float | None) -> dict[s
 
 
 def gpu_metrics(
-    steady: list[dict[str, Any]], samples: list[dict[str, Any]], worker: dict[str, Any], baseline: list[float] | None
+    steady: list[dict[str, Any]], samples: list[dict[str, Any]], worker: WorkerReport, baseline: list[float] | None
 ) -> dict[str, Any]:
     """Peak VRAM, energy and MFU of a GPU run; empty on CPU."""
-    window = worker.get("train_window")
+    window = worker.train_window
     if window:  # training's peak: model loading and the evaluation afterwards are not the job being compared
         samples = [s for s in samples if window[0] <= s.get("time", 0) <= window[1]] or samples
     vram, vram_method = measure.peak_vram(samples, baseline)
@@ -92,41 +93,41 @@ def gpu_metrics(
                 "energy_j_per_1k_tokens": 1000 * joules / tokens,
             }
         m["gpu_util_pct_mean"] = measure.mean_gpu_util_pct(samples, start, end)
-        gpus = worker.get("hardware", {}).get("gpus", [])
-        peak = flops.peak_bf16_flops(gpus[0]["name"]) if gpus else None
-        facts = worker.get("model_facts", {})
-        if peak and facts:
-            m |= flops.mfu(steady, facts, bool(worker.get("gradient_checkpointing")), peak) | {
+        gpus = worker.hardware.gpus if worker.hardware else []
+        peak = flops.peak_bf16_flops(gpus[0].name) if gpus else None
+        if peak and worker.model_facts:
+            m |= flops.mfu(steady, worker.model_facts, bool(worker.gradient_checkpointing), peak) | {
                 "peak_tflops": peak / 1e12
             }
     return m
 
 
 def metrics(
-    run_dir: Path,
-    worker: dict[str, Any],
+    events: list[dict[str, Any]],
+    samples: list[dict[str, Any]],
+    worker: WorkerReport,
     outcome,
     skip_steps: int,
     samples_per_step: int,
     target_loss: float | None = None,
 ) -> dict[str, Any]:
-    events = results.read_jsonl(run_dir / results.EVENTS)
-    samples = results.read_jsonl(run_dir / results.SAMPLES)
+    """The run's registered metrics, from its events and samples (read once by the caller) and the worker's
+    report (an empty one when the worker never wrote it)."""
     steady = steady_events(events, skip_steps)
     m: dict[str, Any] = {
         "wall_s": outcome.wall_s,
-        **worker.get("timings", {}),
+        **worker.timings,
         **steady_state(events, skip_steps, samples_per_step),
         **loss_metrics(events),
         "tokens": sum(e["tokens"] for e in events),
         "trainable_tokens": sum(e["trainable_tokens"] for e in events),
-        **layout_metrics(worker.get("layout", {})),
+        **layout_metrics(worker.layout),
         **target_metrics(events, target_loss),
         "peak_rss_mb": measure.peak_rss_mb(samples),
         **gpu_metrics(steady, samples, worker, outcome.sampler.baseline_used_mb),
-        **worker.get("torch_memory", {}),
-        **host_load(samples, worker.get("train_window")),
-        **sampler_cost(samples, worker.get("train_window"), outcome.sampler),
+        **worker.torch_memory,
+        **host_load(samples, worker.train_window),
+        **sampler_cost(samples, worker.train_window, outcome.sampler),
     }
     return registry.declared({k: v for k, v in m.items() if v is not None})
 
@@ -190,12 +191,12 @@ def shared_machine(metrics: dict[str, Any]) -> str | None:
     return "shared its machine while training: " + "; ".join(why) if why else None
 
 
-def torch_build(summary: dict[str, Any]) -> str | None:
+def torch_build(summary: Summary) -> str | None:
     """The torch a run trained with: its version (a local tag such as +cpu included) and CUDA build."""
-    version = (summary.get("versions") or {}).get("torch")
+    version = summary.versions.get("torch")
     if not version:
         return None
-    cuda = (summary.get("hardware") or {}).get("cuda")
+    cuda = summary.hardware.cuda if summary.hardware else None
     return f"{version} cuda {cuda}" if cuda else f"{version} cpu-only"
 
 
@@ -271,7 +272,7 @@ def killed_hint(reason: str, peak_rss_mb: float | None, limit_mb: float | None) 
     return f"{reason}; likely out of memory (peak RSS {peak} MB, limit {limit_mb:,.0f} MB)"
 
 
-def status_of(worker: dict[str, Any] | None, outcome) -> tuple[str, str]:
+def status_of(worker: WorkerReport | None, outcome) -> tuple[str, str]:
     """The run's status and reason, trusting the parent's view over the worker's when they disagree."""
     if outcome.interrupted:
         return "interrupted", f"interrupted ({outcome.interrupted}); worker process tree stopped"
@@ -281,32 +282,17 @@ def status_of(worker: dict[str, Any] | None, outcome) -> tuple[str, str]:
         rc = outcome.returncode
         how = f"killed by signal {-rc}" if rc is not None and rc < 0 else f"exited with code {rc}"
         return "failed", f"worker {how} without reporting a result"
-    return worker["status"], worker.get("reason", "")
-
-
-def read_worker(run_dir: Path) -> dict[str, Any] | None:
-    return results.read_json(run_dir / results.WORKER)
-
-
-def load_summaries(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Every finished run's summary in a sweep directory, in run order."""
-    found = (results.read_json(d / results.SUMMARY) for d in results.run_dirs(sweep_dir))
-    return [s for s in found if s is not None]
-
-
-def loss_curves(sweep_dir: Path, summaries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Each finished run's per-step events (step, loss, lr), by run name."""
-    return {s["run"]: results.read_jsonl(sweep_dir / s["run"] / results.EVENTS) for s in summaries if "run" in s}
+    return worker.status, worker.reason
 
 
 def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def same_job(summary: dict[str, Any]) -> tuple[Any, ...]:
+def same_job(summary: Summary) -> tuple[Any, ...]:
     """Runs with equal values here trained the same job from the same seed: what parity compares. A summary
     without a job key (an older harness) matches nothing but itself."""
-    return (summary.get("job_key") or f"?{summary.get('run')}", summary.get("seed"))
+    return (summary.job_key or f"?{summary.run}", summary.seed)
 
 
 def curve_window(events: list[dict[str, Any]], k: int = CURVE_STEPS) -> list[int]:
@@ -326,29 +312,31 @@ def curve_rel_diff(events: list[dict[str, Any]], ref: list[dict[str, Any]]) -> t
     return (max(diffs) if diffs else None), steps
 
 
-def parity(summaries: list[dict[str, Any]], curves: dict[str, list[dict[str, Any]]] | None = None) -> list[dict]:
+def parity(runs: list[Run]) -> list[dict]:
     """For each finished run, against the first finished run of the same job and seed (the reference):
     whether it trained on the same tokens, started from the same loss, and followed the same loss curve."""
-    curves = curves or {}
-    reference: dict[tuple[Any, ...], dict[str, Any]] = {}
+    reference: dict[tuple[Any, ...], Run] = {}
     out = []
-    for s in summaries:
-        ref = reference.setdefault(same_job(s), s) if s.get("status") == "ok" else None
+    for run in runs:
+        s = run.summary
+        ref = reference.setdefault(same_job(s), run) if s.status == "ok" else None
         if ref is None:
             out.append({})
             continue
-        fp, ref_fp = s.get("fingerprint", {}), ref.get("fingerprint", {})
-        loss, ref_loss = s.get("metrics", {}).get("first_loss"), ref.get("metrics", {}).get("first_loss")
+        fp, ref_fp = s.fingerprint, ref.summary.fingerprint
+        m, ref_m = s.metrics, ref.summary.metrics
+        loss, ref_loss = m.get("first_loss"), ref_m.get("first_loss")
         rel = abs(loss - ref_loss) / abs(ref_loss) if loss is not None and ref_loss else None
-        curve, steps = curve_rel_diff(curves.get(s.get("run"), []), curves.get(ref.get("run"), []))
-        pad, ref_pad = s.get("metrics", {}).get("padding_ratio"), ref.get("metrics", {}).get("padding_ratio")
+        curve, steps = curve_rel_diff(run.events, ref.events)
+        pad, ref_pad = m.get("padding_ratio"), ref_m.get("padding_ratio")
         pad_diff = abs(pad - ref_pad) if pad is not None and ref_pad is not None else None
         out.append(
             {
-                "reference": ref.get("run"),
-                "same_tokens": bool(fp)
-                and fp.get("first_batches_sha256") == ref_fp.get("first_batches_sha256")
-                and all(fp.get(k) == ref_fp.get(k) for k in ("examples", "dataset_tokens", "dataset_trainable_tokens")),
+                "reference": ref.name,
+                "same_tokens": bool(fp.first_batches_sha256)
+                and (fp.first_batches_sha256, fp.examples, fp.dataset_tokens, fp.dataset_trainable_tokens)
+                == (ref_fp.first_batches_sha256, ref_fp.examples, ref_fp.dataset_tokens,
+                    ref_fp.dataset_trainable_tokens),  # fmt: skip
                 "step1_loss_rel_diff": rel,
                 "same_start": rel is not None and rel <= STEP1_RTOL,
                 "curve_loss_rel_diff": curve,
@@ -361,77 +349,73 @@ def parity(summaries: list[dict[str, Any]], curves: dict[str, list[dict[str, Any
     return out
 
 
-def varying_overrides(summaries: list[dict[str, Any]]) -> list[list[str]]:
+def varying_overrides(summaries: list[Summary]) -> list[list[str]]:
     """Each run's overrides, less those every run of the sweep shares and the framework's name (it has its
     own column): what tells the runs apart."""
-    shared = set.intersection(*(set(s.get("overrides", [])) for s in summaries)) if summaries else set()
-    return [
-        [o for o in s.get("overrides", []) if o not in shared and not o.startswith("framework=")] for s in summaries
-    ]
+    shared = set.intersection(*(set(s.overrides or []) for s in summaries)) if summaries else set()
+    return [[o for o in s.overrides or [] if o not in shared and not o.startswith("framework=")] for s in summaries]
 
 
-def sweep_table(
-    summaries: list[dict[str, Any]], title: str = "", curves: dict[str, list[dict[str, Any]]] | None = None
-) -> Table:
+COLUMNS = [  # (name, justify, min width): fit for a 160-column log; samples/s is in the report
+    ("run", "left", None),
+    ("framework", "left", None),
+    ("job", "left", None),
+    ("status", "left", None),
+    ("tok/s", "right", None),
+    ("peak RSS MB", "right", None),
+    ("peak VRAM MB", "right", None),  # only where a run had a GPU
+    ("loss first→final", "right", None),
+    ("data fingerprint", "left", 19),  # its flags (≠ tokens, step-1 loss Δ) must stay readable
+    ("wall s", "right", None),
+    ("time s", "left", None),  # the run's phases; after "once:", what was paid before it (not in wall s)
+]
+STYLES = {"ok": "green", "skipped": "yellow"}
+
+
+def sweep_table(runs: list[Run], title: str = "") -> Table:
     """One row per run: status, throughput, peak memory, loss and wall time, fit for one screen."""
     table = Table(title=title, title_justify="left")
-    # Fit for a 160-column log: samples/s is in the report, and VRAM only where a run had a GPU.
-    gpu = any(s.get("metrics", {}).get("peak_vram_mb") is not None for s in summaries)
-    columns = [
-        ("run", "left", None),
-        ("framework", "left", None),
-        ("job", "left", None),
-        ("status", "left", None),
-        ("tok/s", "right", None),
-        ("peak RSS MB", "right", None),
-        *([("peak VRAM MB", "right", None)] if gpu else []),
-        ("loss first→final", "right", None),
-        ("data fingerprint", "left", 19),  # its flags (≠ tokens, step-1 loss Δ) must stay readable
-        ("wall s", "right", None),
-        ("time s", "left", None),  # the run's phases; after "once:", what was paid before it (not in wall s)
-    ]
-    for col, justify, width in columns:
-        table.add_column(col, justify=justify, overflow="fold", min_width=width)
-    styles = {"ok": "green", "skipped": "yellow"}
-    for s, varying, par in zip(summaries, varying_overrides(summaries), parity(summaries, curves), strict=True):
-        m = s.get("metrics", {})
-        vram = m.get("peak_vram_mb")
+    summaries = [r.summary for r in runs]
+    gpu = any(s.metrics.get("peak_vram_mb") is not None for s in summaries)
+    for col, justify, width in COLUMNS:
+        if gpu or col != "peak VRAM MB":
+            table.add_column(col, justify=justify, overflow="fold", min_width=width)
+    for s, varying, par in zip(summaries, varying_overrides(summaries), parity(runs), strict=True):
+        m = s.metrics
         loss = f"{m['first_loss']:.3f}→{m['final_loss']:.3f}" if "final_loss" in m else "-"
-        row = [
-            " ".join([s.get("run", "?"), *varying]),
-            f"{s.get('system') or s.get('framework')} {s.get('framework_version') or ''}",
-            (s.get("job_key") or "-")[:8],
-            f"[{styles.get(s['status'], 'red')}]{s['status']}[/]",
+        table.add_row(
+            " ".join([s.run, *varying]),
+            f"{s.name} {s.framework_version or ''}",
+            (s.job_key or "-")[:8],
+            f"[{STYLES.get(s.status, 'red')}]{s.status}[/]",
             _fmt(m.get("tokens_per_s"), ",.0f") + (" [yellow]shared[/]" if shared_machine(m) else ""),
             _fmt(m.get("peak_rss_mb"), ",.0f"),
-            *([_fmt(vram, ",.0f")] if gpu else []),
+            *([_fmt(m.get("peak_vram_mb"), ",.0f")] if gpu else []),
             loss,
             _parity_cell(s, par),
             _fmt(m.get("wall_s"), ".1f"),
             "; once: ".join(c for c in time_cells(m) if c != "-") or "-",
-        ]
-        table.add_row(*row)
-    notes = [f"{s.get('run')} {s['status']}: {s['reason']}" for s in summaries if s.get("reason")]
-    notes += [f"[yellow]{s.get('run')} {why}[/]" for s in summaries if (why := shared_machine(s.get("metrics", {})))]
-    builds = [(s.get("job_key"), s.get("run", "?"), torch_build(s)) for s in summaries]
-    notes += [f"[yellow]{line}[/]" for line in torch_build_mismatches(builds)]
+        )
+    notes = [f"{s.run} {s.status}: {s.reason}" for s in summaries if s.reason]
+    notes += [f"[yellow]{s.run} {why}[/]" for s in summaries if (why := shared_machine(s.metrics))]
+    notes += [f"[yellow]{line}[/]" for line in torch_build_mismatches([(s.job_key, s.run, torch_build(s))
+                                                                       for s in summaries])]  # fmt: skip
     table.caption = "\n".join(notes) or None
     table.caption_justify = "left"
     return table
 
 
-def _parity_cell(summary: dict[str, Any], par: dict[str, Any]) -> str:
+def _parity_cell(summary: Summary, par: dict[str, Any]) -> str:
     """Short fingerprint, and against the job's reference run: same tokens (=) or not (≠), and the
     step-1 loss difference when it exceeds the tolerance."""
-    sha = summary.get("fingerprint", {}).get("first_batches_sha256", "")[:8]
-    if (summary.get("effective") or {}).get("tokenize") == "harness":
+    sha = summary.fingerprint.first_batches_sha256[:8]
+    if summary.effective.tokenize == "harness":
         sha += " strict"  # tokenized once by the harness
-    packing = summary.get("fingerprint", {}).get("packing", "none")
-    if packing != "none":
-        sha += f" {packing}"  # the batch layout is part of what was trained on
+    if summary.fingerprint.packing != "none":
+        sha += f" {summary.fingerprint.packing}"  # the batch layout is part of what was trained on
     if not par:
         return sha or "-"
-    if par["reference"] == summary.get("run"):
+    if par["reference"] == summary.run:
         return f"{sha} ref"
     cell = f"{sha} =" if par["same_tokens"] else f"[red]{sha} ≠ tokens[/]"
     if not par["same_start"] and par["step1_loss_rel_diff"] is not None:

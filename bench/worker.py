@@ -21,6 +21,7 @@ from typing import Any
 
 from bench import results
 from bench.data import DataReport, Example, load_examples
+from bench.record import DataCounts, Fingerprint, Gpu, Hardware, WorkerReport, write_worker
 from bench.runners.base import STACK, RunContext
 from bench.spec import JobSpec, resolve_precision
 
@@ -36,24 +37,16 @@ def package_versions(framework_packages: tuple[str, ...] = ()) -> dict[str, str]
     return versions
 
 
-def hardware() -> dict[str, Any]:
+def hardware() -> Hardware:
     import torch
 
-    hw: dict[str, Any] = {
-        "platform": platform.platform(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.version.cuda,
-        "gpus": [],
-    }
+    gpus = []
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
-            hw["gpus"].append(
-                {"name": p.name, "memory_mb": p.total_memory / 2**20, "capability": f"{p.major}.{p.minor}"}
-            )
-    return hw
+            gpus.append(Gpu(p.name, p.total_memory / 2**20, f"{p.major}.{p.minor}"))
+    return Hardware(platform.platform(), platform.processor() or platform.machine(), os.cpu_count(),
+                    torch.get_num_threads(), torch.version.cuda, gpus)  # fmt: skip
 
 
 def torch_peak_memory() -> dict[str, float]:
@@ -175,13 +168,13 @@ def prepare_model(spec: JobSpec) -> str:
     return spec.model.path
 
 
-def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
+def run(spec: JobSpec, run_dir: Path) -> WorkerReport:
     from bench import runners
 
     runner = runners.load(spec.runner)
     reason = runner.unsupported_reason(spec)
     if reason:
-        return {"status": "skipped", "reason": reason, "versions": package_versions(spec.packages)}
+        return WorkerReport("skipped", reason, versions=package_versions(spec.packages))
 
     if hasattr(runner, "setup"):  # optional in the contract
         runner.setup()  # before transformers is imported: some frameworks patch it at import
@@ -246,27 +239,28 @@ def run(spec: JobSpec, run_dir: Path) -> dict[str, Any]:
     # (TRL drops rows that truncation leaves without an answer token).
     train_examples = fingerprint.get("examples", len(ctx.examples))
     dropped = 0 if spec.dataset.fill_to else max(0, len(ctx.examples) - train_examples)  # fill_to: packed rows
-    return {
-        "status": "failed" if failure else "ok",
-        "reason": failure or "",
-        "precision": precision,
-        "gradient_checkpointing": spec.train.gradient_checkpointing and on_gpu,
-        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
-        "train_examples": train_examples,
-        "tokenize": spec.dataset.tokenize,
-        "data": dataclasses.asdict(data_report) | {"over_length_rows": over_length, "dropped_rows": dropped},
-        "timings": ctx.timings,
-        "model_facts": recorder.model_facts,
-        "fingerprint": fingerprint,
-        "layout": layout | {"padding_ratio": padding},
-        "torch_memory": torch_memory,
-        "train_window": recorder.train_window,
-        "versions": package_versions(spec.packages),
-        "hardware": hardware(),
-        **extra,
-        **quality,
-        "notes": notes,
-    }
+    return WorkerReport(
+        status="failed" if failure else "ok",
+        reason=failure or "",
+        precision=precision,
+        gradient_checkpointing=spec.train.gradient_checkpointing and on_gpu,
+        world_size=int(os.environ.get("WORLD_SIZE", "1")),
+        train_examples=train_examples,
+        tokenize=spec.dataset.tokenize,
+        data=DataCounts(**dataclasses.asdict(data_report), over_length_rows=over_length, dropped_rows=dropped),
+        timings=ctx.timings,
+        model_facts=recorder.model_facts,
+        fingerprint=Fingerprint(**fingerprint),
+        layout=layout | {"padding_ratio": padding},
+        torch_memory=torch_memory,
+        train_window=recorder.train_window,
+        versions=package_versions(spec.packages),
+        hardware=hardware(),
+        trainable_params=extra.get("trainable_params"),
+        quality=quality.get("quality", {}),
+        base_quality=quality.get("base_quality", {}),
+        notes=notes,
+    )
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -348,11 +342,11 @@ def run_main(argv: list[str]) -> int:
     except Exception as e:  # recorded for the summary; the parent also keeps the stderr tail
         traceback.print_exc()
         status = "oom" if is_out_of_memory(e) else "failed"
-        result = {"status": status, "reason": f"{type(e).__name__}: {e}", "versions": package_versions(spec.packages)}
+        result = WorkerReport(status, f"{type(e).__name__}: {e}", versions=package_versions(spec.packages))
         code = 1
-    result["worker_wall_s"] = time.perf_counter() - start
+    result.worker_wall_s = time.perf_counter() - start
     if RANK == 0:
-        results.write_json_atomic(run_dir / results.WORKER, result)
+        write_worker(run_dir, result)
     return code
 
 

@@ -114,3 +114,18 @@ def busy_machine():
 def _spin() -> None:
     while True:
         pass
+
+
+def as_summary(data: dict):
+    """A summary.json as a dict, read as the record bench.record reads from disk (every field checked)."""
+    from bench import record
+
+    return record.parse(record.Summary, {"run": "0", "status": "ok", **data}, Path("summary.json"), "test")
+
+
+def as_run(data: dict, events=(), run_dir: Path | None = None):
+    """A run as bench.record loads it, from a summary dict (and its events)."""
+    from bench import record
+
+    summary = as_summary(data)
+    return record.Run(run_dir or Path(summary.run), summary, {}, list(events), [])

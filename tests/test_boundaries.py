@@ -56,10 +56,6 @@ def test_the_parent_side_imports_no_framework_and_no_runner():
     assert not [m for m in loaded if m.startswith("bench.runners.") and m != "bench.runners.base"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bench.compare/export read runs through bench.report (matplotlib); the run record module removes that",
-)
 def test_compare_and_export_import_no_plotting_no_statistics_and_no_torch():
     assert not {"matplotlib", "scipy", "torch"} & {m.split(".")[0] for m in loaded_by("bench.compare", "bench.export")}
 

@@ -1,5 +1,6 @@
 """Config composition: Hydra groups -> the framework-neutral job spec."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -299,8 +300,8 @@ def test_held_out_rows_that_are_training_rows_and_held_out_duplicates_are_counte
     (data / "train_zh_0.json").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     held_out = rows[:3] + [{"instruction": "new", "input": "", "output": "x"}] * 2  # 3 leaked, 1 repeated
     (data / "valid_zh_0.json").write_text("".join(json.dumps(r) + "\n" for r in held_out), encoding="utf-8")
-    counts = check_data(job_spec(typed(f"dataset.path={data}"), tmp_path))["heldout"]
-    assert counts == {"rows": 5, "kept": 4, "duplicates": 1, "skipped": {}, "overlap_with_train": 3}
+    counts, _ = check_data(job_spec(typed(f"dataset.path={data}"), tmp_path))
+    assert dataclasses.asdict(counts) == {"rows": 5, "kept": 4, "duplicates": 1, "skipped": {}, "overlap_with_train": 3}
 
 
 def test_a_preset_that_builds_its_model_never_takes_a_users_path(tmp_path):

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bench import findings, report, results
+from bench import findings, report, results, runs
+from tests.conftest import as_summary
 
 TORCH_CPU, TORCH_CUDA = "2.13.0+cpu", "2.14.1"
 
@@ -176,7 +177,7 @@ def test_a_loss_curve_apart_beyond_its_tolerance_is_a_finding(tmp_path):
                   overrides=["framework=trl", f"framework.version={version}"])  # fmt: skip
     write_curve(d, "0-trl", [3.0, 2.5, 2.4, 2.3, 2.2, 2.1, 2.0])
     write_curve(d, "1-trl", [3.0, 2.5 * 1.012, 2.4, 2.3, 2.2, 2.1, 2.0])
-    frame, _ = report.load_runs(d)
+    frame, _ = runs.load_runs(d)
     lines = findings.lines(frame, findings.comparisons(frame, "trl"))
     assert lines[0].startswith("trl 1.16.0 vs trl 0.24.0, same job same, same tokens, one run each (no CI)")
     assert lines[1] == ("Parity: trl 1.16.0 vs trl 0.24.0, same job same, same tokens: loss curve 1.2 % apart over "
@@ -194,8 +195,8 @@ def test_systems_are_named_by_framework_version_and_the_setting_the_sweep_varies
          "overrides": ["framework=unsloth", "train.lr=2e-4", "train.seed=1"]},
         {"system": "trl", "framework_version": "1.16.0"},  # an older harness recorded no overrides
     ]  # fmt: skip
-    assert findings.system_names(summaries) == ["trl 1.16.0 lr=1e-4", "trl+liger 1.16.0 lr=2e-4",
-                                                "unsloth 2026.10.9 lr=2e-4", "trl 1.16.0"]  # fmt: skip
+    names = findings.system_names([as_summary(s) for s in summaries])
+    assert names == ["trl 1.16.0 lr=1e-4", "trl+liger 1.16.0 lr=2e-4", "unsloth 2026.10.9 lr=2e-4", "trl 1.16.0"]
 
 
 def test_a_release_sweep_holds_the_later_release_against_the_first_with_numbers_only(tmp_path):

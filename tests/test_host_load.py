@@ -14,6 +14,7 @@ from bench.summary import (
     torch_build,
     torch_build_mismatches,
 )
+from tests.conftest import as_run, as_summary
 
 
 def sample(time, busy, tree, harness=0.0, load=1.0, gpus=None):
@@ -94,9 +95,9 @@ def summary(run, job="job-a", torch="2.13.0", cuda=None, **metrics):
 
 
 def test_torch_build_names_version_and_cuda():
-    assert torch_build(summary("0-trl", torch="2.13.0", cuda="12.8")) == "2.13.0 cuda 12.8"
-    assert torch_build(summary("0-trl", torch="2.13.0+cpu")) == "2.13.0+cpu cpu-only"
-    assert torch_build({"versions": {}}) is None
+    assert torch_build(as_summary(summary("0-trl", torch="2.13.0", cuda="12.8"))) == "2.13.0 cuda 12.8"
+    assert torch_build(as_summary(summary("0-trl", torch="2.13.0+cpu"))) == "2.13.0+cpu cpu-only"
+    assert torch_build(as_summary({"versions": {}})) is None
 
 
 def test_one_job_on_different_torch_builds_is_flagged_per_job():
@@ -112,7 +113,7 @@ def test_sweep_table_shows_the_time_breakdown_and_warns_of_a_shared_machine_and_
         summary("0-trl", env_build_s=61.0, model_build_s=30.0, other_cpu_cores=0.02, load_avg_1m=0.5),
         summary("1-llamafactory", torch="2.9.1", env_check_s=1.5, other_cpu_cores=1.5, load_avg_1m=4.0),
     ]
-    text = rendered(sweep_table(rows))
+    text = rendered(sweep_table([as_run(r) for r in rows]))
     assert "env build 61 model build 30" in text and "env check 1.5" in text and "train 12.0" in text
     assert "100 shared" in text  # the second run's throughput is marked
     assert "1-llamafactory shared its machine while training: other processes used 1.50 cores" in text

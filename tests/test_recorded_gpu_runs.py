@@ -1,22 +1,20 @@
 """GPU metrics recomputed from a TRL vs Unsloth sweep recorded on an NVIDIA H200 (tests/fixtures/h200-sweep):
 Qwen2.5-0.5B architecture, LoRA r=16, batch 8, max length 1024, 30 steps, bf16."""
 
-import json
 from pathlib import Path
 
 import pytest
 
-from bench import flops, measure, results
+from bench import flops, measure, record
 from bench.summary import gpu_metrics
 
 SWEEP = Path(__file__).parent / "fixtures" / "h200-sweep"
 
 
 def load(run: str):
-    d = SWEEP / run
-    summary = json.loads((d / results.SUMMARY).read_text())
-    worker = json.loads((d / results.WORKER).read_text())
-    return summary, worker, results.read_jsonl(d / results.EVENTS), results.read_jsonl(d / results.SAMPLES)
+    """A recorded run read through bench.record: a fixture that drifts from the record's format fails here."""
+    r = record.load_run(SWEEP / run)
+    return r.summary, record.read_worker(r.dir), r.events, r.samples
 
 
 @pytest.mark.parametrize("run", ["0-trl", "1-unsloth"])
@@ -34,13 +32,13 @@ def test_recorded_summary_is_reproduced_from_raw_files(run):
     steady = [e for e in events if e["step"] > 3]
     m = gpu_metrics(steady, samples, worker, baseline=None)
     for key in ("peak_vram_mb", "energy_j_steady", "mfu", "model_tflops_per_s", "gpu_util_pct_mean"):
-        assert m[key] == pytest.approx(summary["metrics"][key]), key
+        assert m[key] == pytest.approx(summary.metrics[key]), key
     assert m["energy_method"] == "nvml_energy_counter"
 
 
 def test_mfu_of_the_recorded_trl_run_follows_the_lora_formula():
     _, worker, events, _ = load("0-trl")
-    facts = worker["model_facts"]
+    facts = worker.model_facts
     steady = [e for e in events if e["step"] > 3]
     n, n_t = facts["matmul_params"], facts["trainable_params"]
     expected = (
@@ -68,8 +66,8 @@ def test_every_metric_of_a_gpu_run_is_declared_in_the_registry(run):
     from bench.sampler import SamplerStats
     from bench.summary import metrics
 
-    _, worker, _, _ = load(run)
+    _, worker, events, samples = load(run)
     outcome = Outcome(0, False, "", 60.0, SamplerStats(samples=10), "")
-    m = metrics(SWEEP / run, worker, outcome, skip_steps=3, samples_per_step=8)
+    m = metrics(events, samples, worker, outcome, skip_steps=3, samples_per_step=8)
     assert {"peak_vram_mb", "mfu", "energy_j_per_1k_tokens", "torch_max_allocated_mb"} <= set(m)
     assert all(registry.get(name) for name in m)

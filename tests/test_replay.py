@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bench import replay, report, results
+from bench import replay, report, results, runs
 
 GPU_REASON = "Unsloth requires an NVIDIA/AMD/Intel GPU"
 LEFT_OUT = ["train.quant=4bit: bitsandbytes needs a CUDA GPU; trained without quantisation",
@@ -89,7 +89,7 @@ def epoch_time(train_s, examples, steps, batch, accum):
 
 
 def test_published_and_one_job_ratios_and_the_fields_that_differed(published_sweep, one_job_sweep):
-    frame, _ = report.load_runs(published_sweep, [one_job_sweep])
+    frame, _ = runs.load_runs(published_sweep, [one_job_sweep])
     heading, text, table = replay.difference_section(frame, "trl")
     rows = table[table["pair"] == "llamafactory vs trl"].set_index("metric")
     published = epoch_time(60.0, 32, 6, 2, 8) / epoch_time(40.0, 32, 32, 1, 1)
@@ -127,7 +127,7 @@ def test_one_run_each_has_no_ci_and_other_tokens_no_ratio(published_sweep, tmp_p
     for i, (framework, fp) in enumerate([("trl", "a"), ("llamafactory", "a"), ("trl", "b"), ("llamafactory", "c")]):
         write_run(one, f"{i}-{framework}", framework, ONE_JOB, job_key="one" if fp == "a" else "other", seed=1,
                   fingerprint=fp, steps=6, examples=32, metrics={"train_s": 10.0 + i})  # fmt: skip
-    frame, _ = report.load_runs(published_sweep, [one])
+    frame, _ = runs.load_runs(published_sweep, [one])
     _, text, _ = replay.difference_section(frame, "trl")
     assert f"the same job shows {11.0 / 10.0:.3g}x (one run each, no CI)" in text
     other = replay.seed_ratios(frame[frame["job_key"] == "other"], "trl", "llamafactory", "train_s")
@@ -135,12 +135,12 @@ def test_one_run_each_has_no_ci_and_other_tokens_no_ratio(published_sweep, tmp_p
 
 
 def test_no_decomposition_without_one_job_runs_of_two_frameworks(published_sweep):
-    frame, _ = report.load_runs(published_sweep)
+    frame, _ = runs.load_runs(published_sweep)
     assert replay.difference_section(frame, "trl") is None
 
 
 def test_a_run_not_as_published_is_marked_and_says_what_it_left_out(published_sweep, one_job_sweep):
-    frame, _ = report.load_runs(published_sweep, [one_job_sweep])
+    frame, _ = runs.load_runs(published_sweep, [one_job_sweep])
     table = report.runs_table(frame, frame["system"]).set_index("run directory")
     prefix = f"{published_sweep.name}/"
     assert table.loc[f"{prefix}0-llamafactory", "published"] == "not as published"
@@ -173,7 +173,7 @@ def claims_frame(tmp_path):
                       claims=CLAIMS, metrics={"tokens_per_s": tps, "peak_vram_mb": vram})  # fmt: skip
             i += 1
     write_run(d, f"{i}-axolotl", "axolotl", status="skipped", reason="axolotl is not installed", claims=CLAIMS)
-    return report.load_runs(d)[0]
+    return runs.load_runs(d)[0]
 
 
 def test_claims_hold_do_not_hold_or_are_not_measurable_here(claims_frame):

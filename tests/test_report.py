@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import report, results
+from bench import report, results, runs
+from tests.conftest import as_run
 
 FIXTURE = Path(__file__).parent / "fixtures" / "h200-sweep"
 
@@ -42,7 +43,7 @@ def test_report_files_are_written(sweep):
 
 
 def test_runs_table_has_one_row_per_run_with_metrics_and_versions(sweep):
-    frame, _ = report.load_runs(sweep)
+    frame, _ = runs.load_runs(sweep)
     trl = frame.set_index("run").loc["0-trl"]
     assert trl["tokens_per_s"] == pytest.approx(3337.93, rel=1e-4) and trl["peak_vram_mb"] == 5844
     assert trl["v_transformers"] == "5.17.0" and trl["model"] == "qwen2.5-0.5b-arch"
@@ -50,7 +51,7 @@ def test_runs_table_has_one_row_per_run_with_metrics_and_versions(sweep):
 
 
 def test_ratios_are_against_the_baseline_framework(sweep):
-    frame, _ = report.load_runs(sweep)
+    frame, _ = runs.load_runs(sweep)
     ratios = report.with_ratios(frame, "trl").set_index("run")
     assert ratios.loc["1-unsloth", "tokens_per_s_vs_trl"] == pytest.approx(2272.74 / 3337.93, rel=1e-4)
     assert ratios.loc["0-trl", "peak_vram_mb_vs_trl"] == 1.0
@@ -172,7 +173,8 @@ def test_a_quality_difference_is_called_only_outside_its_bootstrap_interval(tmp_
     generations("0-trl", results.GENERATIONS, [0.11, 0.19, 0.31, 0.39] * 5)  # noise around the base
     generations("1-llamafactory", results.GENERATIONS, [0.50, 0.60, 0.70, 0.80] * 5)  # clearly better
     frame = frame_of([{}, {"framework": "llamafactory"}]).assign(base_evaluated_in="0-trl")
-    q = report.quality_differences(tmp_path, frame).set_index("system")
+    by_name = {name: as_run({"run": name}, run_dir=tmp_path / name) for name in ("0-trl", "1-llamafactory")}
+    q = report.quality_differences(runs.Runs(frame, [], by_name, {"": tmp_path})).set_index("system")
     assert q.loc["trl 1.16.0", "verdict"] == "no difference (CI spans 0)"
     better = q.loc["llamafactory 1.16.0"]
     assert better["verdict"] == "better than base" and better["ci95_low"] > 0
@@ -187,7 +189,7 @@ def test_a_run_of_another_model_is_not_held_against_this_base_model(tmp_path):
                    "quality": {"heldout_loss": 8.0}, **base}  # fmt: skip
         results.write_json_atomic(sweep / f"{i}-trl" / results.SUMMARY, summary)
         results.write_json_atomic(sweep / f"{i}-trl" / results.SPEC, {"model": {"name": model}})
-    frame = report.load_runs(sweep)[0].set_index("run")
+    frame = runs.load_runs(sweep)[0].set_index("run")
     assert list(frame["base_evaluated_in"].fillna("none")) == ["0-trl", "0-trl", "none"]
     assert frame.loc["1-trl", "base_heldout_loss"] == 9.0 and pd.isna(frame.loc["2-trl", "base_heldout_loss"])
 
@@ -197,7 +199,7 @@ def test_spec_sections_are_columns_under_todays_names_whichever_version_wrote_th
     assert {"data", "evaluation"} <= set(old)  # written before the sections were renamed dataset and eval
     new = {{"data": "dataset", "evaluation": "eval"}.get(k, k): v for k, v in old.items()}
     (sweep / "1-unsloth" / results.SPEC).write_text(json.dumps(new))
-    frame = report.load_runs(sweep)[0].set_index("run")
+    frame = runs.load_runs(sweep)[0].set_index("run")
     for run in ("0-trl", "1-unsloth"):
         row = frame.loc[run]
         assert row["job.dataset.tokenize"] == old["data"]["tokenize"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import report, results
+from bench import report, results, runs
 
 FIXTURE = Path(__file__).parent / "fixtures" / "h200-sweep"
 HOST = {"cpu_model": "AMD EPYC 9654 96-Core Processor", "cpu_cores": 16, "ram_mb": 131072.0, "gpu_driver": "580.82.07"}
@@ -65,7 +65,7 @@ def test_a_run_that_shared_its_machine_is_listed_with_why(sweep):
     text = section(sweep, "Conditions")
     assert "1 of 1 runs: other processes used 2.50 cores (load average 6.0)" in row(text, "unsloth 2026.10.9")
     assert "| no " in row(text, "trl 1.15.0")
-    frame, _ = report.load_runs(sweep)
+    frame, _ = runs.load_runs(sweep)
     assert frame.set_index("run")["shared_machine"].isna().to_dict() == {"0-trl": True, "1-unsloth": False}
 
 

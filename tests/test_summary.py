@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import results
+from bench import record
 from bench.launch import Outcome
 from bench.sampler import SamplerStats
-from bench.summary import load_summaries, loss_metrics, status_of, steady_state, sweep_table
+from bench.summary import loss_metrics, status_of, steady_state, sweep_table
 
 
 def events(n=6, tokens=100, step_time_s=0.5):
@@ -55,43 +55,39 @@ def test_worker_that_died_without_result_is_failed_with_signal():
 
 
 def test_timeout_wins_over_worker_report():
-    assert status_of({"status": "ok"}, outcome(timed_out=True))[0] == "timeout"
+    assert status_of(record.WorkerReport("ok"), outcome(timed_out=True))[0] == "timeout"
 
 
 def test_skipped_worker_keeps_its_reason():
-    assert status_of({"status": "skipped", "reason": "needs a GPU"}, outcome()) == ("skipped", "needs a GPU")
+    assert status_of(record.WorkerReport("skipped", "needs a GPU"), outcome()) == ("skipped", "needs a GPU")
 
 
 def test_summaries_are_written_atomically_and_loaded_in_run_order(tmp_path: Path):
     for i in (10, 2, 1):
         run = tmp_path / f"{i}-trl"
         run.mkdir()
-        results.write_json_atomic(run / results.SUMMARY, {"run": run.name, "status": "ok", "metrics": {}})
+        record.write_summary(run, record.Summary(run.name, "ok"))
     (tmp_path / "3-trl").mkdir()  # unfinished: no summary
-    assert [s["run"] for s in load_summaries(tmp_path)] == ["1-trl", "2-trl", "10-trl"]
+    runs, unfinished = record.load_sweep(tmp_path)
+    assert [r.name for r in runs] == ["1-trl", "2-trl", "10-trl"]
+    assert [(u.run, u.why) for u in unfinished] == [("3-trl", "no summary.json (did not finish)")]
     assert not list(tmp_path.glob("*/.*.tmp"))
 
 
 def test_sweep_table_has_a_row_per_run():
     rows = [
-        {"run": "0-trl", "framework": "trl", "status": "ok", "metrics": {"tokens_per_s": 1.0}},
-        {"run": "1-trl", "framework": "trl", "status": "failed", "reason": "boom", "metrics": {}},
+        record.Run(Path("0-trl"), record.Summary("0-trl", "ok", framework="trl", metrics={"tokens_per_s": 1.0}), {},
+                   [], []),
+        record.Run(Path("1-trl"), record.Summary("1-trl", "failed", "boom", framework="trl"), {}, [], []),
     ]
     assert sweep_table(rows).row_count == 2
 
 
-def run(name, framework, sha="abc", first_loss=6.0, job="job-a", seed=42, status="ok"):
-    fp = {"examples": 10, "dataset_tokens": 100, "dataset_trainable_tokens": 40, "first_batches_sha256": sha}
-    return {
-        "run": name,
-        "framework": framework,
-        "job_key": job,
-        "seed": seed,
-        "status": status,
-        "fingerprint": fp,
-        "overrides": [f"framework={framework}"],
-        "metrics": {"first_loss": first_loss},
-    }
+def run(name, framework, sha="abc", first_loss=6.0, job="job-a", seed=42, status="ok", events=()):
+    fp = record.Fingerprint(examples=10, dataset_tokens=100, dataset_trainable_tokens=40, first_batches_sha256=sha)
+    summary = record.Summary(name, status, framework=framework, job_key=job, seed=seed, fingerprint=fp,
+                             overrides=[f"framework={framework}"], metrics={"first_loss": first_loss})
+    return record.Run(Path(name), summary, {}, list(events), [])
 
 
 def curve(losses, lrs=None):
@@ -122,7 +118,7 @@ def test_a_framework_release_sweep_is_two_jobs_only_if_the_spec_differs():
     from bench.summary import parity
 
     a, b = run("0", "trl"), run("1", "trl")
-    a["framework_version"], b["framework_version"] = "0.24.0", "1.16.0"
+    a.summary.framework_version, b.summary.framework_version = "0.24.0", "1.16.0"
     assert parity([a, b])[1]["reference"] == "0"
 
 
@@ -140,7 +136,7 @@ def test_a_different_lora_initialisation_shows_in_the_curve_not_at_step_1():
 
     ref = curve([6.0, 6.0, 5.8, 5.6, 5.5, 5.4, 5.3, 5.2])
     other = curve([6.0, 6.0, 5.7, 5.6, 5.5, 5.4, 5.3, 5.2])  # same step-1 and step-2 loss, apart at step 3
-    p = parity([run("0", "trl"), run("1", "llamafactory")], {"0": ref, "1": other})
+    p = parity([run("0", "trl", events=ref), run("1", "llamafactory", events=other)])
     assert p[1]["same_start"] and p[1]["step1_loss_rel_diff"] == 0.0
     assert not p[1]["same_curve"] and p[1]["curve_loss_rel_diff"] == pytest.approx(0.1 / 5.8)
     assert p[1]["curve_steps"] == "3-7"
@@ -150,7 +146,7 @@ def test_the_same_curve_passes():
     from bench.summary import parity
 
     losses = curve([6.0, 6.0, 5.8, 5.6, 5.5, 5.4, 5.3, 5.2])
-    p = parity([run("0", "trl"), run("1", "llamafactory")], {"0": losses, "1": losses})
+    p = parity([run("0", "trl", events=losses), run("1", "llamafactory", events=losses)])
     assert p[1]["same_curve"] and p[1]["curve_loss_rel_diff"] == 0.0
 
 
@@ -174,7 +170,8 @@ def test_two_runs_of_one_job_whose_padding_differs_by_more_than_a_point_are_flag
     from bench.summary import parity
 
     a, b, c = run("0", "trl"), run("1", "llamafactory"), run("2", "unsloth")
-    a["metrics"]["padding_ratio"], b["metrics"]["padding_ratio"], c["metrics"]["padding_ratio"] = 0.20, 0.205, 0.02
+    a.summary.metrics["padding_ratio"], b.summary.metrics["padding_ratio"] = 0.20, 0.205
+    c.summary.metrics["padding_ratio"] = 0.02
     p = parity([a, b, c])
     assert p[1]["same_padding"] and not p[2]["same_padding"]
     assert p[2]["padding_diff"] == pytest.approx(0.18)

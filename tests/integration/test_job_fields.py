@@ -7,7 +7,8 @@ import json
 import pytest
 
 from bench import results
-from bench.summary import load_summaries, loss_curves, parity
+from bench.record import load_sweep
+from bench.summary import parity
 from tests.conftest import bench_run, run_dirs
 
 pytestmark = pytest.mark.integration
@@ -39,10 +40,10 @@ def test_a_plain_format_trains_in_every_framework(plain):
 
 def test_a_plain_format_is_one_job_with_one_fingerprint_and_curve(plain):
     sweep = next(p for p in plain[0].iterdir() if p.is_dir())
-    runs = load_summaries(sweep)
-    assert len({r["job_key"] for r in runs}) == 1
-    assert len({json.dumps(r["fingerprint"], sort_keys=True) for r in runs}) == 1, [r["fingerprint"] for r in runs]
-    for check in parity(runs, loss_curves(sweep, runs))[1:]:
+    runs, _ = load_sweep(sweep)
+    assert len({r.summary.job_key for r in runs}) == 1
+    assert len({repr(r.summary.fingerprint) for r in runs}) == 1, [r.summary.fingerprint for r in runs]
+    for check in parity(runs)[1:]:
         assert check["same_tokens"] and check["same_curve"] and check["curve_steps"], check
 
 

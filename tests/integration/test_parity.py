@@ -74,13 +74,14 @@ def test_step1_losses_agree(sweep, framework):
 @pytest.mark.parametrize("framework", PARITY)
 def test_both_ran_one_job_and_their_loss_curves_agree(sweep, framework):
     """The curve after the first real update agrees too: both seed the LoRA initialisation the same way."""
-    from bench.summary import load_summaries, loss_curves, parity
+    from bench.record import load_sweep
+    from bench.summary import parity
 
     (sweep_dir,) = (p for p in sweep[0].iterdir() if p.is_dir())
-    by = {s["framework"]: s for s in load_summaries(sweep_dir)}
+    by = {r.summary.framework: r for r in load_sweep(sweep_dir)[0]}
     runs = [by[REFERENCE], by[framework]]
-    assert runs[0]["job_key"] == runs[1]["job_key"] and runs[0]["framework"] != runs[1]["framework"]
-    check = parity(runs, loss_curves(sweep_dir, runs))[1]
+    assert runs[0].summary.job_key == runs[1].summary.job_key and runs[0].summary.framework != runs[1].summary.framework
+    check = parity(runs)[1]
     assert check["same_curve"] and check["curve_steps"], check
 
 

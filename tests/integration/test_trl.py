@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from bench import results
+from bench import results, runs
 from tests.conftest import REPO, bench_run, run_dirs, sigint_default
 
 pytestmark = pytest.mark.integration
@@ -140,7 +140,6 @@ def test_bad_rows_skipped_by_policy_and_long_rows_are_counted_in_the_summary(tmp
 
 
 def test_a_sweep_through_the_submitit_launcher_lands_in_the_usual_layout(tmp_path):
-    from bench import report
 
     proc = bench_run(
         tmp_path, "hydra/launcher=submitit_local", "framework=trl", "train.lr=1e-3,2e-3", "train.max_steps=4"
@@ -149,7 +148,7 @@ def test_a_sweep_through_the_submitit_launcher_lands_in_the_usual_layout(tmp_pat
     dirs = run_dirs(tmp_path)
     assert len(dirs) == 2 and len({d.parent for d in dirs}) == 1  # both jobs in one sweep directory
     assert all(json.loads((d / results.SUMMARY).read_text())["status"] == "ok" for d in dirs)
-    frame, _ = report.load_runs(dirs[0].parent)
+    frame, _ = runs.load_runs(dirs[0].parent)
     assert sorted(frame["job.train.lr"]) == [1e-3, 2e-3] and frame["job_key"].nunique() == 2
 
 
