@@ -93,9 +93,10 @@ def step_series(events: list[dict[str, Any]]) -> dict[str, list[Point]]:
 
 def collect(sweep_dir: Path) -> tuple[list[TrackedRun], list[dict[str, str]]]:
     """Every run of the sweep with a readable summary as a TrackedRun; the others as (run, why)."""
-    from bench.runs import load_runs  # pandas: loaded only when exporting
+    from bench import runs  # pandas: loaded only when exporting
 
-    frame, unreadable = load_runs(sweep_dir)
+    table = runs.load(sweep_dir)
+    frame, unreadable = table.frame, table.unreadable
     # Integer columns with a missing cell (a skipped run has no spec) come back as floats: make them ints again.
     frame = frame.convert_dtypes() if not frame.empty else frame
     out = []
@@ -110,9 +111,9 @@ def collect(sweep_dir: Path) -> tuple[list[TrackedRun], list[dict[str, str]]]:
                 metrics[name] = float(value)
             else:
                 params[name] = value
-        steps = step_series(results.read_jsonl(sweep_dir / row["run"] / results.EVENTS))
+        steps = step_series(table.by_name[row["run"]].events)
         last = max((s for points in steps.values() for s, _, _ in points), default=0)
-        out.append(TrackedRun(sweep_dir.name, row["run"], str(row.get("status")), params, metrics, steps, last))
+        out.append(TrackedRun(sweep_dir.name, row["run"], str(row["status"]), params, metrics, steps, last))
     return out, unreadable
 
 

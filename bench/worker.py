@@ -193,18 +193,9 @@ def run(spec: JobSpec, run_dir: Path) -> WorkerReport:
             events.flush()
 
     recorder = StepRecorder(emit, every_steps=spec.eval.every_steps)
-    data_report = DataReport()
-    ctx = RunContext(
-        spec=spec,
-        model_path="",
-        examples=load_examples(
-            spec.dataset.train_files, spec.dataset.max_rows, spec.dataset.on_bad_row, spec.dataset.shuffle_seed,
-            data_report, spec.dataset.max_row_bytes,
-        ),
-        callbacks=[recorder],
-        on_gpu=on_gpu,
-        precision=precision,
-    )
+    data_report, d = DataReport(), spec.dataset
+    rows = load_examples(d.train_files, d.max_rows, d.on_bad_row, d.shuffle_seed, data_report, d.max_row_bytes)
+    ctx = RunContext(spec=spec, model_path="", examples=rows, callbacks=[recorder], on_gpu=on_gpu, precision=precision)
     with ctx.timed("model_prepare_s"):
         ctx.model_path = prepare_model(spec)
     ctx.check_usable()
@@ -225,6 +216,16 @@ def run(spec: JobSpec, run_dir: Path) -> WorkerReport:
     quality = evaluate_run(ctx, recorder.model, run_dir) if spec.eval.enabled and RANK == 0 else {}
     not_applied = [f"train.{name} is not applied by {spec.framework}" for name in sorted(runner.NOT_APPLIED)]
     notes = not_applied + extra.get("notes", []) + quality.get("notes", []) + ([budget_note] if budget_note else [])
+    report = trained(ctx, recorder, data_report, notes)
+    report.torch_memory, report.trainable_params = torch_memory, extra.get("trainable_params")
+    report.quality, report.base_quality = quality.get("quality", {}), quality.get("base_quality", {})
+    return report
+
+
+def trained(ctx: RunContext, recorder, data_report: DataReport, notes: list[str]) -> WorkerReport:
+    """The report of a run that trained: what it trained on (rows, tokens, batch layout), how, and whether its
+    first loss and layout make it a valid run."""
+    spec = ctx.spec
     try:
         over_length = ctx.over_length_rows()
     except Exception as e:  # counted after training; a tokenizer without a chat template cannot say
@@ -242,8 +243,8 @@ def run(spec: JobSpec, run_dir: Path) -> WorkerReport:
     return WorkerReport(
         status="failed" if failure else "ok",
         reason=failure or "",
-        precision=precision,
-        gradient_checkpointing=spec.train.gradient_checkpointing and on_gpu,
+        precision=ctx.precision,
+        gradient_checkpointing=spec.train.gradient_checkpointing and ctx.on_gpu,
         world_size=int(os.environ.get("WORLD_SIZE", "1")),
         train_examples=train_examples,
         tokenize=spec.dataset.tokenize,
@@ -252,13 +253,9 @@ def run(spec: JobSpec, run_dir: Path) -> WorkerReport:
         model_facts=recorder.model_facts,
         fingerprint=Fingerprint(**fingerprint),
         layout=layout | {"padding_ratio": padding},
-        torch_memory=torch_memory,
         train_window=recorder.train_window,
         versions=package_versions(spec.packages),
         hardware=hardware(),
-        trainable_params=extra.get("trainable_params"),
-        quality=quality.get("quality", {}),
-        base_quality=quality.get("base_quality", {}),
         notes=notes,
     )
 
