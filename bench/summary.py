@@ -1,4 +1,5 @@
-"""A run's summary (status, reason, versions, hardware, metrics) and the sweep's one-screen table."""
+"""What a run's summary computes (status, metrics from its events and samples, parity with its job's first
+run) and the sweep's one-screen table; the summary's fields themselves are bench.record's."""
 
 from __future__ import annotations
 
