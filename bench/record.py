@@ -265,14 +265,16 @@ def read_summary(run_dir: Path) -> Summary:
 
 @dataclass
 class Run:
-    """One run directory, read once: its summary, the spec it ran, its per-step events and resource samples.
-    Every number of the report, the gate and the exporter is computed from these."""
+    """One run directory, read once: its summary, the spec it ran, its per-step events and resource samples,
+    and the worker's report (None where the worker never wrote one). Every number of the report, the gate and
+    the exporter is computed from these."""
 
     dir: Path
     summary: Summary
     spec: dict[str, Any]
     events: list[dict[str, Any]]
     samples: list[dict[str, Any]]
+    worker: WorkerReport | None = None
 
     @property
     def name(self) -> str:
@@ -292,7 +294,8 @@ class Unreadable:
 def load_run(run_dir: Path) -> Run:
     summary = read_summary(run_dir)
     return Run(run_dir, summary, results.read_json(run_dir / results.SPEC) or {},
-               results.read_jsonl(run_dir / results.EVENTS), results.read_jsonl(run_dir / results.SAMPLES))  # fmt: skip
+               results.read_jsonl(run_dir / results.EVENTS), results.read_jsonl(run_dir / results.SAMPLES),
+               read_worker(run_dir))  # fmt: skip
 
 
 def load_sweep(sweep_dir: Path) -> tuple[list[Run], list[Unreadable]]:

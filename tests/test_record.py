@@ -21,8 +21,7 @@ def test_every_recorded_run_loads_through_the_record(sweep):
     for run in runs:
         assert run.summary.status in ("ok", "skipped") and run.summary.job_key
         if run.summary.status == "ok":
-            worker = record.read_worker(run.dir)
-            assert worker is not None and worker.status == "ok" and run.events and run.samples
+            assert run.worker is not None and run.worker.status == "ok" and run.events and run.samples
             assert run.summary.hardware is not None and run.summary.metrics["tokens_per_s"] > 0
 
 

@@ -14,7 +14,7 @@ SWEEP = Path(__file__).parent / "fixtures" / "h200-sweep"
 def load(run: str):
     """A recorded run read through bench.record: a fixture that drifts from the record's format fails here."""
     r = record.load_run(SWEEP / run)
-    return r.summary, record.read_worker(r.dir), r.events, r.samples
+    return r.summary, r.worker, r.events, r.samples
 
 
 @pytest.mark.parametrize("run", ["0-trl", "1-unsloth"])
