@@ -129,6 +129,7 @@ def test_bad_rows_skipped_by_policy_and_long_rows_are_counted_in_the_summary(tmp
         "train.max_steps=4",
         "train.max_seq_len=256",
         "framework=trl",
+        "eval.enabled=false",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = run_dirs(tmp_path / "out")
@@ -142,7 +143,8 @@ def test_bad_rows_skipped_by_policy_and_long_rows_are_counted_in_the_summary(tmp
 def test_a_sweep_through_the_submitit_launcher_lands_in_the_usual_layout(tmp_path):
 
     proc = bench_run(
-        tmp_path, "hydra/launcher=submitit_local", "framework=trl", "train.lr=1e-3,2e-3", "train.max_steps=4"
+        tmp_path, "hydra/launcher=submitit_local", "framework=trl", "train.lr=1e-3,2e-3", "train.max_steps=4",
+        "eval.enabled=false",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     dirs = run_dirs(tmp_path)

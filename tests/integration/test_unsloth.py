@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.skipif(host_has_gpu(), reason="this host has a GPU: Unsloth would run, not skip")
 def test_on_cpu_unsloth_is_skipped_with_reason_and_the_sweep_goes_on(tmp_path):
-    proc = bench_run(tmp_path, "framework=unsloth,trl", "train.max_steps=6")
+    proc = bench_run(tmp_path, "framework=unsloth,trl", "train.max_steps=6", "eval.enabled=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
     by_framework = {}
     for run in run_dirs(tmp_path):
