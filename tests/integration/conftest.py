@@ -37,7 +37,7 @@ def framework_envs_building(request):
     rather than building it twice. Only for a session of several integration modules: a single test file
     builds what it uses on first use, as before. A failed background build is left to the test that needs
     the environment, which builds it again and reports why."""
-    modules = {item.nodeid.split("::")[0] for item in request.session.items if item.get_closest_marker("integration")}
+    modules = {item.path for item in request.session.items if Path(__file__).parent in item.path.parents}
     threads = []
     if len(modules) > 1:
         for name, facts in config.frameworks().items():
