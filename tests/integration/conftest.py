@@ -86,3 +86,17 @@ def in_trl_env(trl_python):
         return proc.stdout
 
     return run
+
+
+@pytest.fixture(scope="session")
+def gpu_bench_rehearsal(tmp_path_factory, trl_python) -> tuple[Path, str]:
+    """scripts/gpu_bench.sh rehearsed on a CPU (tiny model, few steps): its output directory and stdout. Its
+    first step is benchmarks/overhead.py in its smallest size, which tests/integration/test_overhead.py reads
+    too: one benchmark run serves both."""
+    import sys
+
+    out = tmp_path_factory.mktemp("gpu-bench") / "bench"
+    proc = subprocess.run([str(REPO / "scripts" / "gpu_bench.sh"), sys.executable, "--rehearse", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=1500)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc.stdout

@@ -2,6 +2,10 @@
 
 import json
 
+import pytest
+
+pytestmark = pytest.mark.integration  # needs the TRL environment: not in the quick tier
+
 
 def counts(in_trl_env, inputs: str) -> list[int]:
     code = f"""

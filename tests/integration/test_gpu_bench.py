@@ -1,24 +1,16 @@
 """scripts/gpu_bench.sh rehearsed on a CPU: every step runs (tiny model, few steps) and its tables come out."""
 
 import json
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO
-
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def rehearsal(tmp_path_factory, trl_python):
-    out = tmp_path_factory.mktemp("gpu-bench") / "bench"
-    proc = subprocess.run([str(REPO / "scripts" / "gpu_bench.sh"), sys.executable, "--rehearse", "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=1500)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out, proc.stdout
+@pytest.fixture
+def rehearsal(gpu_bench_rehearsal):
+    return gpu_bench_rehearsal
 
 
 def test_the_overhead_is_measured_counterbalanced_at_the_packed_load(rehearsal):
