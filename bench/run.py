@@ -231,19 +231,26 @@ def framework_source(cfg: Config) -> source.Source | None:
     return source.resolve(fw.source, fw.distribution, cfg.cache_path) if fw.source else None
 
 
-def framework_python(cfg: Config, src: source.Source | None = None) -> tuple[Path, dict[str, float]]:
-    """The framework's interpreter, and the one-time cost of getting it: `env_build_s` and `env_size_mb` when
-    this run built the environment, `env_check_s` when it only checked one already built. With a source, the
-    environment installs it in place of the release and is keyed by its identity."""
+def framework_env(cfg: Config, src: source.Source | None = None) -> tuple[Path, list[str], dict[str, str] | None]:
+    """Where the framework's environment is built, from which requirements, and the version it must hold
+    (None with a source, which says which version it is). With a source, the environment installs it in
+    place of the release and is keyed by its identity."""
     fw = cfg.framework
-    if fw.python:
-        return envs.check_python(fw.python), {}
     requirements = key = framework_requirements(fw, cfg.worker_requirements, cfg.train.kernels)
     label, expect = fw.version, {fw.distribution: fw.version}
     if src is not None:
         requirements, key = source.requirements(requirements, fw.distribution, src)
-        label, expect = f"source-{src.label}", None  # the source says which version it is
-    env = envs.env_dir(cfg.cache_path, fw.name, label, key)
+        label, expect = f"source-{src.label}", None
+    return envs.env_dir(cfg.cache_path, fw.name, label, key), requirements, expect
+
+
+def framework_python(cfg: Config, src: source.Source | None = None) -> tuple[Path, dict[str, float]]:
+    """The framework's interpreter, and the one-time cost of getting it: `env_build_s` and `env_size_mb` when
+    this run built the environment, `env_check_s` when it only checked one already built (framework_env)."""
+    fw = cfg.framework
+    if fw.python:
+        return envs.check_python(fw.python), {}
+    env, requirements, expect = framework_env(cfg, src)
     title = f"{fw.name} {fw.version if src is None else '@ ' + src.label} environment"
     if not (env / envs.COMPLETE).exists():
         free_gb = shutil.disk_usage(next(p for p in (env, *env.parents) if p.exists())).free / 2**30

@@ -5,20 +5,17 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+import bench.run
 from bench import config, envs
-from bench.run import framework_requirements
 from tests.conftest import REPO
 
 
-def framework_env(name: str) -> tuple[Path, list[str], dict[str, str]]:
-    """Where a default run of `name` builds its environment, from what, and the version it checks, as
-    bench.run.framework_python computes them (same cache, requirements, key)."""
+def framework_env(name: str) -> tuple[Path, list[str], dict[str, str] | None]:
+    """Where a default run of `name` builds its environment, from what, and the version it checks
+    (bench.run.framework_env: the same cache, requirements and key as a run)."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = config.validate(compose(config_name="config", overrides=[f"framework={name}"]))
-    fw = cfg.framework
-    requirements = framework_requirements(fw, cfg.worker_requirements, cfg.train.kernels)
-    env = envs.env_dir(cfg.cache_path, fw.name, str(fw.version), requirements)
-    return env, requirements, {fw.distribution: str(fw.version)}
+    return bench.run.framework_env(cfg)
 
 
 INTERRUPTED = threading.Event()
