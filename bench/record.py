@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bench import results
+from bench.data import DataReport
 from bench.errors import SpecError, UserError
 from bench.spec import from_mapping
 
@@ -81,23 +82,17 @@ class Effective:
 
 
 @dataclass
-class HeldoutCounts:
-    rows: int = 0
-    kept: int = 0
-    duplicates: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
+class HeldoutCounts(DataReport):
+    """The held-out split's loading counts (bench.data.DataReport) and its overlap with the training rows."""
+
     overlap_with_train: int | None = None
 
 
 @dataclass
-class DataCounts:
-    """Training rows read, kept, duplicates, skipped by problem, over max length, dropped by the framework; the
-    held-out split's own counts and its overlap with the training rows."""
+class DataCounts(DataReport):
+    """The training rows' loading counts (bench.data.DataReport: read, kept, duplicates, skipped by problem),
+    those over max length and dropped by the framework, and the held-out split's counts."""
 
-    rows: int = 0
-    kept: int = 0
-    duplicates: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
     over_length_rows: int | None = None
     dropped_rows: int | None = None
     heldout: HeldoutCounts | None = None
