@@ -6,12 +6,10 @@ each framework's environment with the same code.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
+import io
 import json
-import os
-import random
 import stat
 import string
 from collections.abc import Iterator
@@ -92,46 +90,160 @@ class DataReport:
         self.skipped[kind] = self.skipped.get(kind, 0) + 1
 
 
-def _read_text(path: Path) -> str:
+ROW_JSON_FACTOR = 6  # a row's JSON text is at most this many bytes per byte of its fields (\u00XX escapes)
+ROW_JSON_SLACK = 64 << 10  # keys, punctuation and fields the harness does not read
+
+
+class _Hashed(io.RawIOBase):
+    """A file read once, front to back, feeding every byte to `hasher` on the way: the identity of a source
+    is the hash of exactly the bytes its rows were read from. `limit`: bytes allowed since `mark` (one row)."""
+
+    def __init__(self, path: Path, hasher=None):
+        self._file = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
+        self._hasher, self.pos, self.mark, self.limit = hasher, 0, 0, None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self.limit is not None and self.pos - self.mark > self.limit:
+            raise RowTooLarge(self.pos - self.mark)
+        n = self._file.readinto(buffer)
+        if n and self._hasher is not None:
+            self._hasher.update(memoryview(buffer)[:n])
+        self.pos += n or 0
+        return n
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+class RowTooLarge(Exception):
+    """A JSON array element still open after more bytes than a row may take (raised from inside the parser)."""
+
+
+def row_json_limit(max_row_bytes: int | None) -> int | None:
+    """The most bytes one row's JSON text may take before the row is called too large without parsing it."""
+    return None if max_row_bytes is None else max_row_bytes * ROW_JSON_FACTOR + ROW_JSON_SLACK
+
+
+class Reader:
+    """One data file's rows, streamed: (row number, parsed row) pairs of a JSON Lines file (.json or .jsonl),
+    a JSON array or a Parquet file; memory does not grow with the file. A row that cannot be parsed comes as a
+    BadRow in its place; a file that cannot be read at all raises DataError. With `hasher`, every byte of the
+    file is fed to it: `drain()` reads what is left after the last row taken."""
+
+    def __init__(self, path: Path, hasher=None, max_row_bytes: int | None = None):
+        self.path, self.hasher, self.limit = path, hasher, row_json_limit(max_row_bytes)
+        self._raw: _Hashed | None = None
+        self._file = None
+
+    def __enter__(self) -> Reader:
+        if self.path.suffix == ".parquet":
+            if self.hasher is not None:  # pyarrow reads a Parquet file out of order (footer first): hashed apart
+                with _open(self.path) as raw:
+                    for chunk in iter(lambda: raw.read(1 << 20), b""):
+                        self.hasher.update(chunk)
+            return self
+        self._raw = _open(self.path, self.hasher)
+        self._file = io.BufferedReader(self._raw, 1 << 20)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def __iter__(self) -> Iterator[tuple[int, object]]:
+        f = self._file
+        if f is None:
+            return _parquet_rows(self.path)
+        head = f.peek(1 << 16).lstrip()
+        if not head and not f.read(1 << 16).strip():
+            raise DataError(f"{self.path}: file is empty")
+        if head.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark, as some editors write
+            f.read(3)
+            head = head[3:].lstrip()
+        if head.startswith(b"["):
+            return _array_rows(self.path, f, self._raw, self.limit)
+        return _lines(self.path, f, self.limit)
+
+    def drain(self) -> None:
+        """Read the rest of the file into the hash: the source's identity covers all of it."""
+        if self._file is not None and self.hasher is not None:
+            for _ in iter(lambda: self._file.read(1 << 20), b""):
+                pass
+
+
+def _open(path: Path, hasher=None) -> _Hashed:
     try:
-        return path.read_text(encoding="utf-8")
+        return _Hashed(path, hasher)
     except FileNotFoundError:
         raise DataError(f"{path}: dataset file not found") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
 
 
-def _parse(path: Path) -> Iterator[tuple[int, object]]:
-    """(line or row number, parsed row) pairs of a JSON array, JSON Lines (either extension) or Parquet file.
-    A JSON Lines line that does not parse comes as a BadRow in place of its row."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
+def _lines(path: Path, f, limit: int | None) -> Iterator[tuple[int, object]]:
+    lineno = 0
+    while line := f.readline(-1 if limit is None else limit + 1):
+        lineno += 1
+        where = f"{path}:{lineno}"
+        if limit is not None and len(line) > limit and not line.endswith(b"\n"):
+            while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):  # skipped unread, not kept
+                pass
+            yield lineno, BadRow(where, "row larger than dataset.max_row_bytes", f" (its line is over {limit:,} bytes)")
+            continue
+        if not line.strip():
+            continue
         try:
-            rows = pq.read_table(path).to_pylist()
-        except FileNotFoundError:
-            raise DataError(f"{path}: dataset file not found") from None
-        except Exception as e:  # pyarrow raises its own types for damaged files
-            raise DataError(f"{path}: not a readable Parquet file ({e})") from None
-        yield from enumerate(rows, start=1)
-        return
-    text = _read_text(path)
-    stripped = text.lstrip()
-    if not stripped:
-        raise DataError(f"{path}: file is empty")
-    if stripped.startswith("["):
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            yield lineno, BadRow(where, "not UTF-8 text", f" (byte {e.start} of the line); save the file as UTF-8")
+            continue
         try:
-            rows = json.loads(text)
+            yield lineno, json.loads(text)
         except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); is the file truncated?") from None
-        yield from enumerate(rows, start=1)
-        return
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as e:
-                yield lineno, BadRow(f"{path}:{lineno}", f"not valid JSON ({e.msg})")
+            cut = "" if line.endswith(b"\n") else "; the last line has no newline: is the file truncated?"
+            yield lineno, BadRow(where, f"not valid JSON ({e.msg})", cut)
+
+
+def _array_rows(path: Path, f, raw: _Hashed, limit: int | None) -> Iterator[tuple[int, object]]:
+    """The elements of a JSON array, one at a time (ijson: a streaming parser), each bounded in size."""
+    import ijson
+
+    row, raw.limit = 0, limit
+    try:
+        for row, item in enumerate(ijson.items(f, "item", use_float=True), start=1):
+            yield row, item
+            raw.mark = raw.pos
+    except RowTooLarge as e:
+        raise DataError(f"{path}: row {row + 1}: row larger than dataset.max_row_bytes (over {e.args[0]:,} bytes of "
+                        "JSON); set dataset.max_row_bytes=<larger>, or convert the file to JSON Lines "
+                        "(one row a line), where such a row can be skipped") from None  # fmt: skip
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: row {row + 1}: not UTF-8 text ({e.reason}); save the file as UTF-8") from None
+    except ijson.JSONError as e:
+        detail = str(e).splitlines()[0][:200]
+        raise DataError(f"{path}: row {row + 1}: not valid JSON ({detail}); is the file truncated?") from None
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[int, object]]:
+    """A Parquet file's rows, a batch at a time (row group by row group), only the columns the harness reads."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path)
+        columns = [c for c in FORMAT_FIELDS if c in table.schema_arrow.names]
+        row = 0
+        for batch in table.iter_batches(batch_size=4096, columns=columns):
+            for item in batch.to_pylist():
+                row += 1
+                yield row, item
+    except FileNotFoundError:
+        raise DataError(f"{path}: dataset file not found") from None
+    except (OSError, ValueError) as e:  # pyarrow raises its own subtypes for damaged files
+        raise DataError(f"{path}: not a readable Parquet file ({e})") from None
 
 
 def _example(where: str, row: object, max_row_bytes: int | None = None) -> Example:
@@ -158,113 +270,63 @@ def _example(where: str, row: object, max_row_bytes: int | None = None) -> Examp
     return Example(**values)
 
 
+def digest(example: Example) -> bytes:
+    """A row's identity (16 bytes): exact duplicates and held-out overlap are found by it, not by keeping rows."""
+    text = "\0".join((example.instruction, example.input, example.output))
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def usable_rows(
+    path: Path, on_bad_row: str, report: DataReport, max_row_bytes: int | None = None, hasher=None
+) -> Iterator[Example]:
+    """The rows of one file that validate, in order, duplicates included; each row read is counted in `report`.
+    A bad row raises DataError naming file, row and field, or with on_bad_row="skip" is counted and left out.
+    With `hasher`, the whole file's bytes go to it (Reader), also when the caller stops early."""
+    if on_bad_row not in ON_BAD_ROW:
+        raise DataError(f"dataset.on_bad_row={on_bad_row!r}: expected one of {ON_BAD_ROW}")
+    with Reader(path, hasher, max_row_bytes) as reader:
+        try:
+            for number, row in reader:
+                report.rows += 1
+                try:
+                    yield _example(f"{path}:{number}", row, max_row_bytes)
+                except BadRow as bad:
+                    if on_bad_row == "error":
+                        fix = "set dataset.max_row_bytes=<larger>, or " if "max_row_bytes" in bad.kind else ""
+                        skip = "to leave such rows out and count them: dataset.on_bad_row=skip"
+                        raise DataError(f"{bad}; {fix}{skip}") from None
+                    report.skip(bad.kind)
+        except GeneratorExit:  # the caller has the rows it needs
+            reader.drain()
+            raise
+        reader.drain()
+
+
 def load_examples(
     files: list[Path] | tuple[str, ...],
     max_rows: int | None = None,
     on_bad_row: str = "error",
-    shuffle_seed: int | None = None,
     report: DataReport | None = None,
     max_row_bytes: int | None = None,
 ) -> list[Example]:
-    """The usable rows of `files`, validated, in order (or shuffled with `shuffle_seed`), at most `max_rows`.
-
-    A bad row raises BadRow naming file, line and field, or with on_bad_row="skip" is counted in `report`
-    and left out. Exact duplicates of an earlier row are always counted and left out.
-    """
-    if on_bad_row not in ON_BAD_ROW:
-        raise DataError(f"dataset.on_bad_row={on_bad_row!r}: expected one of {ON_BAD_ROW}")
+    """The first `max_rows` usable rows of `files` (all of them with None), validated, in order; reading stops
+    once there are enough. Exact duplicates of an earlier row are counted in `report` and left out."""
     report = report if report is not None else DataReport()
     examples: list[Example] = []
-    seen: set[Example] = set()
-    enough = shuffle_seed is None and max_rows is not None  # unshuffled: stop reading once there are enough
+    seen: set[bytes] = set()
     for f in map(Path, files):
-        for lineno, row in _parse(f):
-            report.rows += 1
-            try:
-                ex = _example(f"{f}:{lineno}", row, max_row_bytes)
-            except BadRow as bad:
-                if on_bad_row == "error":
-                    fix = "set dataset.max_row_bytes=<larger>, or " if "max_row_bytes" in bad.kind else ""
-                    skip = "to leave such rows out and count them: dataset.on_bad_row=skip"
-                    raise DataError(f"{bad}; {fix}{skip}") from None
-                report.skip(bad.kind)
-                continue
-            if ex in seen:
+        for ex in usable_rows(f, on_bad_row, report, max_row_bytes):
+            key = digest(ex)
+            if key in seen:
                 report.duplicates += 1
                 continue
-            seen.add(ex)
+            seen.add(key)
             examples.append(ex)
-            if enough and len(examples) >= max_rows:
+            if max_rows is not None and len(examples) >= max_rows:
                 report.kept = len(examples)
                 return examples
-    if shuffle_seed is not None:
-        random.Random(shuffle_seed).shuffle(examples)
-    examples = examples[:max_rows] if max_rows is not None else examples
     report.kept = len(examples)
     return examples
-
-
-def snapshot(path: Path, store: Path) -> Path:
-    """A read-only copy of a data file under `store`, named by its content: a run reads exactly the bytes its
-    job key names, whatever happens to the original while the sweep runs. Written once per content."""
-    tmp = store / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        copy = store / _sha256(path)[:16] / path.name
-        if copy.is_file():
-            return copy
-        store.mkdir(parents=True, exist_ok=True)
-        h = hashlib.sha256()
-        with open(path, "rb") as src, open(tmp, "wb") as dst:
-            for chunk in iter(lambda: src.read(1 << 20), b""):
-                h.update(chunk)
-                dst.write(chunk)
-        copy = store / h.hexdigest()[:16] / path.name  # the bytes copied, should the file have changed meanwhile
-        copy.parent.mkdir(exist_ok=True)
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, copy)
-        return copy
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise DataError(f"{path}: cannot copy it for the run into {store} ({e.strerror or e})") from None
-
-
-@contextlib.contextmanager
-def named_by_source(dataset):
-    """Errors about rows name the user's file (`dataset`: the DatasetSpec's source_files), not the copy read."""
-    try:
-        yield
-    except DataError as e:
-        text = str(e)
-        for copy, source in zip((*dataset.train_files, *dataset.eval_files), dataset.source_files, strict=True):
-            text = text.replace(copy, source)
-        raise DataError(text) from None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def files_sha256(*groups: list[Path] | tuple[str, ...]) -> str:
-    """SHA-256 of the files' contents, group by group (train, then held-out): the data's identity."""
-    h = hashlib.sha256()
-    for files in groups:
-        h.update(b"G")
-        for f in files:
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            h.update(b"F")
-    return h.hexdigest()
-
-
-def heldout_overlap(train: list[Example], held_out: list[Example]) -> int:
-    """Held-out rows that also appear, verbatim, among the training rows: quality measured on them is recall."""
-    seen = set(train)
-    return sum(ex in seen for ex in held_out)
 
 
 def heldout_note(counts: dict) -> str | None:

@@ -72,6 +72,7 @@ METRICS: dict[str, Metric] = {
         Metric("env_build_s", "s", False),  # one-time, outside wall_s: this run built the environment
         Metric("env_check_s", "s", False),  # outside wall_s: checking an environment already built
         Metric("env_size_mb", "MiB", None),  # the environment this run built, on disk
+        Metric("data_prepare_s", "s", False),  # outside wall_s: selecting the rows (or finding the selection cached)
         Metric("model_build_s", "s", False),  # one-time, outside wall_s: this run built the local model
         Metric("model_wait_s", "s", False),  # outside wall_s: another process built it while this run waited
         Metric("model_prepare_s", "s", False),

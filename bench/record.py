@@ -96,6 +96,7 @@ class DataCounts(DataReport):
     over_length_rows: int | None = None
     dropped_rows: int | None = None
     heldout: HeldoutCounts | None = None
+    selection_sha256: str | None = None  # the rows selected (bench.selection): the data's identity
 
 
 @dataclass

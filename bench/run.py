@@ -27,20 +27,10 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from bench import config, envs, launch, published, record, results, source, summary
+from bench import config, envs, launch, published, record, results, selection, source, summary
 from bench.config import Config
-from bench.data import (
-    BUNDLED_MEDICAL,
-    DataReport,
-    files_sha256,
-    heldout_note,
-    heldout_overlap,
-    load_examples,
-    named_by_source,
-    resolve_files,
-    snapshot,
-)
-from bench.errors import DataError, SpecError, UserError
+from bench.data import BUNDLED_MEDICAL, heldout_note, resolve_files
+from bench.errors import SpecError, UserError
 from bench.models import BUILT_ELSEWHERE, built_model_dir
 from bench.runners.base import STACK
 from bench.sampler import host_facts, host_has_gpu
@@ -97,50 +87,53 @@ def hub_files(d: config.DatasetConfig) -> tuple[list[Path], list[Path]]:
     return [fetch(files["train"])], [fetch(files["eval"])] if files.get("eval") else []
 
 
-def dataset_spec(cfg: Config) -> DatasetSpec:
-    d = cfg.dataset
+def source_files(d: config.DatasetConfig) -> tuple[list[Path], list[Path]]:
+    """The dataset's training and held-out files: a local path (file or directory), or the hub's."""
     if not d.path and d.hub_id:
-        train, held_out = hub_files(d)
-    else:
-        path = d.path or BUNDLED_MEDICAL
-        train = resolve_files(path, d.train_glob)
-        if d.eval_path:
-            held_out = resolve_files(d.eval_path, d.eval_glob)
-        elif Path(path).is_dir():
-            held_out = resolve_files(path, d.eval_glob)
-        else:
-            held_out = []
-    # Every run reads content-addressed copies: the bytes its job key names, even if a file changes meanwhile.
-    store = cfg.cache_path / "data"
-    sources = tuple(map(str, [*train, *held_out]))
-    train, held_out = [snapshot(f, store) for f in train], [snapshot(f, store) for f in held_out]
-    return DatasetSpec(
+        return hub_files(d)
+    path = d.path or BUNDLED_MEDICAL
+    train = resolve_files(path, d.train_glob)
+    if d.eval_path:
+        return train, resolve_files(d.eval_path, d.eval_glob)
+    return train, resolve_files(path, d.eval_glob) if Path(path).is_dir() else []
+
+
+def select_rows(cfg: Config) -> tuple[DatasetSpec, selection.Selection]:
+    """The rows the job trains and is evaluated on, selected once per source content and settings (from the
+    cache on later runs), and the dataset spec that names them; the selection's counts are the summary's."""
+    d = cfg.dataset
+    if d.max_rows is not None and d.max_rows <= 0:
+        raise SpecError(f"dataset.max_rows={d.max_rows}: must be > 0 (or null: every usable row)")
+    train, held_out = source_files(d)
+    start = time.perf_counter()
+    settings = selection.Settings(d.max_rows, d.shuffle_seed, d.on_bad_row, d.max_row_bytes)
+    picked = selection.select(cfg.cache_path / "data", train, held_out, settings)
+    picked.seconds = time.perf_counter() - start
+    spec = DatasetSpec(
         name=d.name,
-        train_files=tuple(map(str, train)),
-        eval_files=tuple(map(str, held_out)),
-        source_files=sources,
-        files_sha256=files_sha256(train, held_out),
+        train_file=str(picked.train_file),
+        eval_file=str(picked.eval_file) if picked.eval_file else None,
+        selection_sha256=picked.sha256,
+        source_files=tuple(map(str, train)),
+        eval_source_files=tuple(map(str, held_out)),
+        source_sha256=tuple(picked.source_sha256),
         system_prompt=d.system_prompt,
         prompt_format=d.prompt_format,
         eos=d.eos,
         max_rows=d.max_rows,
-        tokenize=d.tokenize,
         on_bad_row=d.on_bad_row,
         shuffle_seed=d.shuffle_seed,
-        fill_to=d.fill_to,
         max_row_bytes=d.max_row_bytes,
+        tokenize=d.tokenize,
+        fill_to=d.fill_to,
     )
+    return spec, picked
 
 
-def usable_rows(d: DatasetSpec, report: DataReport | None = None) -> list:
-    with named_by_source(d):
-        return load_examples(d.train_files, d.max_rows, d.on_bad_row, d.shuffle_seed, report, d.max_row_bytes)
-
-
-def train_steps(t: TrainSpec, dataset: DatasetSpec) -> TrainSpec:
+def train_steps(t: TrainSpec, rows: int) -> TrainSpec:
     """The step count every framework stops at: train.max_steps, or train.epochs turned into steps once,
-    here, over the usable training rows: ceil(epochs x rows / global batch). Frameworks round an epoch's
-    steps each their own way; given max_steps, each stops at the same step."""
+    here, over the `rows` usable training rows: ceil(epochs x rows / global batch). Frameworks round an
+    epoch's steps each their own way; given max_steps, each stops at the same step."""
     if (t.max_steps is None) == (t.epochs is None):
         fix = "set train.max_steps=null to train by epochs" if t.epochs is not None else "set one of them"
         raise SpecError(f"train.epochs={t.epochs} and train.max_steps={t.max_steps}: exactly one is set; {fix}")
@@ -149,7 +142,6 @@ def train_steps(t: TrainSpec, dataset: DatasetSpec) -> TrainSpec:
     if t.packing == "packed":
         raise SpecError("train.epochs with train.packing=packed: the framework decides how many packed rows an "
                         "epoch has; set train.max_steps instead")  # fmt: skip
-    rows = len(usable_rows(dataset))
     return dataclasses.replace(t, max_steps=max(1, math.ceil(t.epochs * rows / global_batch(t))))
 
 
@@ -158,23 +150,29 @@ def global_batch(t: TrainSpec) -> int:
 
 
 def job_spec(cfg: Config, run_dir: Path, first_run: bool = True) -> JobSpec:
-    """The framework-neutral job spec of one run, validated. The base model is the same for every run:
-    evaluated once, in the sweep's first run."""
+    """The framework-neutral job spec of one run, validated (job_and_rows)."""
+    return job_and_rows(cfg, run_dir, first_run)[0]
+
+
+def job_and_rows(cfg: Config, run_dir: Path, first_run: bool = True) -> tuple[JobSpec, selection.Selection]:
+    """The job spec of one run, validated, and the selection of rows it trains on. The base model is the same
+    for every run: evaluated once, in the sweep's first run."""
     fw = cfg.framework
-    dataset = dataset_spec(cfg)
+    dataset, picked = select_rows(cfg)
     train, _ = published.as_published(cfg, cfg.train, host_has_gpu())
-    return JobSpec(
+    spec = JobSpec(
         framework=fw.name,
         framework_version=fw.version,
         runner=fw.runner,
         packages=(fw.distribution, *fw.packages),
         model=model_spec(cfg),
         dataset=dataset,
-        train=train_steps(train, dataset),
+        train=train_steps(train, picked.train.kept),
         eval=dataclasses.replace(cfg.eval, base=first_run),
         skip_steps=cfg.skip_steps,
         run_dir=str(run_dir.resolve()),
     ).validate()
+    return spec, picked
 
 
 def steps_note(spec: JobSpec, rows: int) -> list[str]:
@@ -305,23 +303,6 @@ def host_reason(fw: config.FrameworkConfig, spec: JobSpec) -> str | None:
     return None
 
 
-def check_data(spec: JobSpec) -> tuple[record.HeldoutCounts, int]:
-    """Read every row before the run starts (bad rows stop the sweep here) and count what the held-out split
-    shares with the training rows; the held-out counts and the number of usable training rows."""
-    d = spec.dataset
-    rows = DataReport()
-    train = usable_rows(d, rows)
-    if not train:
-        skipped = "".join(f", {n} {kind}" for kind, n in rows.skipped.items())
-        files = ", ".join(d.source_files[: len(d.train_files)])
-        raise DataError(f"0 usable rows in {files}: {rows.rows} read, {rows.duplicates} duplicates{skipped}")
-    report = DataReport()
-    with named_by_source(d):
-        held_out = load_examples(d.eval_files, None, d.on_bad_row, None, report, d.max_row_bytes)
-    counts = record.HeldoutCounts(**dataclasses.asdict(report), overlap_with_train=heldout_overlap(train, held_out))
-    return counts, len(train)
-
-
 def finished_ok(run_dir: Path, spec: JobSpec, src: source.Source | None = None) -> record.Summary | None:
     """The run's summary when a previous attempt finished this very job ok (for resume): same framework,
     requested version and source, same job key and seed. An earlier run of other settings is run again."""
@@ -363,8 +344,8 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> recor
     results.register_secrets(cfg.framework.env)
     scrub_hydra_files(run_dir)
     src = framework_source(cfg)  # a source that cannot be used stops the sweep here, before anything is built
-    spec = job_spec(cfg, run_dir, first_run=hydra_job_num() == 0)
-    heldout, train_rows = check_data(spec)  # bad rows stop the sweep before this run starts
+    # Bad rows stop the sweep here, before this run starts; a later run finds the selection in the cache.
+    spec, picked = job_and_rows(cfg, run_dir, first_run=hydra_job_num() == 0)
     results.clear_run(run_dir)  # a rerun in the same directory starts from nothing
     results.write_text_atomic(run_dir / results.SPEC, spec.to_json())
     results.write_text_atomic(run_dir / results.CONFIG, OmegaConf.to_yaml(raw, resolve=True))
@@ -383,8 +364,9 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> recor
         )
     out.ended_at, out.python = time.time(), str(python)
     out.host = record.Host(**host_facts(cfg.sampler.gpu))  # CPU model, cores, RAM, GPU models and driver, read here
-    out.metrics = one_time  # environment and model builds: paid before the run, outside its wall_s
-    return finished(out, spec, src, outcome, heldout, steps_note(spec, train_rows))
+    # Environment and model builds, and the data selection: paid before the run, outside its wall_s.
+    out.metrics = one_time | {"data_prepare_s": picked.seconds}
+    return finished(out, spec, src, outcome, picked, steps_note(spec, picked.train.kept))
 
 
 def started(cfg: Config, spec: JobSpec, src: source.Source | None, run_dir: Path) -> record.Summary:
@@ -430,7 +412,7 @@ def prepare(cfg: Config, spec: JobSpec, src: source.Source | None) -> tuple[Path
 
 
 def finished(out: record.Summary, spec: JobSpec, src: source.Source | None, outcome: launch.Outcome,
-             heldout: record.HeldoutCounts, notes: list[str]) -> record.Summary:  # fmt: skip
+             picked: selection.Selection, notes: list[str]) -> record.Summary:  # fmt: skip
     """The summary of a run whose worker ended: its status, and what the worker, the parent and the sampler saw."""
     run_dir = Path(spec.run_dir)
     try:
@@ -452,9 +434,12 @@ def finished(out: record.Summary, spec: JobSpec, src: source.Source | None, outc
     out.hardware, out.quality, out.base_quality = worker.hardware, worker.quality, worker.base_quality
     out.effective = record.Effective(worker.precision, worker.gradient_checkpointing, worker.train_examples,
                                      worker.tokenize, spec.train.max_steps)  # fmt: skip
-    out.data, out.fingerprint = dataclasses.replace(worker.data, heldout=heldout), worker.fingerprint
+    # What selecting the rows did (the selection's counts) and what the framework did with them (the worker's).
+    out.data = dataclasses.replace(worker.data, **dataclasses.asdict(picked.train), heldout=picked.heldout,
+                                   selection_sha256=picked.sha256)  # fmt: skip
+    out.fingerprint = worker.fingerprint
     # Where a framework does not follow the spec to the letter, and what else a reader must know.
-    warnings = [outcome.sampler.error, heldout_note(dataclasses.asdict(heldout))]
+    warnings = [outcome.sampler.error, picked.heldout and heldout_note(dataclasses.asdict(picked.heldout))]
     out.notes = [*notes, *worker.notes, *filter(None, warnings)]
     out.sampler.baseline_used_mb = outcome.sampler.baseline_used_mb
     out.log_tail = outcome.log_tail if out.status != "ok" else None

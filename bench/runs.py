@@ -64,7 +64,7 @@ def spec_fields(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         f"job.{k}": ",".join(map(str, v)) if isinstance(v, list) else v
         for k, v in flatten(sections).items()
-        if not k.endswith(("_files", ".config"))
+        if not k.endswith(("_files", "_file", ".config"))
     }
 
 

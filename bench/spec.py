@@ -89,21 +89,30 @@ class ModelSpec:
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    train_files: tuple[str, ...]
-    eval_files: tuple[str, ...]  # what the run reads: content-addressed copies of the source files
-    source_files: tuple[str, ...]  # where they were copied from (train, then held-out), for the reader
-    files_sha256: str  # content of train_files then eval_files: the data's identity wherever it lies
+    # What the run reads: the rows selected from the source, in order (bench.selection), never the source itself.
+    train_file: str
+    eval_file: str | None  # the held-out rows; None without a held-out split
+    selection_sha256: str  # the selected rows' content (train, then held-out): the data's identity
+    source_files: tuple[str, ...]  # where the training rows were selected from
+    eval_source_files: tuple[str, ...]  # where the held-out rows were
+    source_sha256: tuple[str, ...]  # each source file's content: source_files, then eval_source_files
     system_prompt: str  # chat format only
     # chat: the model's chat template (system prompt, user turn, answer); otherwise a plain format string over
     # the row's fields, ending with {output} (bench.data.PlainFormat), the EOS token after it when `eos`.
     prompt_format: str
     eos: bool
+    # How the rows were selected (recorded; the job is identified by what they selected, selection_sha256)
     max_rows: int | None
-    tokenize: TokenizeMode  # framework: each renders and tokenizes; harness: tokenized once, same ids for all
     on_bad_row: OnBadRow  # error: stop naming file, line and field; skip: leave it out and count it
-    shuffle_seed: int | None  # shuffle before taking max_rows
-    fill_to: int | None  # strict mode only: pack the tokenized rows into sequences of exactly this length
+    shuffle_seed: int | None  # a seeded sample of max_rows rows (bench.selection.keyed_order), or the first rows
     max_row_bytes: int  # a larger row is a bad row (dataset.on_bad_row)
+    tokenize: TokenizeMode  # framework: each renders and tokenizes; harness: tokenized once, same ids for all
+    fill_to: int | None  # strict mode only: pack the tokenized rows into sequences of exactly this length
+
+
+# Where the data came from and how it was selected: recorded, but the job is what was selected.
+DATASET_PROVENANCE = ("name", "train_file", "eval_file", "source_files", "eval_source_files", "source_sha256",
+                      "max_rows", "on_bad_row", "shuffle_seed", "max_row_bytes")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -170,13 +179,12 @@ class JobSpec:
     def job_fields(self) -> dict[str, Any]:
         """What makes two runs the same job, flattened (`train.lr`, ...): every field of the resolved job
         except the framework, its version, the seed and where the run is written. A built model is
-        identified by its recipe, data by its content, so the key holds across machines and checkouts."""
+        identified by its recipe, data by the content of the rows selected (wherever they came from, however
+        they were selected), so the key holds across machines and checkouts."""
         model = dataclasses.asdict(self.model)
         if self.model.source == "random":
             model.pop("path")  # the cache directory it was built into
-        dataset = dataclasses.asdict(self.dataset)
-        for where in ("name", "train_files", "eval_files", "source_files"):
-            dataset.pop(where)
+        dataset = {k: v for k, v in dataclasses.asdict(self.dataset).items() if k not in DATASET_PROVENANCE}
         train = dataclasses.asdict(self.train)
         train.pop("seed")
         # Kernels are how a framework runs the job, as the framework itself is: part of the system under test

@@ -225,6 +225,8 @@ def time_cells(m: dict[str, Any]) -> tuple[str, str]:
         once.append(f"env build {m['env_build_s']:.0f}")
     elif m.get("env_check_s") is not None:
         once.append(f"env check {m['env_check_s']:.1f}")
+    if m.get("data_prepare_s") is not None and m["data_prepare_s"] >= 0.05:
+        once.append(f"data {m['data_prepare_s']:.1f}")
     if m.get("model_build_s") is not None:
         once.append(f"model build {m['model_build_s']:.0f}")
     elif m.get("model_wait_s") is not None:

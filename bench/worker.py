@@ -76,15 +76,14 @@ def apply_vram_budget(budget_gb: float | None, on_gpu: bool) -> str | None:
 
 
 def held_out(spec: JobSpec) -> list[Example]:
-    dataset = spec.dataset
-    return load_examples(dataset.eval_files, None, dataset.on_bad_row, max_row_bytes=dataset.max_row_bytes)
+    return load_examples([spec.dataset.eval_file])
 
 
 def evaluate_run(ctx: RunContext, model, run_dir: Path) -> dict[str, Any]:
     """The trained model's held-out quality (and the base model's, with the adapter disabled, when asked);
     generations go to the run directory. A failing evaluation is recorded without failing the run."""
     spec = ctx.spec
-    if model is None or not spec.dataset.eval_files:
+    if model is None or not spec.dataset.eval_file:
         return {}
     try:
         from transformers import AutoTokenizer
@@ -193,13 +192,13 @@ def run(spec: JobSpec, run_dir: Path) -> WorkerReport:
             events.flush()
 
     recorder = StepRecorder(emit, every_steps=spec.eval.every_steps)
-    data_report, d = DataReport(), spec.dataset
-    rows = load_examples(d.train_files, d.max_rows, d.on_bad_row, d.shuffle_seed, data_report, d.max_row_bytes)
+    data_report = DataReport()  # of the selection, in its order: the parent chose the rows (bench.selection)
+    rows = load_examples([spec.dataset.train_file], report=data_report)
     ctx = RunContext(spec=spec, model_path="", examples=rows, callbacks=[recorder], on_gpu=on_gpu, precision=precision)
     with ctx.timed("model_prepare_s"):
         ctx.model_path = prepare_model(spec)
     ctx.check_usable()
-    if spec.eval.every_steps and spec.dataset.eval_files:
+    if spec.eval.every_steps and spec.dataset.eval_file:
         recorder.heldout = heldout_loss_fn(ctx)
     budget_note = apply_vram_budget(spec.train.vram_budget_gb, on_gpu)
     runner_start = time.perf_counter()

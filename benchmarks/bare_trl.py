@@ -10,7 +10,6 @@ line: step times, losses, the training span and the device.
 """
 
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -49,18 +48,10 @@ class StepClock(TrainerCallback):
 
 
 def conversations(data: dict) -> list[dict]:
-    """The alpaca rows as prompt/completion conversations: exact duplicates left out, shuffled with the job's
-    seed when it has one, at most max_rows."""
-    fmt = "parquet" if data["train_files"][0].endswith(".parquet") else "json"
-    rows, seen = [], set()
-    for r in datasets.load_dataset(fmt, data_files=list(data["train_files"]), split="train"):
-        key = (r["instruction"], r.get("input") or "", r["output"])
-        if key not in seen:
-            seen.add(key)
-            rows.append(key)
-    if data["shuffle_seed"] is not None:
-        random.Random(data["shuffle_seed"]).shuffle(rows)
-    rows = rows[: data["max_rows"]] if data["max_rows"] else rows
+    """The job's rows (the harness's selection: the rows every framework trains on, in order) as
+    prompt/completion conversations."""
+    rows = [(r["instruction"], r["input"], r["output"])
+            for r in datasets.load_dataset("json", data_files=[data["train_file"]], split="train")]  # fmt: skip
     system = {"role": "system", "content": data["system_prompt"]}
     return [
         {

@@ -19,11 +19,11 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TRAIN = from_mapping(TrainSpec, OmegaConf.to_container(OmegaConf.load(REPO / "conf/train/default.yaml")), "")
 DEFAULT_EVAL = from_mapping(EvalSpec, OmegaConf.to_container(OmegaConf.load(REPO / "conf/config.yaml").eval), "eval")
 
-DEFAULT_DATASET = DatasetSpec(name="d", train_files=("/data/train.json",), eval_files=(),
-                              source_files=("/data/train.json",), files_sha256="0" * 64,
-                              system_prompt="You are Qwen.", max_rows=None, tokenize="framework", on_bad_row="error",
-                              shuffle_seed=None, fill_to=None, max_row_bytes=1_000_000, prompt_format="chat",
-                              eos=False)  # fmt: skip
+DEFAULT_DATASET = DatasetSpec(name="d", train_file="/cache/data/selections/0/train.jsonl", eval_file=None,
+                              selection_sha256="0" * 64, source_files=("/data/train.json",), eval_source_files=(),
+                              source_sha256=("1" * 64,), system_prompt="You are Qwen.", max_rows=None,
+                              tokenize="framework", on_bad_row="error", shuffle_seed=None, fill_to=None,
+                              max_row_bytes=1_000_000, prompt_format="chat", eos=False)  # fmt: skip
 
 
 def make_spec(dataset: dict | None = None, **train) -> JobSpec:

@@ -35,8 +35,9 @@ def test_default_job_is_the_tiny_model_on_the_bundled_sample(tmp_path):
     spec = job_spec(typed(f"cache_dir={tmp_path}"), tmp_path / "run")
     assert spec.framework == "trl"
     assert spec.model.source == "random" and spec.model.path.startswith(str(tmp_path / "models" / "tiny-"))
-    assert [Path(f).name for f in spec.dataset.train_files] == ["train_zh_0.json"]
-    assert [Path(f).name for f in spec.dataset.eval_files] == ["valid_zh_0.json"]
+    assert [Path(f).name for f in spec.dataset.source_files] == ["train_zh_0.json"]
+    assert [Path(f).name for f in spec.dataset.eval_source_files] == ["valid_zh_0.json"]
+    assert Path(spec.dataset.train_file).parent == tmp_path / "data" / "selections" / spec.dataset.selection_sha256
     assert spec.train.lora.r == 16 and spec.train.chat_template == "qwen2.5"
     assert spec.model.trust_remote_code is False
 
@@ -66,8 +67,8 @@ def test_architecture_presets_build_the_real_shape_without_download(tmp_path, mo
 def test_user_dataset_file(tmp_path, write_jsonl):
     path = write_jsonl([{"instruction": "a", "input": "", "output": "b"}])
     spec = job_spec(typed(f"dataset.path={path}"), tmp_path)
-    assert spec.dataset.source_files == (str(path),) and spec.dataset.eval_files == ()
-    assert Path(spec.dataset.train_files[0]).read_bytes() == path.read_bytes()  # the run reads a copy
+    assert spec.dataset.source_files == (str(path),) and spec.dataset.eval_file is None
+    assert Path(spec.dataset.train_file).read_bytes() == path.read_bytes()  # the run reads the selection
 
 
 def test_missing_dataset_file_is_a_data_error(tmp_path):
@@ -195,7 +196,7 @@ def test_medical_dataset_reads_a_local_copy(tmp_path, write_jsonl):
     for name in ("train_zh_0.json", "valid_zh_0.json"):
         (finetune / name).write_text('{"instruction": "q", "input": "", "output": "a"}\n', encoding="utf-8")
     spec = job_spec(typed("dataset=medical", f"dataset.path={finetune}"), tmp_path)
-    assert [Path(f).name for f in spec.dataset.train_files] == ["train_zh_0.json"]
+    assert [Path(f).name for f in spec.dataset.source_files] == ["train_zh_0.json"]
     assert (spec.dataset.max_rows, spec.dataset.shuffle_seed) == (2000, 42)
 
 
@@ -218,24 +219,26 @@ def test_medical_dataset_comes_from_the_hub_without_a_local_copy(tmp_path, monke
         ("shibing624/medical", "finetune/valid_zh_0.json", "dataset"),
     ]
     names = ("train_zh_0.json", "valid_zh_0.json")
-    assert spec.dataset.source_files == tuple(str(tmp_path / "finetune" / f) for f in names)
+    assert (*spec.dataset.source_files, *spec.dataset.eval_source_files) == tuple(
+        str(tmp_path / "finetune" / f) for f in names
+    )
 
 
 def test_a_data_file_changed_during_the_sweep_never_reaches_a_run_that_named_the_old_one(tmp_path, write_jsonl):
-    """A run reads content-addressed copies made when its spec was: its summary's data hash and job key name
-    the bytes it trained and evaluated on, whatever happens to the files meanwhile."""
-    from bench.data import files_sha256, load_examples
+    """A run reads the selection made when its spec was: its job key and selection hash name the rows it trained
+    and evaluated on, whatever happens to the source files meanwhile."""
+    from bench.data import load_examples
 
     train = write_jsonl([{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(4)], "train.jsonl")
     held_out = write_jsonl([{"instruction": "held", "input": "", "output": "out"}], "valid.jsonl")
     c = typed(f"dataset.path={train}", f"dataset.eval_path={held_out}", f"cache_dir={tmp_path}")
     spec = job_spec(c, tmp_path)
     held_out.write_text(train.read_text(encoding="utf-8"), encoding="utf-8")  # replaced while the run trains
-    assert [ex.output for ex in load_examples(spec.dataset.eval_files)] == ["out"]
-    assert files_sha256(spec.dataset.train_files, spec.dataset.eval_files) == spec.dataset.files_sha256
-    later = job_spec(c, tmp_path)  # a later run of the sweep reads the new file, under its own job key
-    assert [ex.output for ex in load_examples(later.dataset.eval_files)] == ["a0", "a1", "a2", "a3"]
-    assert later.job_key() != spec.job_key()
+    assert [ex.output for ex in load_examples([spec.dataset.eval_file])] == ["out"]
+    later = job_spec(c, tmp_path)  # a later run of the sweep selects from the new file, under its own job key
+    assert [ex.output for ex in load_examples([later.dataset.eval_file])] == ["a0", "a1", "a2", "a3"]
+    assert later.job_key() != spec.job_key() and later.dataset.selection_sha256 != spec.dataset.selection_sha256
+    assert [ex.output for ex in load_examples([spec.dataset.eval_file])] == ["out"]  # the earlier selection stays
 
 
 def test_unreachable_hub_says_how_to_use_a_local_copy(tmp_path, monkeypatch):
@@ -292,7 +295,7 @@ def test_a_run_is_pinned_to_its_gpus_in_pci_order(visible, num_gpus, pinned):
 
 
 def test_held_out_rows_that_are_training_rows_and_held_out_duplicates_are_counted(tmp_path):
-    from bench.run import check_data
+    from bench.run import job_and_rows
 
     rows = [{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(10)]
     data = tmp_path / "data"
@@ -300,8 +303,8 @@ def test_held_out_rows_that_are_training_rows_and_held_out_duplicates_are_counte
     (data / "train_zh_0.json").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     held_out = rows[:3] + [{"instruction": "new", "input": "", "output": "x"}] * 2  # 3 leaked, 1 repeated
     (data / "valid_zh_0.json").write_text("".join(json.dumps(r) + "\n" for r in held_out), encoding="utf-8")
-    counts, _ = check_data(job_spec(typed(f"dataset.path={data}"), tmp_path))
-    assert dataclasses.asdict(counts) == {"rows": 5, "kept": 4, "duplicates": 1, "skipped": {}, "overlap_with_train": 3}
+    _, picked = job_and_rows(typed(f"dataset.path={data}", f"cache_dir={tmp_path}"), tmp_path)
+    assert dataclasses.asdict(picked.heldout) == {"rows": 5, "kept": 4, "duplicates": 1, "skipped": {}, "overlap_with_train": 3}
 
 
 def test_a_preset_that_builds_its_model_never_takes_a_users_path(tmp_path):
@@ -386,24 +389,23 @@ def test_paths_derived_from_config_values_stay_inside_the_cache(tmp_path):
 
 
 def test_data_with_no_usable_row_stops_before_the_run_with_the_counts(tmp_path, write_jsonl):
-    from bench.run import check_data
-
     path = write_jsonl([{"instruction": "q", "input": "", "output": ""}] * 3 + [{"instruction": "q"}])
     with pytest.raises(DataError, match=rf"0 usable rows in {path}: 4 read, 0 duplicates, 3 field 'output' is "
                        r"empty, 1 field 'output' is missing"):  # fmt: skip
-        check_data(job_spec(typed(f"dataset.path={path}", "dataset.on_bad_row=skip"), tmp_path))
-    with pytest.raises(DataError, match=rf"^{path}:1: field 'output' is empty"):  # the user's file, not the copy
-        check_data(job_spec(typed(f"dataset.path={path}"), tmp_path))
+        job_spec(typed(f"dataset.path={path}", "dataset.on_bad_row=skip", f"cache_dir={tmp_path}"), tmp_path)
+    with pytest.raises(DataError, match=rf"^{path}:1: field 'output' is empty"):  # the user's file, not a copy
+        job_spec(typed(f"dataset.path={path}", f"cache_dir={tmp_path}"), tmp_path)
 
 
 def test_a_row_above_the_size_bound_is_a_bad_row(tmp_path, write_jsonl):
-    from bench.run import check_data
+    from bench.run import job_and_rows
 
     path = write_jsonl([{"instruction": "q", "input": "", "output": "a"}, {"instruction": "q", "output": "x" * 2000}])
     with pytest.raises(DataError, match=r"data.jsonl:2: row larger than dataset.max_row_bytes \(2,001 > 1,000 bytes\)"):
-        check_data(job_spec(typed(f"dataset.path={path}", "dataset.max_row_bytes=1000"), tmp_path))
-    spec = job_spec(typed(f"dataset.path={path}", "dataset.max_row_bytes=1000", "dataset.on_bad_row=skip"), tmp_path)
-    check_data(spec)  # skipped and counted instead
+        job_spec(typed(f"dataset.path={path}", "dataset.max_row_bytes=1000", f"cache_dir={tmp_path}"), tmp_path)
+    c = typed(f"dataset.path={path}", "dataset.max_row_bytes=1000", "dataset.on_bad_row=skip", f"cache_dir={tmp_path}")
+    _, picked = job_and_rows(c, tmp_path)  # skipped and counted instead
+    assert (picked.train.kept, picked.train.skipped) == (1, {"row larger than dataset.max_row_bytes": 1})
 
 
 def test_the_default_sweep_is_every_registered_framework_with_the_baseline_first():

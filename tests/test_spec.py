@@ -44,14 +44,17 @@ def test_a_missing_key_is_named():
         JobSpec.from_dict(d)
 
 
-# A spec written out in full (no conf/ defaults), and its job key as the harness computed it before the spec's
-# `data` and `evaluation` fields were renamed `dataset` and `eval`: a job key's field names are frozen.
+# A spec written out in full (no conf/ defaults), and its job key: a job key's field names are frozen (`data`
+# and `evaluation` were renamed `dataset` and `eval` without changing it). Its format changed once, when the data
+# came to be identified by the rows selected (selection_sha256) instead of the source files and the settings
+# that selected from them (files_sha256, max_rows, shuffle_seed, on_bad_row, max_row_bytes): was 1f94e38bc28f.
 FIXED_SPEC = {
     "framework": "trl", "framework_version": "1.16.0", "runner": "bench.runners.trl", "packages": ["trl"],
     "model": {"name": "tiny", "source": "random", "path": "/cache/tiny", "config": {"hidden_size": 64},
               "trust_remote_code": False},
-    "dataset": {"name": "d", "train_files": ["/data/train.json"], "eval_files": [],
-                "source_files": ["/data/train.json"], "files_sha256": "0" * 64, "system_prompt": "You are Qwen.",
+    "dataset": {"name": "d", "train_file": "/cache/data/selections/0/train.jsonl", "eval_file": None,
+                "selection_sha256": "0" * 64, "source_files": ["/data/train.json"], "eval_source_files": [],
+                "source_sha256": ["1" * 64], "system_prompt": "You are Qwen.",
                 "prompt_format": "chat", "eos": False, "max_rows": None, "tokenize": "framework",
                 "on_bad_row": "error", "shuffle_seed": None, "fill_to": None, "max_row_bytes": 1000000},
     "train": {"lora": {"r": 16, "alpha": 32, "dropout": 0.0,
@@ -70,7 +73,7 @@ FIXED_SPEC = {
 
 def test_the_job_key_of_a_fixed_spec_is_the_one_earlier_harness_versions_computed():
     spec = JobSpec.from_dict(FIXED_SPEC)
-    assert spec.job_key() == "1f94e38bc28f"
+    assert spec.job_key() == "4c2db3b25c42"
     assert {k.split(".")[0] for k in spec.job_fields()} == {"model", "data", "train", "eval", "skip_steps"}
 
 
@@ -82,7 +85,9 @@ def test_the_job_key_ignores_framework_version_seed_and_where_things_lie():
         framework_version="2026.10.9",
         run_dir="/elsewhere/1-unsloth",
         model=dataclasses.replace(spec.model, path="/other-cache/tiny"),  # a built model: its recipe counts
-        dataset=dataclasses.replace(spec.dataset, train_files=("/copy/train.json",)),  # its content counts
+        # the rows selected count, not where they lie, where they came from or the settings that selected them
+        dataset=dataclasses.replace(spec.dataset, train_file="/other-cache/train.jsonl", source_files=("/a.json",),
+                                    source_sha256=("2" * 64,), max_rows=100, shuffle_seed=3),
         eval=dataclasses.replace(spec.eval, base=True),
     )
     assert same.job_key() == spec.job_key()
@@ -116,8 +121,7 @@ def test_lora_data_model_and_eval_fields_change_the_job_key():
     spec = make_spec()
     changed = [
         make_spec(lora=dataclasses.replace(spec.train.lora, alpha=64)),
-        dataclasses.replace(spec, dataset=dataclasses.replace(spec.dataset, max_rows=100)),
-        dataclasses.replace(spec, dataset=dataclasses.replace(spec.dataset, files_sha256="1" * 64)),
+        dataclasses.replace(spec, dataset=dataclasses.replace(spec.dataset, selection_sha256="1" * 64)),
         dataclasses.replace(spec, dataset=dataclasses.replace(spec.dataset, tokenize="harness")),
         dataclasses.replace(spec, model=dataclasses.replace(spec.model, config={"hidden_size": 128})),
         dataclasses.replace(spec, eval=dataclasses.replace(spec.eval, prompts=2)),
