@@ -1,7 +1,8 @@
 """Alpaca-format medical QA data (instruction / input / output, as in shibing624/medical): load, validate, render.
 
-Standard library only: the parent validates data before a sweep starts, and the worker renders it inside
-each framework's environment with the same code.
+Standard library only at import: the parent reads and validates the source when it selects a job's rows
+(bench.selection), and the worker reads that selection and renders it inside each framework's environment with
+the same code. Every file is streamed (a JSON array through ijson, Parquet through pyarrow: the parent's).
 """
 
 from __future__ import annotations
@@ -190,9 +191,9 @@ def _lines(path: Path, f, limit: int | None) -> Iterator[tuple[int, object]]:
         lineno += 1
         where = f"{path}:{lineno}"
         if limit is not None and len(line) > limit and not line.endswith(b"\n"):
-            while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):  # skipped unread, not kept
-                pass
             yield lineno, BadRow(where, "row larger than dataset.max_row_bytes", f" (its line is over {limit:,} bytes)")
+            while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):  # on_bad_row=skip: passed, not kept
+                pass
             continue
         if not line.strip():
             continue

@@ -36,9 +36,23 @@ def summaries(tmp_path):
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("parity")
-    # Held-out evaluation is not what parity compares (and the slowest part of these runs): left out.
-    proc = bench_run(tmp, f"framework={REFERENCE},{','.join(PARITY)}", "train.max_steps=8", "eval.enabled=false")
+    # Held-out evaluation is not what parity compares (and the slowest part of these runs): left out. The rows
+    # are a seeded sample of the bundled ones (bench.selection): every framework trains on that selection.
+    proc = bench_run(tmp, f"framework={REFERENCE},{','.join(PARITY)}", "train.max_steps=8", "eval.enabled=false",
+                     "dataset.max_rows=120", "dataset.shuffle_seed=5")  # fmt: skip
     return tmp, proc
+
+
+@integration
+def test_every_run_trained_on_one_selection_named_in_its_summary_and_the_runs_table(sweep):
+    import pandas as pd
+
+    tmp, _ = sweep
+    runs = summaries(tmp)
+    (selected,) = {s["data"]["selection_sha256"] for s in runs.values()}
+    assert all((s["data"]["rows"], s["data"]["kept"]) == (240, 120) for s in runs.values())
+    (table,) = tmp.glob("*/runs.csv")
+    assert set(pd.read_csv(table)["job.dataset.selection_sha256"]) == {selected}
 
 
 @integration
