@@ -1,4 +1,4 @@
-"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s overhead`."""
+"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s overhead`, `nox -s data_scale`."""
 
 import nox
 
@@ -23,3 +23,10 @@ def overhead(session: nox.Session) -> None:
     (benchmarks/bare_trl.py), interleaved; posargs go to benchmarks/overhead.py (--rounds, --overrides)."""
     session.install("-e", ".")
     session.run("python", "benchmarks/overhead.py", *session.posargs)
+
+
+@nox.session
+def data_scale(session: nox.Session) -> None:
+    """Data preparation on shibing624/medical's real size (1.95 M rows, generated): benchmarks/data_scale.py."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/data_scale.py", *session.posargs)

@@ -200,7 +200,7 @@ def _lines(path: Path, f, limit: int | None) -> Iterator[tuple[int, object]]:
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as e:
-            yield lineno, BadRow(where, "not UTF-8 text", f" (byte {e.start} of the line); save the file as UTF-8")
+            yield lineno, BadRow(where, "not UTF-8 text", f" (byte {e.start} of the line); save it as UTF-8")
             continue
         try:
             yield lineno, json.loads(text)

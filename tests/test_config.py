@@ -304,7 +304,8 @@ def test_held_out_rows_that_are_training_rows_and_held_out_duplicates_are_counte
     held_out = rows[:3] + [{"instruction": "new", "input": "", "output": "x"}] * 2  # 3 leaked, 1 repeated
     (data / "valid_zh_0.json").write_text("".join(json.dumps(r) + "\n" for r in held_out), encoding="utf-8")
     _, picked = job_and_rows(typed(f"dataset.path={data}", f"cache_dir={tmp_path}"), tmp_path)
-    assert dataclasses.asdict(picked.heldout) == {"rows": 5, "kept": 4, "duplicates": 1, "skipped": {}, "overlap_with_train": 3}
+    counts = {"rows": 5, "kept": 4, "duplicates": 1, "skipped": {}, "overlap_with_train": 3}
+    assert dataclasses.asdict(picked.heldout) == counts
 
 
 def test_a_preset_that_builds_its_model_never_takes_a_users_path(tmp_path):

@@ -106,7 +106,7 @@ def test_whitespace_only_instruction_is_empty(write_jsonl):
 def test_non_utf8_bytes_are_named(tmp_path):
     path = tmp_path / "gbk.jsonl"
     path.write_bytes(json.dumps(ROW, ensure_ascii=False).encode("gbk") + b"\n")
-    with pytest.raises(DataError, match=r"gbk.jsonl:1: not UTF-8 text \(byte \d+ of the line\); save the file as UTF-8"):
+    with pytest.raises(DataError, match=r"gbk.jsonl:1: not UTF-8 text \(byte \d+ of the line\); save it as UTF-8"):
         load_examples([path])
 
 

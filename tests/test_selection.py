@@ -161,7 +161,7 @@ def test_a_non_utf8_byte_deep_in_the_file_names_its_line(tmp_path, write_jsonl):
     lines = path.read_bytes().splitlines(keepends=True)
     lines[700] = lines[700].replace("回答".encode(), b"\xb8\xb4")  # GBK bytes in a UTF-8 file
     path.write_bytes(b"".join(lines))
-    with pytest.raises(DataError, match=r"train.jsonl:701: not UTF-8 text \(byte \d+ of the line\); save the file as "
+    with pytest.raises(DataError, match=r"train.jsonl:701: not UTF-8 text \(byte \d+ of the line\); save it as "
                        r"UTF-8; to leave such rows out"):  # fmt: skip
         select(tmp_path, [path], [], Settings(None, None, "error", 1_000_000))
 
