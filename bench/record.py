@@ -19,7 +19,9 @@ from bench.data import DataReport
 from bench.errors import SpecError, UserError
 from bench.spec import from_mapping
 
-FORMAT = 2  # summary.json's shape; 1: written before it carried `format` (the recorded H200 sweep)
+# summary.json's shape; 1: written before it carried `format` (the recorded H200 sweep); 3: data.selection_sha256
+# (the rows selected, bench.selection) and the job key of the selected rows
+FORMAT = 3
 Status = Literal["ok", "failed", "skipped", "timeout", "interrupted", "oom"]
 Scalar = int | float | str | bool | None  # a metric or quality value: numbers, and a method's name
 
