@@ -688,10 +688,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {d}: {problem}", file=sys.stderr)
             return 2
     try:
-        paths = build(a.sweep_dir, a.baseline, a.others)
+        built = compose(a.sweep_dir, a.baseline, a.others)
+        paths = write(built, a.sweep_dir)
     except (UserError, OSError) as e:  # a full disk (DiskFull), an unwritable directory: one line
         print(f"error: {e}", file=sys.stderr)
         return 2
+    print(findings_block(built))  # what the sweep printed at its end, for this baseline
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0

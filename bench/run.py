@@ -40,6 +40,11 @@ REPO = Path(__file__).resolve().parent.parent
 DISK_LOW_BYTES = 64 << 10  # less free space than this after a failed run: the disk is why
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)  # logs: no wrap at 80 columns
 SWEEP_SIZE = 0  # set when the sweep starts (same process with Hydra's basic launcher)
+# bench.run's exit status when the sweep finished (its table and report written) but a run did not: failed,
+# timed out or ran out of memory, or left no readable summary. 0: every run ok or skipped with its reason;
+# 2: input no run could use; 130: interrupted.
+RUNS_FAILED_EXIT = 3
+NOT_FINISHED: dict[str, None] = {}  # the sweep's runs that did not finish ok or skipped, in order
 
 
 def model_spec(cfg: Config) -> ModelSpec:
@@ -135,13 +140,15 @@ def train_steps(t: TrainSpec, rows: int) -> TrainSpec:
     here, over the `rows` usable training rows: ceil(epochs x rows / global batch). Frameworks round an
     epoch's steps each their own way; given max_steps, each stops at the same step."""
     if (t.max_steps is None) == (t.epochs is None):
-        fix = "set train.max_steps=null to train by epochs" if t.epochs is not None else "set one of them"
+        fix = ("to train for max_steps, add train.epochs=null; to train by epochs, train.max_steps=null"
+               if t.epochs is not None else "set train.max_steps=N, or train.epochs=E")  # fmt: skip
         raise SpecError(f"train.epochs={t.epochs} and train.max_steps={t.max_steps}: exactly one is set; {fix}")
     if t.epochs is None:
         return t
     if t.packing == "packed":
         raise SpecError("train.epochs with train.packing=packed: the framework decides how many packed rows an "
-                        "epoch has; set train.max_steps instead")  # fmt: skip
+                        "epoch has; set train.max_steps=N (and train.epochs=null) instead, or train.packing=none to "
+                        "keep training by epochs")  # fmt: skip
     return dataclasses.replace(t, max_steps=max(1, math.ceil(t.epochs * rows / global_batch(t))))
 
 
@@ -485,6 +492,7 @@ def run_job(cfg: DictConfig) -> str:
             if not run_dir.is_dir():  # deleted under the run: its failure alone, the sweep goes on
                 console.print(f"[red]run {hc.job.num + 1}:[/] {run_dir} was deleted while it ran; its results are "
                               "lost, the sweep goes on", soft_wrap=True)  # fmt: skip
+                NOT_FINISHED[run_dir.name] = None
                 return "failed"
             record.write_summary(run_dir, out)
     except UserError as e:  # SpecError and DataError included
@@ -588,7 +596,52 @@ def results_problem(argv: list[str]) -> str | None:
     return f"{target}: {problem}" if problem else None
 
 
+def resumed(argv: list[str]) -> list[str]:
+    """`resume=true hydra.sweep.dir=DIR`: the overrides DIR's sweep started with (Hydra's multirun.yaml), so a
+    resume reruns that sweep's own jobs; any other override is refused rather than mixed in."""
+    if not any(a.startswith("resume=") and a.split("=", 1)[1].lower() == "true" for a in argv):
+        return argv
+    given = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.sweep.dir=")]
+    if not given:
+        raise UserError("resume=true reruns an earlier sweep: name it with hydra.sweep.dir=results/<sweep>")
+    sweep_dir = Path(given[-1]).expanduser()
+    if not (sweep_dir / "multirun.yaml").is_file():
+        raise UserError(f"{sweep_dir}: not a sweep directory (no multirun.yaml, which bench.run writes as a sweep "
+                        "starts); resume=true takes the directory of a sweep, e.g. results/<sweep>")  # fmt: skip
+    extra = [a for a in argv if not a.startswith(("resume=", "hydra.sweep.dir="))]
+    recorded = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides
+    task = [o for o in recorded.task if not o.startswith("resume=")]
+    if extra:
+        raise UserError(f"resume=true reruns {sweep_dir}'s own runs, with the overrides it started with "
+                        f"({' '.join(task) or 'none'}); {extra[0]} would mix another job into it: drop it, or start "
+                        "a new sweep with it (without resume=true)")  # fmt: skip
+    if scrubbed := [o.partition("=")[0] for o in task if "***" in o]:
+        raise UserError(f"{sweep_dir}: {scrubbed[0]} held a secret, scrubbed from its multirun.yaml, so resume "
+                        f"cannot restore it; set it as an environment variable the config reads "
+                        "(${oc.env:NAME}) and start a new sweep")  # fmt: skip
+    older = [(r.summary.run, r.summary.format) for r in record.load_sweep(sweep_dir)[0]
+             if r.summary.format < record.FORMAT]  # fmt: skip
+    if older:
+        raise UserError(f"{sweep_dir}: {older[0][0]} was written by an older harness (summary format {older[0][1]}, "
+                        f"this one writes {record.FORMAT}), whose jobs cannot be matched to this version's; start a "
+                        "new sweep with the same overrides (nothing there was changed)")  # fmt: skip
+    # pinned_frameworks recomputes its own override; the directory is the one given
+    own = [o for o in recorded.hydra if not o.startswith(("hydra.sweep.dir=", "~hydra.sweeper.params.framework"))]
+    return [*task, *own, "resume=true", f"hydra.sweep.dir={sweep_dir}"]
+
+
+def open_env(argv: list[str]) -> list[str]:
+    """`framework.env.NAME=value` adds NAME or sets it, whether or not the framework's conf lists it (Hydra's
+    `++`): a framework's environment is an open mapping, and Hydra's refusal would print the value."""
+    return [f"++{a}" if a.startswith("framework.env.") else a for a in argv]
+
+
 def main() -> None:
+    try:
+        sys.argv[1:] = open_env(resumed(sys.argv[1:]))
+    except UserError as e:
+        console.print(f"[red]error:[/] {e}", soft_wrap=True)
+        sys.exit(2)
     problem = unknown_choice(sys.argv[1:]) or results_problem(sys.argv[1:])
     if problem:
         console.print(f"[red]error:[/] {problem}", soft_wrap=True)
@@ -599,6 +652,10 @@ def main() -> None:
         console.print(f"[red]error:[/] {e}", soft_wrap=True)  # one line, however long
         sys.exit(2)
     sweep()
+    if NOT_FINISHED:
+        console.print(f"[red]{len(NOT_FINISHED)} run(s) did not finish ok:[/] {', '.join(NOT_FINISHED)} (exit "
+                      f"{RUNS_FAILED_EXIT}; the table and report above include them)", soft_wrap=True)  # fmt: skip
+        sys.exit(RUNS_FAILED_EXIT)
 
 
 class SweepTable(Callback):
@@ -612,7 +669,9 @@ class SweepTable(Callback):
         cfg = config
         sweep_dir = Path(cfg.hydra.sweep.dir)
         out = Console(width=None if sys.stdout.isatty() else 160)
-        runs, _ = record.load_sweep(sweep_dir)  # a run without a readable summary is listed in the report
+        runs, unreadable = record.load_sweep(sweep_dir)  # a run without a readable summary: in the report
+        NOT_FINISHED.update((r.summary.run, None) for r in runs if r.summary.status not in ("ok", "skipped"))
+        NOT_FINISHED.update((u.run, None) for u in unreadable)
         out.print(summary.sweep_table(runs, title=f"sweep {sweep_dir}"))
         try:
             from bench import report  # pandas and matplotlib: loaded only now, after the runs

@@ -50,13 +50,17 @@ if not runs or bad:
     sys.exit(1)
 '
 
-# One sweep into DIR with framework.source=SRC (empty: the release). bench.run records a failed run and goes
-# on with exit 0; failing here keeps a broken run from passing the gate and, on the default branch, from
-# becoming the next baseline.
+# One sweep into DIR with framework.source=SRC (empty: the release). bench.run records a failed run, goes on
+# and exits 3 at the end; the runs that did not finish ok go to the step summary, and failing here keeps a
+# broken run from passing the gate and, on the default branch, from becoming the next baseline.
 sweep() {
-  local dir=$1 src=$2 failed
+  local dir=$1 src=$2 failed rc=0
   shift 2
-  "$python" -m bench.run hydra.sweep.dir="$dir" ${src:+"framework.source='$src'"} "$@"
+  "$python" -m bench.run hydra.sweep.dir="$dir" ${src:+"framework.source='$src'"} "$@" || rc=$?
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ]; then  # 2: input no run could use; 130: interrupted
+    verdict "runs failed"
+    exit "$rc"
+  fi
   if ! failed=$("$python" -c "$NOT_OK" "$dir"); then
     note "$failed"
     printf '%s\n' "$failed" >&2

@@ -18,7 +18,7 @@ LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 # What the README said before it became a front door, each now in docs/ (or still in the README).
 MOVED = [
     "A failing run never ends the sweep.", "Nothing is left running.", "Nothing already written is lost.",
-    "One writer per run.", "Resume reruns what is not this job.", "Environments are never half-used.",
+    "One writer per run.", "Resume reruns the sweep's own jobs.", "Environments are never half-used.",
     "Bad input is one line, before any run starts", "A run uses exactly the data its job key names.",
     "Secrets never reach a file.", "A config is code.", "## Export to MLflow or TensorBoard", "## Memory frontier",
     "## Several GPUs", "## Sweeps on a Slurm cluster", "## Environments", "## GPU runners without PyPI",

@@ -14,14 +14,17 @@ PLAIN = "### Question: {instruction}\n ### Answer: {output}"
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["train.epochs=3"], "train.epochs=3.0 and train.max_steps=30: exactly one is set; set train.max_steps=null"),
+        (["train.epochs=3"], "train.epochs=3.0 and train.max_steps=30: exactly one is set; to train for max_steps, add "
+                             "train.epochs=null; to train by epochs, train.max_steps=null"),
+        (["train.max_steps=null"], "exactly one is set; set train.max_steps=N, or train.epochs=E"),
         (["train.optimizer=sgd"], "train.optimizer='sgd': expected one of adamw_torch, adamw_torch_fused"),
         (["dataset.prompt_format='Q: {instruction}'"], "no {output} field, so no answer to train on"),
         (["dataset.prompt_format='Q: {question} A: {output}'"], "unknown field {question}; a format knows"),
         (["dataset.prompt_format='{output} was the answer'"], "must end with {output}"),
         (["dataset.prompt_format='{output}'"], "nothing before {output}, so no prompt apart from the answer"),
         (["dataset.eos=true"], "dataset.eos=true: the chat template ends the answer itself"),
-        (["train.epochs=1", "train.max_steps=null", "train.packing=packed"], "set train.max_steps instead"),
+        (["train.epochs=1", "train.max_steps=null", "train.packing=packed"],
+         "set train.max_steps=N (and train.epochs=null) instead, or train.packing=none to keep training by epochs"),
         (["train.max_grad_norm=-1"], "train.max_grad_norm=-1.0: must be >= 0"),
     ],
 )

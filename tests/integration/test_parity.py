@@ -8,11 +8,12 @@ jobs it cannot run) is tested beside it, in test_<framework>.py.
 """
 
 import json
+import re
 
 import pytest
 
 from bench import config, results
-from tests.conftest import bench_run, run_dirs
+from tests.conftest import REPO, bench_run, run_dirs
 
 REFERENCE = "trl"
 PARITY = ("llamafactory", "axolotl")  # should match the reference on the default job, on any host
@@ -111,3 +112,29 @@ def test_every_step_saw_the_same_tokens(sweep, framework):
 @integration
 def test_the_table_marks_every_framework_as_the_same_job(sweep):
     assert " ref" in sweep[1].stdout and " =" in sweep[1].stdout and "≠" not in sweep[1].stdout
+
+
+def layout_entries() -> dict[str, str]:
+    """docs/results-layout.md's tree of a sweep: each entry's name(s) -> the entry's text."""
+    block = (REPO / "docs/results-layout.md").read_text(encoding="utf-8").split("```")[1]
+    entries, current = {}, None
+    for line in block.splitlines():
+        head, text = line[:42].strip(), line[42:].strip()
+        if head:
+            current = head.split()[0] if "," not in head else head
+            entries[current] = text
+        elif current:
+            entries[current] += " " + text
+    return {name.strip(): text for names, text in entries.items() for name in names.split(",")}
+
+
+@integration
+def test_every_file_and_field_of_a_run_directory_is_in_the_results_layout(sweep):
+    entries = layout_entries()
+    for run in run_dirs(sweep[0]):
+        names = {p.name + ("/" if p.is_dir() else "") for p in run.iterdir()}
+        assert names <= set(entries), f"{run.name}: not in docs/results-layout.md: {names - set(entries)}"
+        for file in (results.EVENTS, results.SAMPLES):
+            fields = {k for row in results.read_jsonl(run / file) for k in row}
+            words = set(re.findall(r"[a-z_0-9]+", entries[file]))
+            assert fields <= words, f"{file} fields not in docs/results-layout.md: {fields - words}"

@@ -48,18 +48,19 @@ def failures(tmp_path_factory, trl_python):
     tmp = tmp_path_factory.mktemp("failures")
     proc = sweep(tmp, trl_python, "framework.env.MISBEHAVE=raise,exit,kill9,oom", "timeout_s=900")
     hang = sweep(tmp, trl_python, "framework.env.MISBEHAVE=hang", "timeout_s=8")
-    assert hang.returncode == 0, hang.stderr[-3000:]
+    assert hang.returncode == 3, hang.stderr[-3000:]  # a run timed out
     return proc, {mode(s): s for s in summaries(tmp)}
 
 
 def mode(summary):
-    (override,) = [o for o in summary["overrides"] if o.startswith("framework.env.MISBEHAVE=")]
+    (override,) = [o for o in summary["overrides"] if o.lstrip("+").startswith("framework.env.MISBEHAVE=")]
     return override.split("=", 1)[1]
 
 
-def test_the_sweep_survives_every_failure(failures):
+def test_the_sweep_survives_every_failure_and_its_exit_status_says_so(failures):
     proc, runs = failures
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "4 run(s) did not finish ok" in proc.stderr and "report:" in proc.stdout
     assert set(runs) == {"raise", "exit", "kill9", "hang", "oom"}
 
 
@@ -113,14 +114,7 @@ def test_resume_reruns_only_the_runs_that_did_not_finish_ok(tmp_path, trl_python
     for s in list(before.values())[3:]:  # three runs that did not finish: failed, or no summary at all
         path = sweep_dir / s["run"] / results.SUMMARY
         path.unlink() if s["run"].startswith("5") else results.write_json_atomic(path, s | {"status": "failed"})
-    again = sweep(
-        tmp_path,
-        trl_python,
-        "framework.env.MISBEHAVE=ok",
-        "train.seed=range(6)",
-        "resume=true",
-        f"hydra.sweep.dir={sweep_dir}",
-    )
+    again = resume(sweep_dir)  # the README's command as it stands: the sweep's own overrides come from it
     assert again.returncode == 0, again.stderr[-2000:]
     after = {s["run"]: s for s in summaries(tmp_path)}
     rerun = sorted(r for r in after if after[r]["started_at"] != before[r]["started_at"])
@@ -128,18 +122,40 @@ def test_resume_reruns_only_the_runs_that_did_not_finish_ok(tmp_path, trl_python
     assert again.stderr.count("ok in an earlier attempt") == 3
 
 
-def test_resume_with_other_settings_runs_them_instead_of_keeping_the_old_runs(tmp_path, trl_python):
+def resume(sweep_dir, *extra):
+    return subprocess.run([sys.executable, "-m", "bench.run", "resume=true", f"hydra.sweep.dir={sweep_dir}", *extra],
+                          cwd=REPO, capture_output=True, text=True, timeout=600, env=sweep_env())  # fmt: skip
+
+
+def test_resume_of_a_partly_failed_two_framework_sweep_reruns_only_the_failed_run(tmp_path, trl_python):
+    import pandas as pd
+
+    cmd = [*sweep_cmd(tmp_path, trl_python, "train.max_steps=3", "eval.enabled=false")]
+    cmd[cmd.index("framework=misbehave")] = "framework=trl,misbehave"  # misbehave raises (its conf's default)
+    first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=sweep_env())
+    assert first.returncode == 3, first.stderr[-2000:]  # a run failed: the table and report are written all the same
+    assert "1 run(s) did not finish ok: 1-misbehave" in first.stderr
+    (sweep_dir,) = tmp_path.iterdir()
+    before = {s["run"]: s for s in summaries(tmp_path)}
+    again = resume(sweep_dir)
+    assert again.returncode == 3, again.stderr[-2000:]
+    after = {s["run"]: s for s in summaries(tmp_path)}
+    assert after["0-trl"] == before["0-trl"]  # kept as it was
+    assert after["1-misbehave"]["started_at"] != before["1-misbehave"]["started_at"]  # run again
+    assert again.stderr.count("ok in an earlier attempt") == 1
+    table = pd.read_csv(sweep_dir / "runs.csv")
+    assert sorted(table["run"]) == ["0-trl", "1-misbehave"] and table["system"].is_unique
+
+
+def test_resume_never_mixes_another_job_into_the_sweep(tmp_path, trl_python):
     first = sweep(tmp_path, trl_python, "framework.env.MISBEHAVE=ok", "train.seed=range(2)")
     assert first.returncode == 0, first.stderr[-2000:]
     (sweep_dir,) = tmp_path.iterdir()
-    before = {s["run"]: s for s in summaries(tmp_path)}
-    again = sweep(tmp_path, trl_python, "framework.env.MISBEHAVE=ok", "train.seed=range(2)", "train.lr=1e-4",
-                  "resume=true", f"hydra.sweep.dir={sweep_dir}")  # fmt: skip
-    assert again.returncode == 0, again.stderr[-2000:]
-    after = {s["run"]: s for s in summaries(tmp_path)}
-    assert all(after[r]["started_at"] != before[r]["started_at"] for r in before)
-    assert all(after[r]["job_key"] != before[r]["job_key"] for r in before)
-    assert again.stderr.count("the earlier run there was another job") == 2
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    again = resume(sweep_dir, "train.lr=1e-4")
+    assert again.returncode == 2 and "Traceback" not in again.stderr, again.stderr[-2000:]
+    assert "train.lr=1e-4 would mix another job into it" in again.stderr
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written or deleted
 
 
 def worker_pids(marker: str) -> list[int]:
@@ -204,7 +220,7 @@ def test_a_run_or_sweep_directory_deleted_mid_run_is_that_runs_failure_and_the_o
     tmp_path, trl_python, mode
 ):
     proc = sweep(tmp_path, trl_python, f"framework.env.MISBEHAVE={mode},ok", "eval.enabled=false")
-    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert "was deleted while it ran; its results are lost, the sweep goes on" in proc.stderr, proc.stderr[-3000:]
     (sweep_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     (summary,) = summaries(tmp_path)  # the second run's: recorded, in the table and the report
@@ -248,7 +264,7 @@ def test_a_run_directory_being_written_is_refused_to_a_second_writer(tmp_path, t
     run_dir.mkdir(parents=True)
     with open(run_dir / results.LOCK, "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # as a sweep (or its worker) still writing there holds it
-        proc = sweep(tmp_path, trl_python, "framework.env.MISBEHAVE=ok", "resume=true", f"hydra.sweep.dir={sweep_dir}")
+        proc = sweep(tmp_path, trl_python, "framework.env.MISBEHAVE=ok", f"hydra.sweep.dir={sweep_dir}")
     assert proc.returncode == 2 and "another process is writing this run" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and not (run_dir / results.SUMMARY).exists()
 
@@ -256,7 +272,7 @@ def test_a_run_directory_being_written_is_refused_to_a_second_writer(tmp_path, t
 def test_secrets_in_the_environment_never_reach_results_files(tmp_path, trl_python):
     secret = "hf_thisIsNotARealToken123"
     proc = sweep(tmp_path, trl_python, "framework.env.MISBEHAVE=raise", env={"HF_TOKEN": secret})
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 3, proc.stderr[-2000:]  # the run failed on purpose
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert files and not [p for p in files if secret in p.read_text(errors="replace")]
 
