@@ -198,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         help="append the Markdown summary here (default: $GITHUB_STEP_SUMMARY)",
     )
     a = ap.parse_args(argv)
+    if a.baseline.resolve() == a.candidate.resolve():
+        print(f"error: {a.baseline} is both the baseline and the candidate: a sweep always matches itself; compare "
+              "it with another sweep of the same job", file=sys.stderr)  # fmt: skip
+        return 2
     try:
         overrides = yaml.safe_load(a.tolerances.read_text(encoding="utf-8")) if a.tolerances else None
         if overrides is not None and not isinstance(overrides, dict):

@@ -26,6 +26,7 @@ ON_BAD_ROW = ("error", "skip")
 CHAT = "chat"  # dataset.prompt_format: the model's chat template
 FORMAT_FIELDS = ("instruction", "input", "output")
 HELDOUT_OVERLAP_WARN = 0.05  # share of held-out rows also in the training rows above which a run says so
+RECALL = "quality is recall"  # how that note begins: the findings put it first
 
 
 @dataclass(frozen=True)
@@ -333,8 +334,7 @@ def load_examples(
 def heldout_note(counts: dict) -> str | None:
     """A warning when too many held-out rows are training rows (`counts`: the summary's data.heldout)."""
     if counts["kept"] and counts["overlap_with_train"] / counts["kept"] > HELDOUT_OVERLAP_WARN:
-        return (f"held-out: {counts['overlap_with_train']} of {counts['kept']} rows are also training rows; "
-                "quality measured on them is recall")  # fmt: skip
+        return f"{RECALL}: {counts['overlap_with_train']} of {counts['kept']} held-out rows are also training rows"
     return None
 
 
@@ -359,10 +359,19 @@ class PlainFormat:
 
 
 def format_fields(template: str) -> list[str]:
+    """The fields a prompt format names; a field is a bare name ({instruction}), with no format spec or
+    conversion: `{instruction:>99999999}` would pad every prompt to gigabytes."""
     try:
-        return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        parsed = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
     except ValueError as e:
         raise SpecError(f"dataset.prompt_format={template!r}: not a format string ({e})") from None
+    for name, spec, conversion in parsed:
+        if spec or conversion:
+            field = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            what = "a conversion" if conversion else "a format spec"
+            bare = "{" + name + "}"
+            raise SpecError(f"dataset.prompt_format={template!r}: {field} has {what}; a field is the bare name: {bare}")
+    return [name for name, _, _ in parsed]
 
 
 def plain_format(dataset) -> PlainFormat | None:

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from bench import frontier_table, replay
+from bench.data import RECALL
 from bench.record import Summary
 from bench.summary import CURVE_RTOL, PADDING_TOL, STEP1_RTOL, varying_overrides
 
@@ -32,6 +33,7 @@ SHARED = "the machine was shared during training"
 TORCH = "different torch builds"
 NO_RUNS = "No runs in this sweep: nothing was measured."
 NO_OK_RUN = "No run finished ok, so nothing was measured or compared:"
+NOTE_SEP = " | "  # between a run's notes in runs.csv's `notes` column
 
 
 # Names
@@ -372,7 +374,23 @@ def lines(frame: pd.DataFrame, found: list[Comparison]) -> list[str]:
         if len(systems) == 1:
             out.append(only_line(job_key, runs))
         out += [comparison_line(by_job[(job_key, s)]) for s in systems if (job_key, s) in by_job]
-    return out + parity_lines(frame)
+    return out + note_lines(frame) + parity_lines(frame)
+
+
+def note_lines(frame: pd.DataFrame) -> list[str]:
+    """What qualifies the numbers above: per job and system, the notes of its runs that finished ok (where the
+    framework did not follow the spec to the letter, what the evaluation measured), the held-out overlap
+    first ("quality is recall"), each once."""
+    out = []
+    for job_key, runs in jobs(frame):
+        ok = runs[runs["status"] == "ok"]
+        for system in dict.fromkeys(ok["system"]):
+            texts = ok.loc[ok["system"] == system, "notes"].dropna() if "notes" in ok else []
+            notes = list(dict.fromkeys(n for text in texts for n in str(text).split(NOTE_SEP) if n))
+            notes.sort(key=lambda n: not n.startswith(RECALL))
+            if notes:
+                out.append(f"Notes on {system}, job {short(job_key)}: {'; '.join(notes)}.")
+    return out
 
 
 def unreadable_line(unreadable: list[dict[str, str]]) -> list[str]:

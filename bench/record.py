@@ -22,7 +22,8 @@ from bench.spec import from_mapping
 # summary.json's shape; 1: written before it carried `format` (the recorded H200 sweep); 3: data.selection_sha256
 # (the rows selected, bench.selection) and the job key of the selected rows
 FORMAT = 3
-Status = Literal["ok", "failed", "skipped", "timeout", "interrupted", "oom"]
+# diverged: the worker finished, but its loss or gradient norm turned NaN or infinite, or both were exactly 0
+Status = Literal["ok", "failed", "skipped", "timeout", "interrupted", "oom", "diverged"]
 Scalar = int | float | str | bool | None  # a metric or quality value: numbers, and a method's name
 
 

@@ -439,6 +439,13 @@ def sections(frame, labels, reps, found, quality, unreadable, base, front, basel
         out.append(("Runs", "Every run, by system. Every column of every run — config, versions, all metrics, "
                     "per-run ratios — is in runs.csv and runs.parquet beside this report.",
                     runs_table(frame, labels)))  # fmt: skip
+        noted = frame[frame["notes"].fillna("") != ""] if "notes" in frame else frame.iloc[:0]
+        if not noted.empty:
+            out.append(("Run notes", "Where a framework did not follow the job to the letter, and what else qualifies "
+                        "a run's numbers.", pd.DataFrame({
+                            "system": labels[noted.index], "run directory": noted["run"],
+                            "notes": noted["notes"].str.replace(findings.NOTE_SEP, "; ", regex=False)})
+                        .reset_index(drop=True)))  # fmt: skip
         bad = frame[frame["status"] != "ok"]
         if not bad.empty:
             out.append(("Runs that did not finish ok", None, pd.DataFrame({
@@ -553,12 +560,18 @@ def findings_block(r: Report) -> str:
     return "\n".join([f"Findings: {note}", *(f"- {line}" for line in lines)])
 
 
+def md_escape(text: str) -> str:
+    """Text the report did not write (sweep and run names, reasons, notes, overrides) as Markdown shows it, not
+    as markup: HTML characters escaped, so a name such as `<img src=x onerror=...>` is only text."""
+    return html.escape(text, quote=False)
+
+
 def markdown(r: Report) -> str:
-    parts = [f"# {r.title}", ""]
+    parts = [f"# {md_escape(r.title)}", ""]
     for heading, text, body in r.content:
         parts += [f"## {heading}", ""] + ([text, ""] if text else [])
         if isinstance(body, list):
-            parts += [f"- {line}" for line in body] + [""]
+            parts += [f"- {md_escape(line)}" for line in body] + [""]
         elif body is not None and not body.empty:
             parts += [markdown_table(body), ""]
         parts += [f"![{name}]({name})\n" for name, section in FIGURE_SECTION.items()
@@ -568,7 +581,7 @@ def markdown(r: Report) -> str:
 
 def markdown_table(df: pd.DataFrame) -> str:
     """The table as its cells read (no reformatting of `1,234` or `1.30x`), numbers right-aligned."""
-    cells = df.astype(object).where(df.notna(), NONE).astype(str)
+    cells = df.astype(object).where(df.notna(), NONE).astype(str).map(md_escape)
     align = ["right" if cells[c].map(is_numeric).all() else "left" for c in cells]
     return cells.to_markdown(index=False, disable_numparse=True, colalign=align)
 
@@ -637,7 +650,7 @@ def write(r: Report, sweep_dir: Path) -> dict[str, Path]:
     """runs.csv, runs.parquet, report.md (+ its SVG figures) and report.html, written atomically."""
     frame = r.frame
     with results.atomic_path(sweep_dir / "runs.csv") as tmp:
-        frame.to_csv(tmp, index=False)
+        csv_safe(frame).to_csv(tmp, index=False)
     with results.atomic_path(sweep_dir / "runs.parquet") as tmp:
         frame.astype({c: "string" for c in frame.columns if frame[c].dtype == object}).to_parquet(tmp, index=False)
     for name, svg in r.figures.items():
@@ -646,6 +659,18 @@ def write(r: Report, sweep_dir: Path) -> dict[str, Path]:
     results.write_text_atomic(sweep_dir / "report.md", markdown(r))
     results.write_text_atomic(sweep_dir / "report.html", to_html(r))
     return {n: sweep_dir / n for n in ("runs.csv", "runs.parquet", "report.md", "report.html")}
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may read as the start of a formula
+
+
+def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table for runs.csv with text cells that a spreadsheet would run as a formula neutralised, as OWASP's
+    CSV-injection guidance says: a leading ' (numbers, and the parquet file, untouched)."""
+    def cell(value: Any) -> Any:
+        return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+    return frame.astype(object).map(cell) if not frame.empty else frame
 
 
 def build(sweep_dir: Path, baseline: str = config.default_baseline(), others: Sequence[Path] = ()) -> dict[str, Path]:

@@ -33,6 +33,7 @@ RUN_FILES = (SPEC, CONFIG, EVENTS, SAMPLES, WORKER, SUMMARY, WORKER_LOG, GENERAT
 
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|PRIVATE|CREDENTIAL", re.IGNORECASE)
 URL_PASSWORD = re.compile(r"(?<=://)([^\s:/@]+):([^\s@/]+)@")  # user:password@ in any URL
+URL_TOKEN = re.compile(r"(?<=https://)[^\s:/@]+@|(?<=http://)[^\s:/@]+@")  # a token alone (https://TOKEN@host)
 RUN_SECRETS: dict[str, str] = {}  # secret-named values a run hands its worker (framework.env), not in os.environ
 
 
@@ -86,7 +87,7 @@ def scrub(text: str, forms: list[str]) -> str:
     """`text` with the given secret forms (secret_forms) and passwords in URLs replaced by ***."""
     for form in forms:
         text = text.replace(form, "***")
-    return URL_PASSWORD.sub(r"\1:***@", text)
+    return URL_TOKEN.sub("***@", URL_PASSWORD.sub(r"\1:***@", text))
 
 
 class DiskFull(UserError):
@@ -127,6 +128,16 @@ def no_space(error: OSError) -> bool:
     return error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+def cannot_write(error: OSError, path: Path) -> UserError | None:
+    """A write that failed because of the disk (full, over quota, read-only) as one line naming it; None for
+    other failures."""
+    if no_space(error):
+        return DiskFull(f"no space left on {mount_point(path)} writing {path}")
+    if error.errno == errno.EROFS:
+        return UserError(f"{mount_point(path)} is read-only: cannot write {path}")
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path):
     """A temporary name in the same directory to write to, renamed to `path` once written: readers never see
@@ -136,9 +147,10 @@ def atomic_path(path: Path):
         yield tmp
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
-        if no_space(e):
-            raise DiskFull(f"no space left on {mount_point(path)} writing {path}") from None
+        with contextlib.suppress(OSError):  # on a read-only file system there is nothing to remove
+            tmp.unlink(missing_ok=True)
+        if (error := cannot_write(e, path)) is not None:
+            raise error from None
         raise
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -191,7 +203,10 @@ def run_dirs(sweep_dir: Path) -> list[Path]:
 def run_lock(run_dir: Path):
     """Hold the run directory for this process (the worker inherits the descriptor, so a worker that outlives
     its parent still holds it): a second writer, such as an immediate resume, is refused with one line."""
-    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise (cannot_write(e, run_dir / LOCK) or e) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -34,7 +34,7 @@ from bench.errors import SpecError, UserError
 from bench.models import BUILT_ELSEWHERE, built_model_dir
 from bench.runners.base import STACK
 from bench.sampler import host_facts, host_has_gpu
-from bench.spec import DatasetSpec, JobSpec, ModelSpec, TrainSpec
+from bench.spec import MAX_STEPS, DatasetSpec, JobSpec, ModelSpec, TrainSpec
 
 REPO = Path(__file__).resolve().parent.parent
 DISK_LOW_BYTES = 64 << 10  # less free space than this after a failed run: the disk is why
@@ -145,11 +145,18 @@ def train_steps(t: TrainSpec, rows: int) -> TrainSpec:
         raise SpecError(f"train.epochs={t.epochs} and train.max_steps={t.max_steps}: exactly one is set; {fix}")
     if t.epochs is None:
         return t
+    if not (math.isfinite(t.epochs) and t.epochs > 0):  # checked before anything computes with it
+        raise SpecError(f"train.epochs={t.epochs}: must be a finite number > 0")
     if t.packing == "packed":
         raise SpecError("train.epochs with train.packing=packed: the framework decides how many packed rows an "
                         "epoch has; set train.max_steps=N (and train.epochs=null) instead, or train.packing=none to "
                         "keep training by epochs")  # fmt: skip
-    return dataclasses.replace(t, max_steps=max(1, math.ceil(t.epochs * rows / global_batch(t))))
+    steps = max(1, math.ceil(t.epochs * rows / global_batch(t)))
+    if steps > MAX_STEPS:
+        shown = f"{steps:,}" if steps < 1e12 else f"{float(steps):.3g}"
+        raise SpecError(f"train.epochs={t.epochs:g}: {shown} steps over {rows:,} rows at global batch "
+                        f"{global_batch(t)}, more than {MAX_STEPS:,}; set fewer epochs")  # fmt: skip
+    return dataclasses.replace(t, max_steps=steps)
 
 
 def global_batch(t: TrainSpec) -> int:
@@ -336,6 +343,20 @@ def scrub_hydra_files(run_dir: Path) -> None:
                 results.write_text_atomic(path, text)
 
 
+def write_hydra_records(raw: DictConfig, hc: DictConfig, run_dir: Path) -> None:
+    """The run's config, Hydra's config and the overrides in `.hydra/`, as Hydra would write them, but by the
+    harness (hydra.output_subdir is null): atomically and scrubbed, so a full or read-only disk is this run's
+    one-line failure rather than Hydra's traceback, and no secret or empty file is left there. `hc`: the
+    run's Hydra config (HydraConfig.get())."""
+    records = {"config.yaml": raw, "hydra.yaml": OmegaConf.create({"hydra": hc}), "overrides.yaml": hc.overrides.task}
+    try:
+        (run_dir / ".hydra").mkdir(exist_ok=True)
+    except OSError as e:
+        raise (results.cannot_write(e, run_dir / ".hydra") or e) from None
+    for name, node in records.items():
+        results.write_text_atomic(run_dir / ".hydra" / name, OmegaConf.to_yaml(node))
+
+
 class RunEnded(Exception):
     """A run that ended before its worker could report (skipped, or its environment or model not built)."""
 
@@ -349,7 +370,9 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> recor
     the run directory's lock, which the worker inherits."""
     cfg = config.validate(raw)
     results.register_secrets(cfg.framework.env)
-    scrub_hydra_files(run_dir)
+    scrub_hydra_files(run_dir)  # the sweep's multirun.yaml, which Hydra wrote as the sweep started
+    if HydraConfig.initialized():
+        write_hydra_records(raw, HydraConfig.get(), run_dir)
     src = framework_source(cfg)  # a source that cannot be used stops the sweep here, before anything is built
     # Bad rows stop the sweep here, before this run starts; a later run finds the selection in the cache.
     spec, picked = job_and_rows(cfg, run_dir, first_run=hydra_job_num() == 0)
@@ -426,9 +449,9 @@ def finished(out: record.Summary, spec: JobSpec, src: source.Source | None, outc
         worker = record.read_worker(run_dir)  # None when the worker died before reporting
     except record.RecordError as e:  # a report the parent cannot read is no report
         worker, notes = None, [*notes, str(e)]
-    out.status, reason = summary.status_of(worker, outcome)
-    worker = worker or record.WorkerReport(out.status)
     events, samples = results.read_jsonl(run_dir / results.EVENTS), results.read_jsonl(run_dir / results.SAMPLES)
+    out.status, reason = summary.final_status(worker, outcome, events)
+    worker = worker or record.WorkerReport(out.status)
     out.metrics = summary.metrics(events, samples, worker, outcome, spec.skip_steps,
                                   spec.train.batch_size * spec.train.grad_accum, spec.eval.target_loss) | out.metrics
     out.metrics["parent_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -496,9 +519,11 @@ def run_job(cfg: DictConfig) -> str:
                 return "failed"
             record.write_summary(run_dir, out)
     except UserError as e:  # SpecError and DataError included
-        console.print(f"[red]error:[/] {e}", soft_wrap=True)  # one line, however long
+        console.print(f"[red]error:[/] {results.redact(str(e))}", soft_wrap=True)  # one line, however long
         if hc.job.num == 0:
             discard_if_untouched(run_dir)
+        else:  # the runs before this one keep their table and, where the disk allows, their report
+            finish_sweep(run_dir.parent, cfg.report.baseline)
         sys.exit(2)  # SystemExit passes through Hydra's launcher: the sweep stops, no traceback
     if out.status == "interrupted":
         console.print(f"[red]interrupted:[/] {run_dir} recorded as interrupted; finished runs are intact")
@@ -630,6 +655,26 @@ def resumed(argv: list[str]) -> list[str]:
     return [*task, *own, "resume=true", f"hydra.sweep.dir={sweep_dir}"]
 
 
+# A URL's user information (user@, user:password@, token@) anywhere but a plain SSH user (ssh://git@host)
+URL_CREDENTIALS = re.compile(r"\b([a-z][a-z0-9+.-]*)://([^\s/@]+)@", re.IGNORECASE)
+
+
+def credentials_in(argv: list[str]) -> str | None:
+    """An override carrying a URL with credentials, refused before Hydra writes the overrides anywhere: one line
+    naming the safe way, the credentials shown as ***."""
+    for arg in argv:
+        for m in URL_CREDENTIALS.finditer(arg):
+            scheme, userinfo = m.group(1).lower(), m.group(2)
+            if scheme.endswith("ssh") and ":" not in userinfo:
+                continue  # an SSH login name (git@), not a secret
+            shown = arg.replace(m.group(0), f"{m.group(1)}://***@")
+            plain = arg.partition("=")[2].replace(m.group(0), f"{m.group(1)}://")
+            return (f"{shown}: a URL with credentials would be written into the sweep's records and logs; give them to "
+                    f"git instead (a credential helper: git config --global credential.helper store, or your CI's; or "
+                    f"~/.netrc) and pass the URL without them: {plain}")  # fmt: skip
+    return None
+
+
 def open_env(argv: list[str]) -> list[str]:
     """`framework.env.NAME=value` adds NAME or sets it, whether or not the framework's conf lists it (Hydra's
     `++`): a framework's environment is an open mapping, and Hydra's refusal would print the value."""
@@ -640,16 +685,16 @@ def main() -> None:
     try:
         sys.argv[1:] = open_env(resumed(sys.argv[1:]))
     except UserError as e:
-        console.print(f"[red]error:[/] {e}", soft_wrap=True)
+        console.print(f"[red]error:[/] {results.redact(str(e))}", soft_wrap=True)
         sys.exit(2)
-    problem = unknown_choice(sys.argv[1:]) or results_problem(sys.argv[1:])
+    problem = credentials_in(sys.argv[1:]) or unknown_choice(sys.argv[1:]) or results_problem(sys.argv[1:])
     if problem:
         console.print(f"[red]error:[/] {problem}", soft_wrap=True)
         sys.exit(2)
     try:
         sys.argv[1:] = pinned_frameworks(sys.argv[1:])
     except UserError as e:
-        console.print(f"[red]error:[/] {e}", soft_wrap=True)  # one line, however long
+        console.print(f"[red]error:[/] {results.redact(str(e))}", soft_wrap=True)  # one line, however long
         sys.exit(2)
     sweep()
     if NOT_FINISHED:
@@ -666,22 +711,25 @@ class SweepTable(Callback):
         SWEEP_SIZE = sweep_size(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:  # noqa: A002
-        cfg = config
-        sweep_dir = Path(cfg.hydra.sweep.dir)
-        out = Console(width=None if sys.stdout.isatty() else 160)
-        runs, unreadable = record.load_sweep(sweep_dir)  # a run without a readable summary: in the report
-        NOT_FINISHED.update((r.summary.run, None) for r in runs if r.summary.status not in ("ok", "skipped"))
-        NOT_FINISHED.update((u.run, None) for u in unreadable)
-        out.print(summary.sweep_table(runs, title=f"sweep {sweep_dir}"))
-        try:
-            from bench import report  # pandas and matplotlib: loaded only now, after the runs
+        finish_sweep(Path(config.hydra.sweep.dir), config.report.baseline)
 
-            built = report.compose(sweep_dir, baseline=cfg.report.baseline)
-            paths = report.write(built, sweep_dir)
-            out.print(report.findings_block(built), markup=False, highlight=False)  # reasons may hold [brackets]
-            out.print(f"report: {paths['report.html']}  (rebuild: python -m bench.report {sweep_dir})")
-        except Exception as e:  # the runs are recorded; a report can be rebuilt from them
-            console.print(f"[yellow]report not built:[/] {type(e).__name__}: {e}")
+
+def finish_sweep(sweep_dir: Path, baseline: str) -> None:
+    """The sweep's table of runs, its findings and report (at its end, or when it stops on an error)."""
+    out = Console(width=None if sys.stdout.isatty() else 160)
+    runs, unreadable = record.load_sweep(sweep_dir)  # a run without a readable summary: in the report
+    NOT_FINISHED.update((r.summary.run, None) for r in runs if r.summary.status not in ("ok", "skipped"))
+    NOT_FINISHED.update((u.run, None) for u in unreadable)
+    out.print(summary.sweep_table(runs, title=f"sweep {sweep_dir}"))
+    try:
+        from bench import report  # pandas and matplotlib: loaded only now, after the runs
+
+        built = report.compose(sweep_dir, baseline=baseline)
+        paths = report.write(built, sweep_dir)
+        out.print(report.findings_block(built), markup=False, highlight=False)  # reasons may hold [brackets]
+        out.print(f"report: {paths['report.html']}  (rebuild: python -m bench.report {sweep_dir})")
+    except Exception as e:  # the runs are recorded; a report can be rebuilt from them
+        console.print(f"[yellow]report not built:[/] {type(e).__name__}: {e}")
 
 
 if __name__ == "__main__":

@@ -107,6 +107,7 @@ def row(run: record.Run, name: str, versions: list[str]) -> dict[str, Any]:
         "scenario": s.scenario,  # conf/scenario/ preset, shown in the header
         "status": s.status,
         "reason": s.reason,
+        "notes": findings.NOTE_SEP.join(s.notes),  # what qualifies the run's numbers (bench.findings.note_lines)
         "model": spec_section(run.spec, "model").get("name"),
         "dataset": spec_section(run.spec, "dataset").get("name"),
         "precision": s.effective.precision,

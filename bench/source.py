@@ -70,14 +70,19 @@ def from_directory(given: str, store: Path) -> Source:
         raise SpecError(f"framework.source={given}: {'not a directory' if path.exists() else 'no such directory'}")
     path = path.resolve()
     commit = _git(path, "rev-parse", "HEAD") if (path / ".git").exists() else None
-    dirty = bool(commit and _git(path, "status", "--porcelain"))
-    identity = commit if commit and not dirty else tree_hash(path)
+    # The tree is copied first and known by the copy's content: what pip installs is what the identity names,
+    # even if the user's tree is edited while it is taken.
+    partial = store / f"tree.{os.getpid()}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    store.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(path, partial, ignore=lambda _, names: [n for n in names if n in SKIPPED or n.endswith(".pyc")])
+    content = tree_hash(partial)
+    dirty = bool(commit and _git(path, "status", "--porcelain"))  # after the copy: an edit meanwhile shows
+    identity = commit if commit and not dirty else content
     copy = store / f"tree-{identity[:12]}"
-    if not copy.exists():
-        partial = copy.with_name(copy.name + f".{os.getpid()}.partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(path, partial, ignore=lambda _, names: [n for n in names if n in SKIPPED or n.endswith(".pyc")])
-        settle(partial, copy)
+    if copy.is_dir() and tree_hash(copy) != content:  # a copy that no longer holds what its name says: replaced
+        shutil.rmtree(copy)
+    settle(partial, copy)
     return Source(given, str(copy), identity, commit, dirty)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ Packing = Literal["none", "padding_free", "packed"]
 # liger: Liger's Triton kernels (RMSNorm, RoPE, SwiGLU, ...); unsloth: a framework's own Unsloth integration
 # (LLaMA-Factory's use_unsloth). GPU only.
 Kernels = Literal["none", "liger", "unsloth"]
+MAX_STEPS = 1_000_000  # a bound on train.max_steps (and what train.epochs comes to): beyond it, a typo
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,12 @@ class JobSpec:
 
     def validate(self) -> JobSpec:
         t = self.train
+        if bad := non_finite(self):
+            name, value = bad[0]
+            raise SpecError(f"{name}={value}: must be a finite number")
         checks = [
+            (t.max_steps is None or t.max_steps <= MAX_STEPS, f"train.max_steps={t.max_steps}: more than "
+             f"{MAX_STEPS:,} optimizer steps; set fewer"),
             (t.lr > 0, f"train.lr={t.lr}: must be > 0"),
             (t.num_gpus >= 1, f"train.num_gpus={t.num_gpus}: must be >= 1"),
             (t.max_steps is not None, "train.max_steps: not resolved from train.epochs (bench.run.train_steps)"),
@@ -216,6 +223,19 @@ class JobSpec:
     @classmethod
     def load(cls, path: str | Path) -> JobSpec:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def non_finite(spec: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """Every float of a spec (its dataclasses, walked field by field) that is NaN or infinite, by its key: the
+    check follows the fields, so a new one cannot miss it."""
+    out = []
+    for f in dataclasses.fields(spec):
+        value, name = getattr(spec, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            out += non_finite(value, f"{name}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            out.append((name, value))
+    return out
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -288,6 +288,27 @@ def status_of(worker: WorkerReport | None, outcome) -> tuple[str, str]:
     return worker.status, worker.reason
 
 
+def diverged(events: list[dict[str, Any]]) -> str | None:
+    """Why a run that finished did not train, from its steps: a loss or gradient norm that turned NaN or
+    infinite, or a loss and gradient norm both exactly 0 (nothing left to learn is not a benchmark result)."""
+    for e in events:
+        loss, grad = e.get("loss"), e.get("grad_norm")
+        values = {"loss": loss, "gradient norm": grad}
+        if bad := [f"{name} {v}" for name, v in values.items() if v is not None and not math.isfinite(v)]:
+            return f"training diverged at step {e.get('step')}: {', '.join(bad)}"
+        if loss == 0 and grad == 0:
+            return f"training stopped at step {e.get('step')}: loss and gradient norm exactly 0"
+    return None
+
+
+def final_status(worker: WorkerReport | None, outcome, events: list[dict[str, Any]]) -> tuple[str, str]:
+    """status_of, and `diverged` for a run that finished ok on steps that did not train (diverged())."""
+    status, reason = status_of(worker, outcome)
+    if status == "ok" and (why := diverged(events)):
+        return "diverged", why
+    return status, reason
+
+
 def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 

@@ -25,8 +25,14 @@ def candidate(tmp_path, name="cand", **changes):
     return d
 
 
-def test_equal_candidate_passes():
-    assert compare.main([str(FIXTURE), str(FIXTURE)]) == 0
+def test_equal_candidate_passes(tmp_path):
+    assert compare.main([str(FIXTURE), str(shutil.copytree(FIXTURE, tmp_path / "again"))]) == 0
+
+
+def test_the_same_sweep_as_baseline_and_candidate_is_refused(capsys):
+    assert compare.main([str(FIXTURE), str(FIXTURE / ".." / FIXTURE.name)]) == 2
+    err = capsys.readouterr().err
+    assert "is both the baseline and the candidate" in err and len(err.strip().splitlines()) == 1
 
 
 def test_improved_candidate_passes(tmp_path):
@@ -73,7 +79,7 @@ def test_nothing_in_common_exits_2_naming_the_fields_that_differ(tmp_path, capsy
 
 
 def test_the_gate_prints_its_verdict(tmp_path, capsys):
-    assert compare.main([str(FIXTURE), str(FIXTURE)]) == 0
+    assert compare.main([str(FIXTURE), str(candidate(tmp_path, "same"))]) == 0
     assert "verdict: no regression" in capsys.readouterr().out
     assert compare.main([str(FIXTURE), str(candidate(tmp_path, tokens_per_s=1000.0))]) == 1
     assert "verdict: regression: 1 of" in capsys.readouterr().out
@@ -84,7 +90,7 @@ def test_the_gate_prints_its_verdict(tmp_path, capsys):
 def test_a_tolerance_that_cannot_be_checked_exits_2(tmp_path, tolerances, capsys):
     path = tmp_path / "tol.yaml"
     path.write_text(tolerances)
-    assert compare.main([str(FIXTURE), str(FIXTURE), "--tolerances", str(path)]) == 2
+    assert compare.main([str(FIXTURE), str(candidate(tmp_path)), "--tolerances", str(path)]) == 2
     assert "tokens_per_s" in capsys.readouterr().err or "steps" in tolerances
 
 

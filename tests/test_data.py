@@ -214,6 +214,7 @@ def test_every_row_cut_before_its_answer_stops_before_training_in_the_frameworks
 def test_a_held_out_split_that_repeats_training_rows_gets_a_warning():
     from bench.data import heldout_note
 
-    assert heldout_note({"kept": 40, "overlap_with_train": 31}).startswith("held-out: 31 of 40 rows are also training")
+    note = heldout_note({"kept": 40, "overlap_with_train": 31})
+    assert note == "quality is recall: 31 of 40 held-out rows are also training rows"
     assert heldout_note({"kept": 40, "overlap_with_train": 2}) is None  # 5 %: at the threshold, no warning
     assert heldout_note({"kept": 0, "overlap_with_train": 0}) is None

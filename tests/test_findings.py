@@ -2,6 +2,7 @@
 number and reason checked against runs.csv; parity findings; systems by name; and a sweep with nothing to
 compare. Fake sweeps, no training."""
 
+import json
 import math
 import re
 import statistics
@@ -254,3 +255,46 @@ def test_a_path_that_is_no_sweep_is_one_line_and_exit_2(tmp_path, capsys, make):
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}: not a sweep directory") and err.count("\n") == 1
     assert not (tmp_path / "src" / "report.md").exists()
+
+
+def test_notes_that_qualify_the_numbers_reach_the_findings_the_report_and_the_runs_table(tmp_path):
+    """On data whose held-out split is mostly training rows, a run's summary says quality is recall: the reader
+    sees it in Findings (first among the notes), in the report's run notes and in runs.csv."""
+    d = tmp_path / "sweep"
+    recall = "quality is recall: 27 of 36 held-out rows are also training rows"
+    eos = "trl does not append the EOS token in this format"
+    write_run(d, "0-trl", "trl", **measured(100.0, 600.0, 2.0))
+    write_run(d, "1-llamafactory", "llamafactory", **measured(120.0, 900.0, 2.0))
+    for name, notes in (("0-trl", [eos, recall]), ("1-llamafactory", [recall])):
+        path = d / name / results.SUMMARY
+        results.write_json_atomic(path, json.loads(path.read_text()) | {"notes": notes})
+    report.build(d)
+    notes = [line for line in finding_lines(d) if line.startswith("Notes on")]
+    assert notes == [f"Notes on trl 1.16.0, job same: {recall}; {eos}.",
+                     f"Notes on llamafactory 1.16.0, job same: {recall}."]  # fmt: skip
+    md = (d / "report.md").read_text()
+    assert "## Run notes" in md and recall in md.split("## Run notes", 1)[1]
+    table = pd.read_csv(d / "runs.csv", keep_default_na=False)
+    assert list(table["notes"]) == [f"{eos}{findings.NOTE_SEP}{recall}", recall]
+
+
+def test_text_a_spreadsheet_would_run_is_neutralised_in_runs_csv_and_numbers_are_not(tmp_path):
+    d = tmp_path / "sweep"
+    write_run(d, "0-trl", "trl", reason="", **measured(100.0, 600.0, 2.0))
+    write_run(d, "1-llamafactory", "llamafactory", status="failed", reason='=HYPERLINK("http://x","y")')
+    write_run(d, "2-axolotl", "axolotl", status="failed", reason="-2+3", **measured(-1.5, 600.0, 2.0))
+    report.build(d)
+    table = pd.read_csv(d / "runs.csv", keep_default_na=False, dtype=str)
+    assert list(table["reason"]) == ["", "'=HYPERLINK(\"http://x\",\"y\")", "'-2+3"]
+    assert table.loc[2, "tokens_per_s"] == "-1.5"  # a number stays a number
+    assert pd.read_parquet(d / "runs.parquet")["reason"][1] == '=HYPERLINK("http://x","y")'  # parquet keeps it
+
+
+def test_markdown_shows_what_the_report_did_not_write_as_text(tmp_path):
+    d = tmp_path / "<img src=x onerror=alert(1)>"
+    write_run(d, "0-trl", "trl", **measured(100.0, 600.0, 2.0))
+    write_run(d, "1-llamafactory", "llamafactory", status="failed", reason="<script>x</script>")
+    report.build(d)
+    md = (d / "report.md").read_text()
+    assert "<img" not in md and "<script>" not in md
+    assert "&lt;img src=x onerror=alert(1)&gt;" in md and "&lt;script&gt;x&lt;/script&gt;" in md

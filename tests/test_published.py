@@ -23,9 +23,18 @@ PLAIN = "### Question: {instruction}\n ### Answer: {output}"
         (["dataset.prompt_format='{output} was the answer'"], "must end with {output}"),
         (["dataset.prompt_format='{output}'"], "nothing before {output}, so no prompt apart from the answer"),
         (["dataset.eos=true"], "dataset.eos=true: the chat template ends the answer itself"),
+        (["dataset.prompt_format='Q: {instruction:>99999999} A: {output}'"],
+         "{instruction:>99999999} has a format spec; a field is the bare name: {instruction}"),
+        (["dataset.prompt_format='Q: {instruction!r} A: {output}'"], "{instruction!r} has a conversion"),
         (["train.epochs=1", "train.max_steps=null", "train.packing=packed"],
          "set train.max_steps=N (and train.epochs=null) instead, or train.packing=none to keep training by epochs"),
         (["train.max_grad_norm=-1"], "train.max_grad_norm=-1.0: must be >= 0"),
+        (["train.lr=inf"], "train.lr=inf: must be a finite number"),
+        (["train.weight_decay=inf"], "train.weight_decay=inf: must be a finite number"),
+        (["train.epochs=nan", "train.max_steps=null"], "train.epochs=nan: must be a finite number > 0"),
+        (["train.epochs=inf", "train.max_steps=null"], "train.epochs=inf: must be a finite number > 0"),
+        (["train.epochs=1e300", "train.max_steps=null"], "train.epochs=1e+300: 6e+301 steps"),
+        (["train.max_steps=10000000"], "train.max_steps=10000000: more than 1,000,000 optimizer steps"),
     ],
 )
 def test_bad_job_fields_are_one_line_before_any_run(tmp_path, overrides, message):

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from omegaconf import OmegaConf
 
 from bench import results
 
@@ -144,3 +145,39 @@ def test_hydras_own_records_of_a_run_and_sweep_are_scrubbed(tmp_path, monkeypatc
     scrub_hydra_files(run_dir)
     for path in (run_dir / ".hydra" / "overrides.yaml", tmp_path / "sweep" / "multirun.yaml"):
         assert "tok_123456789" not in path.read_text() and "MY_API_TOKEN=***" in path.read_text()
+
+
+def test_hydra_writes_no_file_of_its_own_in_a_run_directory():
+    """A disk that fills between runs meets the harness's writes, not Hydra's (its traceback, a 0-byte file)."""
+    from hydra import compose, initialize_config_dir
+
+    from bench.config import conf_dir, register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        hydra = compose(config_name="config", return_hydra_config=True).hydra
+    assert hydra.output_subdir is None and hydra.job_logging.root is None and not hydra.job_logging.get("handlers")
+
+
+@pytest.mark.parametrize("disk", ["full", "read-only"])
+def test_a_runs_records_on_a_disk_that_filled_or_turned_read_only_are_one_line_and_no_file(small_disk, disk):
+    import subprocess
+
+    from bench.errors import UserError
+    from bench.run import write_hydra_records
+    from tests.doubles.disk import fill
+
+    run_dir = small_disk / "sweep" / "1-trl"
+    run_dir.mkdir(parents=True)
+    if disk == "full":
+        fill(small_disk)
+    else:
+        subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    hydra = OmegaConf.create({"overrides": {"task": ["framework=trl"]}})
+    with pytest.raises(UserError, match=rf"^{small_disk} is read-only|^no space left on {small_disk}") as e:
+        write_hydra_records(OmegaConf.create({"a": 1}), hydra, run_dir)
+    assert "\n" not in str(e.value)
+    assert not [p for p in run_dir.rglob("*") if p.is_file()]  # no 0-byte or temporary file left
+    if disk == "read-only":
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+

@@ -86,3 +86,54 @@ def test_only_the_frameworks_own_requirement_is_replaced_and_the_key_is_its_iden
 def test_a_source_is_set_explicitly_and_off_by_default():
     assert typed("framework=trl").framework.source is None
     assert typed("framework=trl", "framework.source=/src/trl").framework.source == "/src/trl"
+
+
+def test_a_tree_edited_while_it_is_taken_is_known_by_what_was_copied(tmp_path, monkeypatch):
+    tree = project(tmp_path / "src")
+    real_copytree = source.shutil.copytree
+
+    def edit_then_copy(src, dst, **kwargs):  # the user saves a file between the look and the copy
+        (tree / "mod.py").write_text("x = 'edited'\n")
+        return real_copytree(src, dst, **kwargs)
+
+    monkeypatch.setattr(source.shutil, "copytree", edit_then_copy)
+    got = source.resolve(str(tree), "trl", tmp_path / "cache")
+    installed = source.Path(got.path)
+    assert (installed / "mod.py").read_text() == "x = 'edited'\n"
+    assert got.identity == source.tree_hash(installed)
+
+
+def test_a_cached_copy_that_no_longer_matches_its_name_is_rebuilt(tmp_path):
+    tree = project(tmp_path / "src")
+    first = source.resolve(str(tree), "trl", tmp_path / "cache")
+    (source.Path(first.path) / "mod.py").write_text("x = 'tampered'\n")  # the copy changed in the cache
+    again = source.resolve(str(tree), "trl", tmp_path / "cache")
+    assert again.identity == first.identity and (source.Path(again.path) / "mod.py").read_text() == "x = 1\n"
+
+
+@pytest.mark.parametrize("url", ["git+https://ghp_SECRETTOKEN123@github.com/x/trl.git@main",
+                                 "git+https://someone:ghp_SECRETTOKEN123@github.com/x/trl.git@main",
+                                 "git+https://oauth2:ghp_SECRETTOKEN123@gitlab.com/x/trl.git@v1"])  # fmt: skip
+def test_a_source_url_with_credentials_is_refused_before_anything_is_written(tmp_path, url):
+    import sys
+
+    from tests.conftest import REPO
+
+    proc = subprocess.run([sys.executable, "-m", "bench.run", f"results_dir={tmp_path}", f"framework.source={url}"],
+                          cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2 and "SECRETTOKEN" not in proc.stdout + proc.stderr
+    assert "a URL with credentials" in proc.stderr and "credential helper" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())  # Hydra wrote nothing
+
+
+def test_a_login_name_in_an_ssh_url_is_not_a_credential():
+    from bench.run import credentials_in
+
+    assert credentials_in(["framework.source=git+ssh://git@github.com/x/trl.git@main"]) is None
+    assert credentials_in(["framework.source=git+ssh://git:pw@github.com/x/trl.git@main"]) is not None
+
+
+def test_a_token_alone_in_a_url_is_scrubbed_from_any_message():
+    from bench.results import redact
+
+    assert redact("cannot clone https://ghp_X1@github.com/x.git") == "cannot clone https://***@github.com/x.git"

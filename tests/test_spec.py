@@ -1,5 +1,7 @@
 import dataclasses
 import json
+import math
+import re
 
 import pytest
 
@@ -166,3 +168,34 @@ def test_auto_precision_picks_bf16_where_the_gpu_has_it():
     assert resolve_precision("auto", on_gpu=True, bf16_supported=False) == "fp32"
     with pytest.raises(SpecError):
         resolve_precision("bf16", on_gpu=True, bf16_supported=False)
+
+
+def float_fields(cls, prefix=""):
+    """Every float-typed field of a spec dataclass, nested ones included, by its key (`train.lora.dropout`)."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from float_fields(tp, f"{prefix}{f.name}.")
+        elif tp is float or float in typing.get_args(tp):
+            yield f"{prefix}{f.name}"
+
+
+def replaced(spec, key, value):
+    head, _, rest = key.partition(".")
+    if not rest:
+        return dataclasses.replace(spec, **{head: value})
+    return dataclasses.replace(spec, **{head: replaced(getattr(spec, head), rest, value)})
+
+
+@pytest.mark.parametrize("key", sorted(float_fields(JobSpec)))
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_every_float_of_the_job_must_be_finite(key, value):
+    with pytest.raises(SpecError, match=rf"^{re.escape(key)}={value}: must be a finite number$"):
+        replaced(make_spec(), key, value).validate()
+
+
+def test_the_float_fields_checked_are_the_ones_a_job_has():
+    assert {"train.lr", "train.epochs", "train.weight_decay", "train.lora.dropout"} <= set(float_fields(JobSpec))

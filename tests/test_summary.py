@@ -8,7 +8,7 @@ import pytest
 from bench import record
 from bench.launch import Outcome
 from bench.sampler import SamplerStats
-from bench.summary import loss_metrics, status_of, steady_state, sweep_table
+from bench.summary import final_status, loss_metrics, status_of, steady_state, sweep_table
 
 
 def events(n=6, tokens=100, step_time_s=0.5):
@@ -238,3 +238,34 @@ def test_the_memory_limit_is_read_from_the_workers_own_cgroup_not_the_root(tmp_p
     (leaf.parent / name).write_text(unlimited)
     assert memory_limit_mb(4242, proc, cgroup) is None
     assert memory_limit_mb(9999, proc, cgroup) is None  # a process gone before its cgroup was read
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"loss": float("nan")}, "training diverged at step 4: loss nan"),
+        ({"grad_norm": float("inf")}, "training diverged at step 4: gradient norm inf"),
+        ({"loss": 0.0, "grad_norm": 0.0}, "training stopped at step 4: loss and gradient norm exactly 0"),
+    ],
+)
+def test_a_run_whose_steps_did_not_train_is_diverged_never_ok(change, reason):
+    ev = events()
+    ev[3] |= change
+    assert final_status(record.WorkerReport("ok"), outcome(), ev) == ("diverged", reason)
+
+
+def test_a_zero_loss_with_a_gradient_still_trains_and_a_failure_stays_a_failure():
+    ev = events()
+    ev[3] |= {"loss": 0.0}
+    assert final_status(record.WorkerReport("ok"), outcome(), ev)[0] == "ok"
+    ev[3] |= {"loss": float("nan")}
+    assert final_status(record.WorkerReport("failed", "broke"), outcome(), ev) == ("failed", "broke")
+
+
+def test_parity_never_calls_two_diverged_runs_the_same():
+    from bench.summary import parity
+    from tests.conftest import as_run
+
+    runs = [as_run({"run": str(i), "status": "diverged", "job_key": "k", "seed": 1,
+                    "fingerprint": {"first_batches_sha256": "same"}}) for i in range(2)]  # fmt: skip
+    assert parity(runs) == [{}, {}]

@@ -337,3 +337,17 @@ def test_a_frontier_that_does_not_fit_at_minimum_says_so(tmp_path, trl_python):
     (found,) = json.loads((next(tmp_path.iterdir()) / "frontier.json").read_text())
     assert found["largest"] is None and len(found["probes"]) == 1
     assert "does not fit at minimum" in proc.stdout
+
+
+def test_a_run_that_stops_the_sweep_leaves_the_earlier_runs_their_table_and_report(tmp_path, trl_python):
+    """Input that only a later run meets (here a data file with a bad row; a disk that filled since the last run
+    the same way) stops the sweep with one line; the runs before it are tabled and reported."""
+    good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
+    good.write_text(json.dumps({"instruction": "q", "input": "", "output": "a"}) + "\n", encoding="utf-8")
+    bad.write_text(json.dumps({"instruction": "q"}) + "\n", encoding="utf-8")
+    proc = sweep(tmp_path / "results", trl_python, "framework.env.MISBEHAVE=ok", f"dataset.path={good},{bad}",
+                 "eval.enabled=false")  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"{bad}:1: field 'output' is missing" in proc.stderr
+    (sweep_dir,) = (tmp_path / "results").iterdir()
+    assert (sweep_dir / "report.html").exists() and "0-misbehave" in proc.stdout  # the table of the run before
