@@ -10,10 +10,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import itertools
 import json
 import stat
 import string
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -314,21 +315,22 @@ def load_examples(
     """The first `max_rows` usable rows of `files` (all of them with None), validated, in order; reading stops
     once there are enough. Exact duplicates of an earlier row are counted in `report` and left out."""
     report = report if report is not None else DataReport()
-    examples: list[Example] = []
-    seen: set[bytes] = set()
-    for f in map(Path, files):
-        for ex in usable_rows(f, on_bad_row, report, max_row_bytes):
-            key = digest(ex)
-            if key in seen:
-                report.duplicates += 1
-                continue
-            seen.add(key)
-            examples.append(ex)
-            if max_rows is not None and len(examples) >= max_rows:
-                report.kept = len(examples)
-                return examples
+    rows = itertools.chain.from_iterable(usable_rows(Path(f), on_bad_row, report, max_row_bytes) for f in files)
+    examples = [ex for ex, _ in itertools.islice(distinct(rows, report), max_rows)]
     report.kept = len(examples)
     return examples
+
+
+def distinct(rows: Iterable[Example], report: DataReport) -> Iterator[tuple[Example, bytes]]:
+    """Each row with its digest, exact repeats of an earlier row counted in `report` and left out."""
+    seen: set[bytes] = set()
+    for ex in rows:
+        key = digest(ex)
+        if key in seen:
+            report.duplicates += 1
+            continue
+        seen.add(key)
+        yield ex, key
 
 
 def heldout_note(counts: dict) -> str | None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import heapq
+import inspect
+import itertools
 import json
 import os
 import tempfile
@@ -26,7 +28,7 @@ from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.data import DataReport, Example, digest, usable_rows
+from bench.data import DataReport, Example, digest, distinct, usable_rows
 from bench.errors import DataError
 from bench.record import HeldoutCounts
 
@@ -97,22 +99,12 @@ def _pick(files: list[Path], s: Settings, hashers: list) -> tuple[list[Example],
     report = DataReport()
     if s.shuffle_seed is not None:
         return _sample(files, s, hashers, report), report
-    picked, seen = [], set()
-    for f, hasher in zip(files, hashers, strict=True):
-        if s.max_rows is not None and len(picked) >= s.max_rows:
-            _hash_whole(f, hasher)  # the source's identity covers every file, read or not
-            continue
-        rows = usable_rows(f, s.on_bad_row, report, s.max_row_bytes, hasher)
-        for ex in rows:
-            key = digest(ex)
-            if key in seen:
-                report.duplicates += 1
-                continue
-            seen.add(key)
-            picked.append(ex)
-            if s.max_rows is not None and len(picked) >= s.max_rows:
-                rows.close()  # the rest of the file is hashed, not parsed
-                break
+    readers = [usable_rows(f, s.on_bad_row, report, s.max_row_bytes, h) for f, h in zip(files, hashers, strict=True)]
+    picked = [ex for ex, _ in itertools.islice(distinct(itertools.chain(*readers), report), s.max_rows)]
+    for f, hasher, rows in zip(files, hashers, readers, strict=True):
+        if inspect.getgeneratorstate(rows) == inspect.GEN_CREATED:
+            _hash_whole(f, hasher)  # never read, as the rows were enough: the identity covers it all the same
+        rows.close()  # a file read in part: its rest is hashed, not parsed
     report.kept = len(picked)
     return picked, report
 
@@ -162,18 +154,12 @@ def _held_out(
     """Every usable held-out row (duplicates left out), and how many of them are training rows, by digest."""
     if not files:
         return [], None
-    report, rows, seen, overlap = DataReport(), [], set(), 0
-    for f, hasher in zip(files, hashers, strict=True):
-        for ex in usable_rows(f, s.on_bad_row, report, s.max_row_bytes, hasher):
-            key = digest(ex)
-            if key in seen:
-                report.duplicates += 1
-                continue
-            seen.add(key)
-            rows.append(ex)
-            overlap += key in train
-    report.kept = len(rows)
-    return rows, HeldoutCounts(**dataclasses.asdict(report), overlap_with_train=overlap)
+    report = DataReport()
+    read = (usable_rows(f, s.on_bad_row, report, s.max_row_bytes, h) for f, h in zip(files, hashers, strict=True))
+    kept = list(distinct(itertools.chain.from_iterable(read), report))
+    report.kept = len(kept)
+    overlap = sum(key in train for _, key in kept)
+    return [ex for ex, _ in kept], HeldoutCounts(**dataclasses.asdict(report), overlap_with_train=overlap)
 
 
 def _hash_whole(path: Path, hasher) -> None:
