@@ -110,10 +110,8 @@ def select_rows(cfg: Config) -> tuple[DatasetSpec, selection.Selection]:
     if d.max_rows is not None and d.max_rows <= 0:
         raise SpecError(f"dataset.max_rows={d.max_rows}: must be > 0 (or null: every usable row)")
     train, held_out = source_files(d)
-    start = time.perf_counter()
     settings = selection.Settings(d.max_rows, d.shuffle_seed, d.on_bad_row, d.max_row_bytes)
     picked = selection.select(cfg.cache_path / "data", train, held_out, settings)
-    picked.seconds = time.perf_counter() - start
     spec = DatasetSpec(
         name=d.name,
         train_file=str(picked.train_file),
@@ -334,13 +332,14 @@ def finished_ok(run_dir: Path, spec: JobSpec, src: source.Source | None = None) 
     return prior
 
 
-def scrub_hydra_files(run_dir: Path) -> None:
-    """Hydra's own records of the run and the sweep hold the overrides as typed: secrets scrubbed there too."""
-    for path in [*run_dir.glob(".hydra/*.yaml"), run_dir.parent / "multirun.yaml"]:
-        if path.is_file():
-            text = path.read_text(encoding="utf-8")
-            if results.redact(text) != text:
-                results.write_text_atomic(path, text)
+def scrub_multirun(sweep_dir: Path) -> None:
+    """Hydra's record of the sweep (multirun.yaml, written as it started) holds the overrides as typed: secrets
+    scrubbed there too. The runs' own records are the harness's (write_hydra_records), scrubbed as written."""
+    path = sweep_dir / "multirun.yaml"
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        if results.redact(text) != text:
+            results.write_text_atomic(path, text)
 
 
 def write_hydra_records(raw: DictConfig, hc: DictConfig, run_dir: Path) -> None:
@@ -370,7 +369,7 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> recor
     the run directory's lock, which the worker inherits."""
     cfg = config.validate(raw)
     results.register_secrets(cfg.framework.env)
-    scrub_hydra_files(run_dir)  # the sweep's multirun.yaml, which Hydra wrote as the sweep started
+    scrub_multirun(run_dir.parent)
     if HydraConfig.initialized():
         write_hydra_records(raw, HydraConfig.get(), run_dir)
     src = framework_source(cfg)  # a source that cannot be used stops the sweep here, before anything is built
@@ -682,17 +681,11 @@ def open_env(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    try:
-        sys.argv[1:] = open_env(resumed(sys.argv[1:]))
-    except UserError as e:
-        console.print(f"[red]error:[/] {results.redact(str(e))}", soft_wrap=True)
-        sys.exit(2)
-    problem = credentials_in(sys.argv[1:]) or unknown_choice(sys.argv[1:]) or results_problem(sys.argv[1:])
-    if problem:
-        console.print(f"[red]error:[/] {problem}", soft_wrap=True)
-        sys.exit(2)
-    try:
-        sys.argv[1:] = pinned_frameworks(sys.argv[1:])
+    try:  # the command line checked and completed before Hydra writes anything
+        argv = open_env(resumed(sys.argv[1:]))
+        if problem := credentials_in(argv) or unknown_choice(argv) or results_problem(argv):
+            raise UserError(problem)
+        sys.argv[1:] = pinned_frameworks(argv)
     except UserError as e:
         console.print(f"[red]error:[/] {results.redact(str(e))}", soft_wrap=True)  # one line, however long
         sys.exit(2)

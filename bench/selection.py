@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import tempfile
+import time
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,7 @@ class Selection:
     train: DataReport  # what selecting did to the training rows: read, kept, duplicates, skipped
     heldout: HeldoutCounts | None  # the held-out rows' counts and their overlap with the training rows
     source_read: bool  # whether this call read the source (False: the cache answered)
-    seconds: float = 0.0  # what selecting (or finding the selection) took, set by the caller that timed it
+    seconds: float = 0.0  # what selecting took, or finding the selection in the cache
 
     @property
     def train_file(self) -> Path:
@@ -68,11 +69,12 @@ class Selection:
 def select(store: Path, train: list[Path], held_out: list[Path], settings: Settings) -> Selection:
     """The selection of `settings` over these files: from the cache when it holds one for their content,
     otherwise read from the sources in one streaming pass and written (atomically) for the next run."""
+    start = time.perf_counter()
     files = [*train, *held_out]
     stats = [_stat(f) for f in files]
     digests = [_cached_digest(store, s) for s in stats]
     if all(digests) and (found := _lookup(store, _request_key(digests, len(train), settings), digests)):
-        return found
+        return dataclasses.replace(found, seconds=time.perf_counter() - start)
     hashers = [hashlib.sha256() for _ in files]
     picked, train_counts = _pick(train, settings, hashers[: len(train)])
     rows_out, heldout_counts = _held_out(held_out, settings, hashers[len(train) :], {digest(e) for e in picked})
@@ -90,7 +92,7 @@ def select(store: Path, train: list[Path], held_out: list[Path], settings: Setti
     _write_json(store / "requests" / f"{_request_key(digests, len(train), settings)}.json",
                 {"format": FORMAT, "sha256": found.sha256, "train": dataclasses.asdict(train_counts),
                  "heldout": heldout_counts and dataclasses.asdict(heldout_counts)})  # fmt: skip
-    return found
+    return dataclasses.replace(found, seconds=time.perf_counter() - start)
 
 
 def _pick(files: list[Path], s: Settings, hashers: list) -> tuple[list[Example], DataReport]:

@@ -133,18 +133,21 @@ def test_a_report_on_a_full_disk_is_one_line(small_disk, capsys):
     assert not list(sweep.glob(".*.tmp"))
 
 
-def test_hydras_own_records_of_a_run_and_sweep_are_scrubbed(tmp_path, monkeypatch):
-    from bench.run import scrub_hydra_files
+def test_hydras_record_of_the_sweep_and_the_harnesss_records_of_a_run_are_scrubbed(tmp_path, monkeypatch):
+    from bench.run import scrub_multirun, write_hydra_records
 
     monkeypatch.setattr(results, "RUN_SECRETS", {})
     run_dir = tmp_path / "sweep" / "0-trl"
-    (run_dir / ".hydra").mkdir(parents=True)
-    (run_dir / ".hydra" / "overrides.yaml").write_text("- framework.env.MY_API_TOKEN=tok_123456789\n")
+    run_dir.mkdir(parents=True)
     (tmp_path / "sweep" / "multirun.yaml").write_text("task:\n- framework.env.MY_API_TOKEN=tok_123456789\n")
     results.register_secrets({"MY_API_TOKEN": "tok_123456789"})
-    scrub_hydra_files(run_dir)
-    for path in (run_dir / ".hydra" / "overrides.yaml", tmp_path / "sweep" / "multirun.yaml"):
-        assert "tok_123456789" not in path.read_text() and "MY_API_TOKEN=***" in path.read_text()
+    scrub_multirun(tmp_path / "sweep")
+    hydra = OmegaConf.create({"overrides": {"task": ["++framework.env.MY_API_TOKEN=tok_123456789"]}})
+    write_hydra_records(OmegaConf.create({"framework": {"env": {"MY_API_TOKEN": "tok_123456789"}}}), hydra, run_dir)
+    written = [tmp_path / "sweep" / "multirun.yaml", *sorted((run_dir / ".hydra").iterdir())]
+    assert [p.name for p in written] == ["multirun.yaml", "config.yaml", "hydra.yaml", "overrides.yaml"]
+    for path in written:
+        assert "tok_123456789" not in path.read_text() and "MY_API_TOKEN" in path.read_text()
 
 
 def test_hydra_writes_no_file_of_its_own_in_a_run_directory():
