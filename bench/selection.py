@@ -119,8 +119,8 @@ def keyed_order(row_digest: bytes, seed: int) -> int:
 
 
 def _sample(files: list[Path], s: Settings, hashers: list, report: DataReport) -> list[Example]:
-    """The max_rows usable rows of smallest keyed_order (every row with max_rows=None), in that order: one pass,
-    memory bounded by max_rows. Duplicates are counted over the whole source by an 8-byte digest each."""
+    """The max_rows usable rows of smallest keyed_order (every row with max_rows=None), in that order: one pass
+    holding max_rows rows. Duplicates are counted over the whole source by an 8-byte digest per row."""
     heap: list[tuple[int, bytes, Example]] = []  # max-heap by negated order: the largest kept is evicted first
     in_heap: set[bytes] = set()
     seen = array("Q")
