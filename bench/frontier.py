@@ -27,7 +27,7 @@ from rich.console import Console
 
 from bench import config, frontier_table, record, results
 from bench.errors import UserError
-from bench.run import console, execute
+from bench.run import console, credentials_in, execute, open_env
 from bench.spec import JobSpec
 
 FRONTIER = results.FRONTIER
@@ -164,4 +164,8 @@ class FrontierTable(Callback):
 if __name__ == "__main__":
     from bench import frontier  # one module object for Hydra's callback and the task function
 
+    sys.argv[1:] = open_env(sys.argv[1:])
+    if problem := credentials_in(sys.argv[1:]):  # before Hydra writes the overrides anywhere
+        console.print(f"[red]error:[/] {problem}", soft_wrap=True)
+        sys.exit(2)
     frontier.main()
