@@ -55,6 +55,26 @@ def bench_run(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     )
 
 
+def readme_commands(heading: str) -> list[tuple[str, str]]:
+    """(command, its comment) of each line of the README's first code block after `heading`."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = text.split(heading, 1)[1].split("```")[1]
+    return [tuple(part.strip() for part in (line.split("  #", 1) + [""])[:2]) for line in block.strip().splitlines()]
+
+
+def run_readme(command: str, *extra: str, paths: dict | None = None) -> subprocess.CompletedProcess:
+    """A README command as written, its placeholders (`results/<sweep>`) replaced by `paths` (by the name in
+    brackets), `extra` after it."""
+    import shlex
+
+    for name, path in (paths or {}).items():
+        command = command.replace(f"results/<{name}>", str(path))
+    argv = shlex.split(command)
+    assert argv[0] in ("python", "python3"), command
+    return subprocess.run([sys.executable, *argv[1:], *extra], cwd=REPO, capture_output=True, text=True,
+                          timeout=1800, env=os.environ | {"COLUMNS": "200"})  # fmt: skip
+
+
 def run_dirs(tmp_path: Path) -> list[Path]:
     """Every run that started, in every sweep under tmp_path."""
     sweeps = sorted(p for p in tmp_path.iterdir() if p.is_dir())

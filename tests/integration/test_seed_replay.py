@@ -3,23 +3,33 @@ what they left out, Unsloth is skipped with its reason, and the report of both s
 published difference was the framework."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from bench import results
-from tests.conftest import REPO, bench_run, run_dirs
+from tests.conftest import readme_commands, run_dirs, run_readme
 
 pytestmark = pytest.mark.integration
 SMALL = ("model=tiny", "dataset.max_rows=32", "eval.prompts=2")  # 32 rows: a few steps per epoch
 
 
+SCENARIOS = [
+    "python -m bench.run scenario=seed-llamafactory,seed-trl,seed-unsloth",
+    "python -m bench.run scenario=seed-0.5b framework=trl,llamafactory,unsloth,axolotl",
+    "python -m bench.report results/<published sweep> results/<one-job sweep>",
+]
+
+
+def test_the_readme_block_of_scenarios_is_the_one_run_here():
+    assert [command for command, _ in readme_commands("**Scenarios.**")] == SCENARIOS
+
+
 @pytest.fixture(scope="module")
 def sweeps(tmp_path_factory):
+    """The README's scenario commands as written, on a small sample."""
     published, one_job = tmp_path_factory.mktemp("published"), tmp_path_factory.mktemp("one_job")
-    a = bench_run(published, "scenario=seed-llamafactory,seed-trl,seed-unsloth", *SMALL)
-    b = bench_run(one_job, "scenario=seed-0.5b", "framework=trl,llamafactory", *SMALL)
+    a = run_readme(SCENARIOS[0], *SMALL, f"results_dir={published}")
+    b = run_readme(SCENARIOS[1], *SMALL, f"results_dir={one_job}")
     assert a.returncode == 0 and b.returncode == 0, a.stderr[-3000:] + b.stderr[-3000:]
     return published, one_job, a
 
@@ -56,8 +66,7 @@ def test_the_trl_run_trains_its_plain_format_on_the_answer_after_the_response_te
 def test_the_report_of_both_sweeps_says_what_the_difference_was_made_of(sweeps):
     published, one_job, _ = sweeps
     sweep_a, sweep_b = (next(p for p in d.iterdir() if p.is_dir()) for d in (published, one_job))
-    proc = subprocess.run([sys.executable, "-m", "bench.report", str(sweep_a), str(sweep_b)], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = run_readme(SCENARIOS[2], paths={"published sweep": sweep_a, "one-job sweep": sweep_b})
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = (sweep_a / "report.md").read_text()
     assert "What the difference was made of" in report, report
