@@ -484,7 +484,7 @@ def failure_context(reason: str, status: str, run_dir: Path) -> str:
     return reason
 
 
-HYDRA_ONLY = {".hydra", "run.log", results.LOCK}  # what Hydra and the lock put in a run dir before it starts
+HYDRA_ONLY = {".hydra", results.LOCK}  # what a run dir holds before its run starts: its records, its lock
 
 
 def discard_if_untouched(run_dir: Path) -> None:
