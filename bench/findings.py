@@ -18,13 +18,9 @@ import pandas as pd
 
 from bench import frontier_table, replay
 from bench.data import RECALL
-from bench.record import Summary
-from bench.summary import CURVE_RTOL, PADDING_TOL, STEP1_RTOL, varying_overrides
+from bench.runs import NOTE_SEP
+from bench.summary import CURVE_RTOL, PADDING_TOL, STEP1_RTOL
 
-# Overrides that do not tell systems apart: the framework, its version, source and interpreter are in the name
-# already, the kernels in the framework's system name (`trl+liger`); seeds make repeats; the rest says where
-# files go. `framework.env` is left out too: its values may be secrets.
-NOT_A_SETTING = ("framework", "train.seed", "train.kernels", "results_dir", "hydra.", "resume", "cache_dir")
 RATIO_METRICS = ("tokens_per_s", "peak_vram_mb", "peak_rss_mb", "heldout_loss")
 MEMORY = {"peak_vram_mb": "peak VRAM", "peak_rss_mb": "peak RSS"}  # VRAM where both systems had a GPU
 ONE_RUN = "one run each (no CI)"
@@ -33,33 +29,6 @@ SHARED = "the machine was shared during training"
 TORCH = "different torch builds"
 NO_RUNS = "No runs in this sweep: nothing was measured."
 NO_OK_RUN = "No run finished ok, so nothing was measured or compared:"
-NOTE_SEP = " | "  # between a run's notes in runs.csv's `notes` column
-
-
-# Names
-
-
-def setting(override: str) -> str | None:
-    """An override as part of a system's name (`train.lr=2e-4` -> `lr=2e-4`), or None where it names none."""
-    key = override.lstrip("+~")
-    if key.startswith(NOT_A_SETTING):
-        return None
-    name, sep, value = key.partition("=")
-    return name.split(".", 1)[-1] + sep + value
-
-
-def system_names(summaries: list[Summary]) -> list[str]:
-    """Each run's system: the framework with its kernels, its version (as installed, else as requested), and
-    the settings the sweep varies across its runs. Runs without recorded overrides (an older harness) vary
-    nothing and make no other run vary."""
-    recorded = [s for s in summaries if s.overrides is not None]
-    varied = iter(varying_overrides(recorded))
-    names = []
-    for s in summaries:
-        overrides = next(varied) if s.overrides is not None else []
-        parts = [s.name or "?", s.version, *filter(None, map(setting, overrides))]
-        names.append(" ".join(str(p) for p in parts if p))
-    return names
 
 
 def short(job_key: Any) -> str:

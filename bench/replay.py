@@ -12,22 +12,19 @@ import itertools
 import json
 import math
 import statistics
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from bench import metrics as registry
+from bench.runs import differing_fields
 
-if TYPE_CHECKING:
-    from bench.report import Section
-
+# A section of the report: heading, a paragraph, and a table or a list of lines (the findings).
+Section = tuple[str, str | None, pd.DataFrame | list[str] | None]
 EPOCH_TIME = "time_per_epoch_s"  # train_s over the epochs trained: publications train different lengths
 DIFFERENCE_METRICS = (EPOCH_TIME, "tokens_per_s", "peak_vram_mb", "heldout_loss")
 NO_CI = "one run each, no CI"
 OTHER_TOKENS = "trained on other tokens"
-# job.* columns that differ between runs of one job: where this host caches the model, and the harness's
-# choice of the sweep's first run to also evaluate the base model.
-PER_RUN_FIELDS = ("job.model.path", "job.eval.base")
 # A job field in words (fnmatch patterns, first match wins); any other field goes by its name.
 FIELD_WORDS = {
     "job.model.*": "model",
@@ -163,17 +160,6 @@ def shared_job(one_job: pd.DataFrame, a: str, b: str) -> str | None:
     """The first job key both frameworks ran as one job."""
     theirs = set(one_job.loc[one_job["framework"] == b, "job_key"].dropna())
     return next((k for k in one_job.loc[one_job["framework"] == a, "job_key"] if k in theirs), None)
-
-
-def _differs(x: Any, y: Any) -> bool:
-    if pd.isna(x) or pd.isna(y):
-        return not (pd.isna(x) and pd.isna(y))
-    return x != y
-
-
-def differing_fields(a: pd.Series, b: pd.Series) -> list[str]:
-    """The job fields (`job.*` columns) on which two runs differ, per-run fields left out."""
-    return [c for c in a.index if c.startswith("job.") and c not in PER_RUN_FIELDS and _differs(a[c], b.get(c))]
 
 
 def in_words(fields: list[str]) -> list[str]:

@@ -29,7 +29,8 @@ import pandas as pd
 from bench import config, findings, frontier_table, plots, record, replay, results, runs
 from bench import metrics as registry
 from bench.errors import UserError
-from bench.runs import Runs
+from bench.replay import Section
+from bench.runs import NOTE_SEP, Runs
 from bench.summary import CURVE_RTOL, PADDING_TOL, SHARED_CPU_CORES, STEP1_RTOL, torch_build_mismatches
 
 REPEATED = ("tokens_per_s", "peak_vram_mb", "peak_rss_mb", "heldout_loss")  # mean, 95 % CI and CV over seeds
@@ -45,8 +46,6 @@ BLEU_NOTE = (
     "excludes zero."
 )
 
-# A section: heading, a paragraph, and a table or a list of lines (the findings).
-Section = tuple[str, str | None, pd.DataFrame | list[str] | None]
 
 
 def with_ratios(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
@@ -444,7 +443,7 @@ def sections(frame, labels, reps, found, quality, unreadable, base, front, basel
             out.append(("Run notes", "Where a framework did not follow the job to the letter, and what else qualifies "
                         "a run's numbers.", pd.DataFrame({
                             "system": labels[noted.index], "run directory": noted["run"],
-                            "notes": noted["notes"].str.replace(findings.NOTE_SEP, "; ", regex=False)})
+                            "notes": noted["notes"].str.replace(NOTE_SEP, "; ", regex=False)})
                         .reset_index(drop=True)))  # fmt: skip
         bad = frame[frame["status"] != "ok"]
         if not bad.empty:

@@ -14,12 +14,13 @@ from typing import Any
 
 import pandas as pd
 
-from bench import config, findings, record, replay
+from bench import config, record
 from bench import metrics as registry
 from bench.errors import UserError
+from bench.record import Summary
 from bench.runners.base import STACK
 from bench.spec import flatten
-from bench.summary import parity, shared_machine, torch_build
+from bench.summary import parity, shared_machine, torch_build, varying_overrides
 
 RUN_METRICS = registry.shown("runs")
 PARITY = ("parity_reference", "same_tokens", "step1_loss_rel_diff", "curve_loss_rel_diff", "curve_steps",
@@ -40,6 +41,49 @@ class Runs:
     unreadable: list[dict[str, str]]
     by_name: dict[str, record.Run]
     sweeps: dict[str, Path]
+
+
+# Overrides that do not tell systems apart: the framework, its version, source and interpreter are in the name
+# already, the kernels in the framework's system name (`trl+liger`); seeds make repeats; the rest says where
+# files go. `framework.env` is left out too: its values may be secrets.
+NOT_A_SETTING = ("framework", "train.seed", "train.kernels", "results_dir", "hydra.", "resume", "cache_dir")
+NOTE_SEP = " | "  # between a run's notes in runs.csv's `notes` column
+# job.* columns that differ between runs of one job: where this host caches the model, and the harness's
+# choice of the sweep's first run to also evaluate the base model.
+PER_RUN_FIELDS = ("job.model.path", "job.eval.base")
+
+def setting(override: str) -> str | None:
+    """An override as part of a system's name (`train.lr=2e-4` -> `lr=2e-4`), or None where it names none."""
+    key = override.lstrip("+~")
+    if key.startswith(NOT_A_SETTING):
+        return None
+    name, sep, value = key.partition("=")
+    return name.split(".", 1)[-1] + sep + value
+
+
+def system_names(summaries: list[Summary]) -> list[str]:
+    """Each run's system: the framework with its kernels, its version (as installed, else as requested), and
+    the settings the sweep varies across its runs. Runs without recorded overrides (an older harness) vary
+    nothing and make no other run vary."""
+    recorded = [s for s in summaries if s.overrides is not None]
+    varied = iter(varying_overrides(recorded))
+    names = []
+    for s in summaries:
+        overrides = next(varied) if s.overrides is not None else []
+        parts = [s.name or "?", s.version, *filter(None, map(setting, overrides))]
+        names.append(" ".join(str(p) for p in parts if p))
+    return names
+
+
+def _differs(x: Any, y: Any) -> bool:
+    if pd.isna(x) or pd.isna(y):
+        return not (pd.isna(x) and pd.isna(y))
+    return x != y
+
+
+def differing_fields(a: pd.Series, b: pd.Series) -> list[str]:
+    """The job fields (`job.*` columns) on which two runs differ, per-run fields left out."""
+    return [c for c in a.index if c.startswith("job.") and c not in PER_RUN_FIELDS and _differs(a[c], b.get(c))]
 
 
 def version_columns() -> list[str]:
@@ -107,7 +151,7 @@ def row(run: record.Run, name: str, versions: list[str]) -> dict[str, Any]:
         "scenario": s.scenario,  # conf/scenario/ preset, shown in the header
         "status": s.status,
         "reason": s.reason,
-        "notes": findings.NOTE_SEP.join(s.notes),  # what qualifies the run's numbers (bench.findings.note_lines)
+        "notes": NOTE_SEP.join(s.notes),  # what qualifies the run's numbers (bench.findings.note_lines)
         "model": spec_section(run.spec, "model").get("name"),
         "dataset": spec_section(run.spec, "dataset").get("name"),
         "precision": s.effective.precision,
@@ -134,7 +178,7 @@ def with_base(rows: list[dict[str, Any]], summaries: list[record.Summary]) -> No
         if evaluated is None:
             continue
         ref, base = evaluated
-        differing = replay.differing_fields(pd.Series(r, dtype=object), pd.Series(ref, dtype=object))
+        differing = differing_fields(pd.Series(r, dtype=object), pd.Series(ref, dtype=object))
         if not [f for f in differing if f.startswith(BASE_FIELDS)]:
             r |= {"base_evaluated_in": ref["run"], "base_heldout_loss": base.get("heldout_loss"),
                   "base_rouge_l": base.get("rouge_l"), "base_bleu4": base.get("bleu4")}  # fmt: skip
@@ -153,7 +197,7 @@ def sweeps_of(sweep_dir: Path, others: Sequence[Path] = ()) -> dict[str, Path]:
 
 
 def load(sweep_dir: Path, others: Sequence[Path] = ()) -> Runs:
-    """One row per run that has a readable summary, its `system` named (bench.findings.system_names) and its
+    """One row per run that has a readable summary, its `system` named (system_names) and its
     parity with the first run of its job; the others as (run, why). With other sweeps, their runs too, each
     run named by its sweep. Each run directory is read once."""
     rows, unreadable, by_name = [], [], {}
@@ -170,7 +214,7 @@ def load(sweep_dir: Path, others: Sequence[Path] = ()) -> Runs:
         by_name |= {run.name: run for run in runs}
     frame = pd.DataFrame(rows)
     if not frame.empty:
-        frame.insert(1, "system", findings.system_names([run.summary for run in by_name.values()]))
+        frame.insert(1, "system", system_names([run.summary for run in by_name.values()]))
         checks = parity(list(by_name.values()))
         for col in PARITY:
             frame[col] = [p.get(col.removeprefix("parity_")) for p in checks]

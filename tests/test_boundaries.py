@@ -118,3 +118,41 @@ def test_help_starts_with_how_to_use_it(module, first_line):
     proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith(first_line), proc.stdout[:500]
     assert "python -m " + module in proc.stdout
+
+
+def bench_imports() -> dict[str, set[str]]:
+    """bench's import graph from the source: every module's bench imports, wherever they stand (module level,
+    inside functions, under TYPE_CHECKING)."""
+    import ast
+
+    modules = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in (REPO / "bench").rglob("*.py")}  # fmt: skip
+    graph = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found |= {m for m in (node.module, *(f"{node.module}.{a.name}" for a in node.names)) if m in modules}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name in modules}
+        graph[name] = found - {name}
+    return graph
+
+
+def test_bench_has_no_import_cycle():
+    graph, done, path = bench_imports(), set(), []
+
+    def visit(module):
+        if module in path:
+            raise AssertionError("import cycle: " + " -> ".join([*path[path.index(module):], module]))
+        if module in done:
+            return
+        path.append(module)
+        for imported in sorted(graph[module]):
+            visit(imported)
+        path.pop()
+        done.add(module)
+
+    assert "bench.runs" in graph and graph["bench.report"]  # the graph was read
+    for module in sorted(graph):
+        visit(module)

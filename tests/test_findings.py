@@ -196,7 +196,7 @@ def test_systems_are_named_by_framework_version_and_the_setting_the_sweep_varies
          "overrides": ["framework=unsloth", "train.lr=2e-4", "train.seed=1"]},
         {"system": "trl", "framework_version": "1.16.0"},  # an older harness recorded no overrides
     ]  # fmt: skip
-    names = findings.system_names([as_summary(s) for s in summaries])
+    names = runs.system_names([as_summary(s) for s in summaries])
     assert names == ["trl 1.16.0 lr=1e-4", "trl+liger 1.16.0 lr=2e-4", "unsloth 2026.10.9 lr=2e-4", "trl 1.16.0"]
 
 
@@ -275,7 +275,7 @@ def test_notes_that_qualify_the_numbers_reach_the_findings_the_report_and_the_ru
     md = (d / "report.md").read_text()
     assert "## Run notes" in md and recall in md.split("## Run notes", 1)[1]
     table = pd.read_csv(d / "runs.csv", keep_default_na=False)
-    assert list(table["notes"]) == [f"{eos}{findings.NOTE_SEP}{recall}", recall]
+    assert list(table["notes"]) == [f"{eos}{runs.NOTE_SEP}{recall}", recall]
 
 
 def test_text_a_spreadsheet_would_run_is_neutralised_in_runs_csv_and_numbers_are_not(tmp_path):
