@@ -8,7 +8,8 @@ that run's mean steady-state step time: the benchmark's timer is a clock that ad
 pytest-benchmark's own statistics, stored runs, machine info and --benchmark-compare-fail gate step time.
 Tokens/s, peak memory, losses and quality of each round go into extra_info; bench.compare gates those.
 Not collected by the normal test run (testpaths = tests). Options (benchmarks/conftest.py):
---sftbench-frameworks=trl,llamafactory  --sftbench-repeats=3  --sftbench-overrides="model=... train.max_steps=30"
+--sftbench-frameworks=trl,llamafactory (default: every registered framework)  --sftbench-repeats=3
+--sftbench-overrides="model=... train.max_steps=30"
 """
 
 import itertools

@@ -199,3 +199,15 @@ def test_every_float_of_the_job_must_be_finite(key, value):
 
 def test_the_float_fields_checked_are_the_ones_a_job_has():
     assert {"train.lr", "train.epochs", "train.weight_decay", "train.lora.dropout"} <= set(float_fields(JobSpec))
+
+
+def test_the_kernels_a_job_can_ask_for_are_the_ones_conf_pins():
+    import typing
+
+    from omegaconf import OmegaConf
+
+    from bench.spec import Kernels
+    from tests.conftest import REPO
+
+    pinned = OmegaConf.load(REPO / "conf" / "config.yaml").kernels
+    assert set(typing.get_args(Kernels)) == {"none", *pinned}

@@ -38,3 +38,11 @@ def test_the_action_runs_the_tested_gate_script():
     runs = [step.get("run", "") for step in action["runs"]["steps"]]
     assert action["runs"]["using"] == "composite"
     assert any('"$GITHUB_ACTION_PATH/scripts/gpu_regression.sh"' in run for run in runs), runs
+
+
+def test_the_gpu_workflow_sweeps_every_registered_framework():
+    """No list of its own: an empty `frameworks` leaves bench.run's default sweep, every conf/framework/ file."""
+    workflow = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))
+    (gate,) = [s for job in workflow["jobs"].values() for s in job["steps"] if s.get("uses") == "./"]
+    assert gate["with"]["frameworks"] == "" and gate["with"]["candidate"] == "release"
+    assert '${FRAMEWORKS:+"framework=$FRAMEWORKS"}' in ACTION.read_text(encoding="utf-8")
