@@ -134,3 +134,20 @@ def test_the_environments_the_test_suite_builds_are_every_framework_that_runs_wi
     for page in ("README.md", "docs/development.md"):
         listed = " ".join(doc(page).split("builds the ", 1)[1].split(" environments", 1)[0].split())
         assert names(listed) == cpu, page
+
+
+def test_the_architecture_page_places_every_module_and_names_real_functions():
+    import ast
+    import re
+
+    page = doc("docs/architecture.md")
+    assert len(page.splitlines()) <= 80
+    modules = {p.stem for p in (REPO / "bench").glob("*.py")} | {"runners/base", "runners/<framework>"}
+    named = set(re.findall(r"`([\w/<>]+)`", page))
+    assert modules <= named, f"not placed in docs/architecture.md: {sorted(modules - named)}"
+    for dotted in set(re.findall(r"`((?:callback|findings|spec|selection|summary|run|runs|launch|worker)\.[\w.]+)`",
+                                 page)):  # fmt: skip
+        module, *attrs = dotted.split(".")
+        scope = ast.parse((REPO / "bench" / f"{module}.py").read_text(encoding="utf-8"))
+        for attr in attrs:  # every name the page points a newcomer to is defined there (read, not imported)
+            scope = next(n for n in scope.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == attr)
