@@ -682,8 +682,10 @@ def open_env(argv: list[str]) -> list[str]:
 
 def main() -> None:
     try:  # the command line checked and completed before Hydra writes anything
+        if problem := credentials_in(sys.argv[1:]) or results_problem(sys.argv[1:]):
+            raise UserError(problem)
         argv = open_env(resumed(sys.argv[1:]))
-        if problem := credentials_in(argv) or unknown_choice(argv) or results_problem(argv):
+        if problem := unknown_choice(argv):
             raise UserError(problem)
         sys.argv[1:] = pinned_frameworks(argv)
     except UserError as e:

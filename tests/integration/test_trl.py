@@ -75,7 +75,7 @@ def test_a_run_past_its_timeout_is_killed_and_recorded(tmp_path):
     import psutil
 
     proc = bench_run(tmp_path, "framework=trl", "timeout_s=1")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 3, proc.stderr[-3000:]  # the run timed out
     (run,) = run_dirs(tmp_path)
     summary = json.loads((run / results.SUMMARY).read_text())
     assert summary["status"] == "timeout" and "timeout_s" in summary["reason"]
