@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.results import safe_name
+from bench.results import mount_point, safe_name
 
 COMPLETE = ".complete"  # written last: an environment without it is half-built and gets rebuilt
 VERIFIED: set[Path] = set()  # environments this process has checked (once per sweep, not once per run)
@@ -257,6 +257,7 @@ def run_step(cmd: list[str], log, on_line: Callable[[str], None], environ: dict[
     harness, or when the step is interrupted), its output line by line into `log` and `on_line`; an
     EnvError naming `what`, the log and its last lines when it fails."""
     tail: deque[str] = deque(maxlen=30)
+    disk_full = False  # pip's own words for ENOSPC, anywhere in the output (not only in the tail)
     python, *module = cmd
     # Unbuffered: a piped Python's print() output otherwise arrives in 8 KB blocks, long after it happened.
     proc = subprocess.Popen(
@@ -269,6 +270,7 @@ def run_step(cmd: list[str], log, on_line: Callable[[str], None], environ: dict[
         for line in proc.stdout:
             log.write(line)
             line = line.rstrip()
+            disk_full = disk_full or "No space left on device" in line
             if line and "is ignored: it is neither a file nor a directory" not in line:
                 tail.append(line)
                 on_line(line)
@@ -279,7 +281,11 @@ def run_step(cmd: list[str], log, on_line: Callable[[str], None], environ: dict[
         proc.wait()
         raise
     if returncode != 0:
-        raise EnvError(f"{what} failed ({' '.join(map(str, cmd[:3]))} exited {returncode}); log: {log.name}\n"
+        cause = ""
+        if disk_full:
+            where = mount_point(Path(log.name))
+            cause = f"no space left on {where} ({shutil.disk_usage(where).free / 2**20:,.0f} MB free now); "
+        raise EnvError(f"{what} failed: {cause}{' '.join(map(str, cmd[:3]))} exited {returncode}; log: {log.name}\n"
                        + "\n".join(tail))  # fmt: skip
 
 

@@ -193,3 +193,20 @@ def test_a_builds_size_on_disk_is_measured(tmp_path):
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "python").symlink_to("/usr/bin/python3")  # a link counts as itself, not its target
     assert 1.0 <= envs.dir_size_mb(tmp_path) < 1.01
+
+
+
+def test_a_build_that_ran_out_of_disk_says_which_disk_and_how_much_is_free(tmp_path):
+    from bench.envs import EnvError, run_step
+    from bench.results import mount_point
+
+    (tmp_path / "fake_pip.py").write_text(  # what pip prints when the disk fills under it, then more lines
+        "import sys\nprint('ERROR: Could not install packages due to an OSError: [Errno 28] No space left on device')"
+        "\nfor i in range(40):\n    print('line', i)\nsys.exit(1)\n"
+    )
+    with open(tmp_path / "env.build.log", "w") as log, pytest.raises(EnvError) as e:
+        run_step([sys.executable, "fake_pip"], log, lambda line: None, dict(os.environ, PYTHONPATH=str(tmp_path)),
+                 "building trl-1.16.0")  # fmt: skip
+    reason = str(e.value).splitlines()[0]  # what the run records as its reason
+    assert reason.startswith(f"building trl-1.16.0 failed: no space left on {mount_point(tmp_path)} (")
+    assert "MB free now); " in reason and "exited 1" in reason

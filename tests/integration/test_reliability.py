@@ -351,3 +351,22 @@ def test_a_run_that_stops_the_sweep_leaves_the_earlier_runs_their_table_and_repo
     assert f"{bad}:1: field 'output' is missing" in proc.stderr
     (sweep_dir,) = (tmp_path / "results").iterdir()
     assert (sweep_dir / "report.html").exists() and "0-misbehave" in proc.stdout  # the table of the run before
+
+
+def test_a_held_out_split_of_training_rows_is_said_in_findings_run_notes_and_runs_csv(tmp_path, trl_python):
+    import pandas as pd
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = "".join(json.dumps({"instruction": f"q{i}", "input": "", "output": f"a{i}"}) + "\n" for i in range(12))
+    (data / "train_zh_0.json").write_text(rows, encoding="utf-8")
+    (data / "valid_zh_0.json").write_text(rows, encoding="utf-8")  # every held-out row is a training row
+    proc = sweep(tmp_path / "results", trl_python, "framework.env.MISBEHAVE=ok", f"dataset.path={data}",
+                 "eval.enabled=false")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    note = "quality is recall: 12 of 12 held-out rows are also training rows"
+    (sweep_dir,) = (tmp_path / "results").iterdir()
+    printed = " ".join(proc.stdout.split())  # the findings as the sweep printed them, wrapped or not
+    assert "Notes on misbehave" in printed and note in printed
+    assert note in (sweep_dir / "report.md").read_text().split("## Run notes", 1)[1]
+    assert list(pd.read_csv(sweep_dir / "runs.csv")["notes"]) == [note]
