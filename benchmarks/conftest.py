@@ -1,4 +1,4 @@
-from bench.config import frameworks
+from bench.core.config import frameworks
 
 
 def pytest_addoption(parser):

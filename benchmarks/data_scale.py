@@ -38,9 +38,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from bench import record  # noqa: E402
-from bench.data import BUNDLED_MEDICAL  # noqa: E402
-from bench.sampler import host_facts  # noqa: E402
+from bench.core import record  # noqa: E402
+from bench.core.data import BUNDLED_MEDICAL  # noqa: E402
+from bench.sweep.sampler import host_facts  # noqa: E402
 
 REAL_ROWS = 1_950_000  # shibing624/medical finetune/train_zh_0.json (its dataset card: 195万条)
 HELDOUT_ROWS = 500

@@ -36,8 +36,8 @@ import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # bench's own helpers, where the harness runs from a checkout rather than installed
-from bench.sampler import busy_cpu_s, host_facts  # noqa: E402
-from bench.summary import SHARED_CPU_CORES  # noqa: E402
+from bench.analysis.summary import SHARED_CPU_CORES  # noqa: E402
+from bench.sweep.sampler import busy_cpu_s, host_facts  # noqa: E402
 
 LEVEL = 0.95  # the interval's target coverage
 
@@ -71,7 +71,7 @@ PARTS = (("no-sampler", "sampler"), ("no-progress", "progress display"))  # harn
 WITHOUT_PROGRESS = """
 import inspect, runpy
 import rich.progress
-from bench import launch
+from bench.sweep import launch
 
 class Hidden(rich.progress.Progress):
     def __init__(self, *args, **kwargs):
@@ -285,13 +285,13 @@ def against_floor(ratio: float, floor: float) -> str:
 
 
 def shared(runs: dict[str, Run]) -> bool:
-    """Whether other processes took more than bench.summary's shared-machine threshold during any run of a round."""
+    """Whether other processes took more than the shared-machine threshold during any run of a round."""
     return max(r.others_cores for r in runs.values()) > SHARED_CPU_CORES
 
 
 def quiet_only(rounds: list[dict[str, Run]], target_pct: float) -> list[str]:
     """The harness ratio and noise floor again over the rounds nobody else computed in (a threshold fixed
-    before the data: bench.summary's), where some were shared; no figure from fewer than two."""
+    before the data: bench.analysis.summary's), where some were shared; no figure from fewer than two."""
     quiet = [r for r in rounds if not shared(r)]
     if len(quiet) == len(rounds):
         return []

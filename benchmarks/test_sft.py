@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import results
+from bench.core import results
 
 REPO = Path(__file__).resolve().parent.parent
 _STEP_CLOCK = [0.0]

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from bench import results
-from bench.spec import DatasetSpec, EvalSpec, JobSpec, ModelSpec, TrainSpec, from_mapping
+from bench.core import results
+from bench.core.spec import DatasetSpec, EvalSpec, JobSpec, ModelSpec, TrainSpec, from_mapping
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,7 +31,7 @@ def make_spec(dataset: dict | None = None, **train) -> JobSpec:
     return JobSpec(
         framework="trl",
         framework_version="1.16.0",
-        runner="bench.runners.trl",
+        runner="bench.worker.runners.trl",
         packages=("trl",),
         model=ModelSpec(name="tiny", source="random", path="/cache/tiny", config={"hidden_size": 64},
                         trust_remote_code=False),  # fmt: skip
@@ -137,15 +137,15 @@ def _spin() -> None:
 
 
 def as_summary(data: dict):
-    """A summary.json as a dict, read as the record bench.record reads from disk (every field checked)."""
-    from bench import record
+    """A summary.json as a dict, read as the record bench.core.record reads from disk (every field checked)."""
+    from bench.core import record
 
     return record.parse(record.Summary, {"run": "0", "status": "ok", **data}, Path("summary.json"), "test")
 
 
 def as_run(data: dict, events=(), run_dir: Path | None = None):
-    """A run as bench.record loads it, from a summary dict (and its events)."""
-    from bench import record
+    """A run as bench.core.record loads it, from a summary dict (and its events)."""
+    from bench.core import record
 
     summary = as_summary(data)
     return record.Run(run_dir or Path(summary.run), summary, {}, list(events), [])

@@ -9,7 +9,8 @@ import zipfile
 import pytest
 from omegaconf import OmegaConf
 
-from bench import config, envs
+from bench.core import config
+from bench.sweep import envs
 from tests.conftest import REPO
 
 PARENT_MODULES = ("bench.run", "bench.report", "bench.compare", "bench.frontier", "bench.export")
@@ -53,7 +54,7 @@ def test_the_framework_modules_come_from_conf():
 def test_the_parent_side_imports_no_framework_and_no_runner():
     loaded = loaded_by(*PARENT_MODULES)
     assert not framework_modules() & {m.split(".")[0] for m in loaded}
-    assert not [m for m in loaded if m.startswith("bench.runners.") and m != "bench.runners.base"]
+    assert not [m for m in loaded if m.startswith("bench.worker.runners.") and m != "bench.worker.runners.base"]
 
 
 def test_compare_and_export_import_no_plotting_no_statistics_and_no_torch():
@@ -153,6 +154,48 @@ def test_bench_has_no_import_cycle():
         path.pop()
         done.add(module)
 
-    assert "bench.runs" in graph and graph["bench.report"]  # the graph was read
+    assert "bench.analysis.runs" in graph and graph["bench.report"]  # the graph was read
     for module in sorted(graph):
         visit(module)
+
+
+# What each package may import (bench/<package>/__init__.py says why); the commands import their package.
+MAY_IMPORT = {
+    "bench.core": {"bench.core"},
+    "bench.worker": {"bench.core", "bench.worker"},
+    "bench.analysis": {"bench.core", "bench.analysis"},
+    "bench.sweep": {"bench.core", "bench.sweep", "bench.analysis"},
+}
+# What a framework's environment holds of bench.core: the modules that need only the standard library there.
+WORKER_CORE = {"bench.core.data", "bench.core.errors", "bench.core.models", "bench.core.paths", "bench.core.record",
+               "bench.core.results", "bench.core.spec"}  # fmt: skip
+
+
+def package_of(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def test_each_package_imports_only_what_it_may():
+    graph = bench_imports()
+    assert set(MAY_IMPORT) <= set(graph)
+    wrong = {(m, i) for m, found in graph.items() if package_of(m) in MAY_IMPORT
+             for i in found if package_of(i) not in MAY_IMPORT[package_of(m)]}  # fmt: skip
+    assert not wrong, sorted(wrong)
+
+
+def test_the_top_level_holds_only_the_commands():
+    commands = {p.stem for p in (REPO / "bench").glob("*.py")} - {"__init__"}
+    assert commands == {"run", "report", "compare", "export", "frontier"}
+    graph = bench_imports()
+    for command in commands:  # a command is its package's entry point, nothing more
+        assert {package_of(m) for m in graph[f"bench.{command}"]} in ({"bench.sweep"}, {"bench.analysis"}), command
+
+
+def test_the_worker_reaches_only_the_standard_library_part_of_core():
+    graph, seen, todo = bench_imports(), set(), ["bench.worker.main", "bench.worker.runners"]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += [m for m in graph[module] if not m.startswith("bench.worker.runners.") or m.endswith(".base")]
+    assert {m for m in seen if m.startswith("bench.core.")} <= WORKER_CORE

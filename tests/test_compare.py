@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import compare, results
+from bench.analysis import gate as compare
+from bench.core import results
 
 FIXTURE = Path(__file__).parent / "fixtures" / "h200-sweep"
 

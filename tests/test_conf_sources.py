@@ -1,10 +1,10 @@
-"""Each default in conf/ only, each pin in one place, framework names only in bench/runners/ and conf/framework/."""
+"""Each default in conf/ only, each pin in one place, framework names only in runners and conf/framework/."""
 
 import pytest
 from hydra import compose, initialize_config_dir
 
-from bench import config
-from bench.run import framework_requirements
+from bench.core import config
+from bench.sweep.app import framework_requirements
 
 WORKER = ["sacrebleu==2.6.0", "rouge-score==0.1.2"]
 TRL = ["trl==1.16.0", "torch==2.13.0", "transformers==5.24.0", "peft==0.21.2", "accelerate==1.15.0", "datasets==5.2.0"]
@@ -56,21 +56,24 @@ def test_a_kernel_pin_moves_every_framework_that_uses_it():
     assert config.validate(composed("framework=unsloth", "kernels.unsloth=2099.1.1")).framework.version == "2099.1.1"
 
 
-# What may name a framework (or a train.kernels choice) in bench/*.py outside bench/runners/, and why:
+# What may name a framework (or a train.kernels choice) in bench/*.py outside bench/worker/runners/, and why:
 # (module, the string literal's start).
 ALLOWED = {
     # The spec's vocabulary of train.kernels choices (Literal["none", "liger", "unsloth"]), validated at the edge;
     # `unsloth` there is LLaMA-Factory's kernel switch, not the framework.
-    ("bench/spec.py", "liger"),
-    ("bench/spec.py", "unsloth"),
+    ("bench/core/spec.py", "liger"),
+    ("bench/core/spec.py", "unsloth"),
+    # STACK: the training stack whose versions every run records; TRL is under LLaMA-Factory and Unsloth too.
+    ("bench/core/spec.py", "trl"),
     # --help text: an example of naming another baseline, not a default (that is conf's report.baseline).
-    ("bench/report.py", "examples: python -m bench.report results/<sweep> --baseline llamafactory"),
+    ("bench/analysis/report.py", "examples: python -m bench.report results/<sweep> --baseline llamafactory"),
 }
 
 
 def framework_mentions() -> set[tuple[str, str]]:
-    """(module, text) for every string literal (docstrings aside), name, attribute and definition in bench/*.py
-    that names a registered framework or a train.kernels choice, as a word ('_' counts as a separator)."""
+    """(module, text) for every string literal (docstrings aside), name, attribute and definition in bench/
+    (runners aside) that names a registered framework or a train.kernels choice, as a word
+    ('_' counts as a separator)."""
     import ast
     import re
 
@@ -80,7 +83,8 @@ def framework_mentions() -> set[tuple[str, str]]:
     words = sorted({*config.frameworks(), *kernels})
     pattern = re.compile(r"(?<![A-Za-z0-9])(" + "|".join(map(re.escape, words)) + r")(?![A-Za-z0-9])", re.IGNORECASE)
     found = set()
-    for path in sorted((REPO / "bench").glob("*.py")):
+    runners = REPO / "bench" / "worker" / "runners"
+    for path in sorted(p for p in (REPO / "bench").rglob("*.py") if runners not in p.parents):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         docstrings = {
             id(node.body[0].value)
@@ -105,7 +109,7 @@ def framework_mentions() -> set[tuple[str, str]]:
 
 
 def test_no_framework_is_named_outside_runners_and_conf():
-    """Framework-specific code belongs in bench/runners/<name>.py, its facts in conf/framework/<name>.yaml:
+    """Framework-specific code belongs in bench/worker/runners/<name>.py, its facts in conf/framework/<name>.yaml:
     a bench/*.py module that names one (other than the allowed entries above) fails here."""
     mentions = framework_mentions()
     def allowed(module: str, text: str) -> bool:
@@ -119,17 +123,18 @@ def test_no_framework_is_named_outside_runners_and_conf():
 def test_defaults_outside_a_composed_config_come_from_conf(monkeypatch, tmp_path):
     import inspect
 
-    from bench import models, report
-    from bench.sampler import Sampler
+    from bench.analysis import report
+    from bench.core import models
+    from bench.sweep.sampler import Sampler
 
     baseline = composed().report.baseline
     assert config.default_baseline() == baseline
     assert inspect.signature(report.compose).parameters["baseline"].default == baseline
     assert inspect.signature(report.build).parameters["baseline"].default == baseline
     monkeypatch.setenv("SFTBENCH_CACHE", str(tmp_path))
-    assert models.cache_root() == config.validate(composed()).cache_path == tmp_path
+    assert config.default_cache_dir() == config.validate(composed()).cache_path == tmp_path
     monkeypatch.delenv("SFTBENCH_CACHE")
-    assert models.cache_root() == config.validate(composed()).cache_path
+    assert config.default_cache_dir() == config.validate(composed()).cache_path
     for dataset in ("medical-sample", "medical"):  # one system prompt: medical extends medical-sample
         assert composed(f"dataset={dataset}").dataset.system_prompt == models.corpus_system_prompt()
     params = inspect.signature(Sampler).parameters  # the sampler group's values have no second default

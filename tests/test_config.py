@@ -8,9 +8,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from bench.config import validate
-from bench.errors import DataError, SpecError, UserError
-from bench.run import job_spec
+from bench.core.config import validate
+from bench.core.errors import DataError, SpecError, UserError
+from bench.sweep.app import job_spec
 from tests.conftest import REPO
 
 CONF = str(REPO / "conf")
@@ -77,7 +77,7 @@ def test_missing_dataset_file_is_a_data_error(tmp_path):
 
 
 def test_framework_version_selects_its_own_requirements():
-    from bench.run import framework_requirements
+    from bench.sweep.app import framework_requirements
 
     old, new = (
         framework_requirements(cfg("framework.version=0.24.0").framework),
@@ -123,7 +123,7 @@ def test_every_bad_value_is_a_user_error():
 def test_defaults_live_in_conf_only():
     import dataclasses
 
-    from bench.spec import LoraSpec, TrainSpec
+    from bench.core.spec import LoraSpec, TrainSpec
 
     for cls in (TrainSpec, LoraSpec):
         assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(cls)), cls
@@ -138,7 +138,7 @@ def test_defaults_live_in_conf_only():
     ],
 )
 def test_a_framework_that_needs_a_gpu_is_skipped_on_a_host_without_one(monkeypatch, tmp_path, override, gpu, reason):
-    from bench import run
+    from bench.sweep import app as run
 
     monkeypatch.setattr(run, "host_has_gpu", lambda: gpu)
     c = typed(override, f"cache_dir={tmp_path}")
@@ -146,7 +146,7 @@ def test_a_framework_that_needs_a_gpu_is_skipped_on_a_host_without_one(monkeypat
 
 
 def test_more_gpus_than_a_framework_takes_is_skipped_not_faked(monkeypatch, tmp_path):
-    from bench import run
+    from bench.sweep import app as run
 
     monkeypatch.setattr(run, "host_has_gpu", lambda: True)
     c = typed("framework=unsloth", "train.num_gpus=2", f"cache_dir={tmp_path}")
@@ -154,7 +154,7 @@ def test_more_gpus_than_a_framework_takes_is_skipped_not_faked(monkeypatch, tmp_
 
 
 def test_sweep_size_counts_command_line_over_sweeper_params():
-    from bench.run import sweep_size
+    from bench.sweep.app import sweep_size
 
     c = OmegaConf.create(
         {
@@ -176,7 +176,7 @@ def test_offline_runner_python_and_site_per_framework_from_the_environment(monke
 
 
 def test_worker_env_keeps_the_inherited_pythonpath_when_the_framework_sets_none(monkeypatch, tmp_path):
-    from bench.launch import worker_env
+    from bench.sweep.launch import worker_env
 
     monkeypatch.setenv("PYTHONPATH", "/tmp/site")
     assert worker_env(tmp_path, {"PYTHONPATH": ""})["PYTHONPATH"] == f"{tmp_path}:/tmp/site"
@@ -184,7 +184,7 @@ def test_worker_env_keeps_the_inherited_pythonpath_when_the_framework_sets_none(
 
 
 def test_run_directory_names_cannot_escape_the_sweep():
-    from bench.results import safe_name
+    from bench.core.results import safe_name
 
     assert safe_name("../../etc") == "_.._etc"
     assert "/" not in safe_name("a/b") and safe_name("trl") == "trl"
@@ -227,7 +227,7 @@ def test_medical_dataset_comes_from_the_hub_without_a_local_copy(tmp_path, monke
 def test_a_data_file_changed_during_the_sweep_never_reaches_a_run_that_named_the_old_one(tmp_path, write_jsonl):
     """A run reads the selection made when its spec was: its job key and selection hash name the rows it trained
     and evaluated on, whatever happens to the source files meanwhile."""
-    from bench.data import load_examples
+    from bench.core.data import load_examples
 
     train = write_jsonl([{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(4)], "train.jsonl")
     held_out = write_jsonl([{"instruction": "held", "input": "", "output": "out"}], "valid.jsonl")
@@ -262,7 +262,7 @@ def test_the_slurm_launcher_group_is_composable():
 
 
 def test_data_parallel_runs_launch_the_worker_with_torchrun():
-    from bench.launch import worker_command
+    from bench.sweep.launch import worker_command
 
     assert worker_command(Path("/env/bin/python"), Path("/r/spec.json")) == [
         "/env/bin/python",
@@ -287,7 +287,7 @@ def test_data_parallel_runs_launch_the_worker_with_torchrun():
     ],
 )
 def test_a_run_is_pinned_to_its_gpus_in_pci_order(visible, num_gpus, pinned):
-    from bench.launch import pin_gpus
+    from bench.sweep.launch import pin_gpus
 
     env = {} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}
     assert pin_gpus(env, num_gpus) == [d for d in pinned.split(",") if d]
@@ -295,7 +295,7 @@ def test_a_run_is_pinned_to_its_gpus_in_pci_order(visible, num_gpus, pinned):
 
 
 def test_held_out_rows_that_are_training_rows_and_held_out_duplicates_are_counted(tmp_path):
-    from bench.run import job_and_rows
+    from bench.sweep.app import job_and_rows
 
     rows = [{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(10)]
     data = tmp_path / "data"
@@ -319,7 +319,7 @@ def test_a_preset_that_builds_its_model_never_takes_a_users_path(tmp_path):
 
 
 def test_a_build_never_replaces_files_it_did_not_make(tmp_path):
-    from bench.models import ensure_built
+    from bench.core.models import ensure_built
 
     (tmp_path / "stranger").mkdir()
     (tmp_path / "stranger" / "config.json").write_text("{}")
@@ -329,7 +329,7 @@ def test_a_build_never_replaces_files_it_did_not_make(tmp_path):
 
 
 def test_two_checkouts_sharing_a_cache_give_their_workers_their_own_code(tmp_path, monkeypatch):
-    from bench import launch
+    from bench.sweep import launch
 
     first = launch.worker_pythonpath(tmp_path)
     other = tmp_path / "other-checkout" / "bench"
@@ -337,7 +337,7 @@ def test_two_checkouts_sharing_a_cache_give_their_workers_their_own_code(tmp_pat
     monkeypatch.setattr(launch, "PACKAGE_DIR", other)
     second = launch.worker_pythonpath(tmp_path)
     assert first != second
-    assert (first / "bench").resolve() == Path(launch.__file__).resolve().parent
+    assert (first / "bench").resolve() == Path(launch.__file__).resolve().parent.parent
     assert (second / "bench").resolve() == other.resolve()
 
 
@@ -349,10 +349,10 @@ def test_a_pip_option_in_the_requirements_is_rejected(option):
 
 def reaches_pip(cfg) -> list[str]:
     """Every list of strings in the validated config whose items reach pip: found by putting a marker into
-    each list and seeing which markers the environment's requirements carry (bench.run.framework_requirements)."""
+    each list and seeing which markers the environment's requirements carry (bench.sweep.app.framework_requirements)."""
     import dataclasses
 
-    from bench.run import framework_requirements
+    from bench.sweep.app import framework_requirements
 
     def lists(node, where=""):
         if dataclasses.is_dataclass(node):
@@ -381,8 +381,8 @@ def test_every_config_list_that_reaches_pip_refuses_pip_options():
 
 
 def test_paths_derived_from_config_values_stay_inside_the_cache(tmp_path):
-    from bench import envs
-    from bench.models import built_model_dir
+    from bench.core.models import built_model_dir
+    from bench.sweep import envs
 
     env = envs.env_dir(tmp_path, "trl", "../../x", ["trl"])
     model = built_model_dir("../../evil", {"seed": 0}, tmp_path)
@@ -399,7 +399,7 @@ def test_data_with_no_usable_row_stops_before_the_run_with_the_counts(tmp_path, 
 
 
 def test_a_row_above_the_size_bound_is_a_bad_row(tmp_path, write_jsonl):
-    from bench.run import job_and_rows
+    from bench.sweep.app import job_and_rows
 
     path = write_jsonl([{"instruction": "q", "input": "", "output": "a"}, {"instruction": "q", "output": "x" * 2000}])
     with pytest.raises(DataError, match=r"data.jsonl:2: row larger than dataset.max_row_bytes \(2,001 > 1,000 bytes\)"):
@@ -410,7 +410,7 @@ def test_a_row_above_the_size_bound_is_a_bad_row(tmp_path, write_jsonl):
 
 
 def test_the_default_sweep_is_every_registered_framework_with_the_baseline_first():
-    from bench.config import frameworks, register_resolvers
+    from bench.core.config import frameworks, register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):

@@ -2,7 +2,15 @@ import json
 
 import pytest
 
-from bench.data import BUNDLED_MEDICAL, DataError, DataReport, Example, load_examples, resolve_files, to_conversation
+from bench.core.data import (
+    BUNDLED_MEDICAL,
+    DataError,
+    DataReport,
+    Example,
+    load_examples,
+    resolve_files,
+    to_conversation,
+)
 
 ROW = {"instruction": "肺炎有什么症状？", "input": "", "output": "咳嗽、咳痰、发热、胸痛。"}
 
@@ -182,7 +190,7 @@ def test_a_path_that_is_no_data_file_says_what_it_is(tmp_path):
 
 
 def test_strict_mode_with_no_answer_token_left_says_so():
-    from bench.runners.base import RunContext
+    from bench.worker.runners.base import RunContext
     from tests.conftest import make_spec
 
     ctx = RunContext(spec=make_spec(max_seq_len=4), model_path="", examples=[], callbacks=[], on_gpu=False,
@@ -195,7 +203,7 @@ def test_strict_mode_with_no_answer_token_left_says_so():
 def test_every_row_cut_before_its_answer_stops_before_training_in_the_frameworks_own_tokenization_too():
     """dataset.tokenize=framework: the worker counts with the harness's tokenizer before calling the framework,
     instead of the framework's own failure on an empty dataset (num_samples=0)."""
-    from bench.runners.base import RunContext
+    from bench.worker.runners.base import RunContext
     from tests.conftest import make_spec
 
     def ctx(**train):
@@ -212,7 +220,7 @@ def test_every_row_cut_before_its_answer_stops_before_training_in_the_frameworks
 
 
 def test_a_held_out_split_that_repeats_training_rows_gets_a_warning():
-    from bench.data import heldout_note
+    from bench.core.data import heldout_note
 
     note = heldout_note({"kept": 40, "overlap_with_train": 31})
     assert note == "quality is recall: 31 of 40 held-out rows are also training rows"

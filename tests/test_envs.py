@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench import envs
+from bench.sweep import envs
 from tests.conftest import REPO, sigint_default
 
 TINY = f"tinypkg @ file://{Path(__file__).parent / 'fixtures' / 'tinypkg'}"
@@ -197,8 +197,8 @@ def test_a_builds_size_on_disk_is_measured(tmp_path):
 
 
 def test_a_build_that_ran_out_of_disk_says_which_disk_and_how_much_is_free(tmp_path):
-    from bench.envs import EnvError, run_step
-    from bench.results import mount_point
+    from bench.core.results import mount_point
+    from bench.sweep.envs import EnvError, run_step
 
     (tmp_path / "fake_pip.py").write_text(  # what pip prints when the disk fills under it, then more lines
         "import sys\nprint('ERROR: Could not install packages due to an OSError: [Errno 28] No space left on device')"

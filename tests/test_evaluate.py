@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.evaluate import CharTokenizer, bleu4, rouge_l_each
+from bench.worker.evaluate import CharTokenizer, bleu4, rouge_l_each
 
 
 def test_chinese_is_scored_character_by_character():

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import export, results
-from bench import metrics as registry
+from bench.analysis import export
+from bench.core import metrics as registry
+from bench.core import results
 
 FIXTURE = Path(__file__).parent / "fixtures" / "h200-sweep"
 QUALITY = {"heldout_loss": 2.5, "heldout_ppl": 12.18, "rouge_l": 0.31, "bleu4": 0.12, "generated": 8}

@@ -1,4 +1,4 @@
-"""The findings block (bench.findings): one line per system against the baseline system on each job, every
+"""The findings block (bench.analysis.findings): one line per system against the baseline system on each job, every
 number and reason checked against runs.csv; parity findings; systems by name; and a sweep with nothing to
 compare. Fake sweeps, no training."""
 
@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bench import findings, report, results, runs
+from bench.analysis import findings, report, runs
+from bench.core import results
 from tests.conftest import as_summary
 
 TORCH_CPU, TORCH_CUDA = "2.13.0+cpu", "2.14.1"

@@ -1,6 +1,6 @@
 import pytest
 
-from bench.flops import mfu, peak_bf16_flops, step_flops
+from bench.core.flops import mfu, peak_bf16_flops, step_flops
 
 FACTS = {"matmul_params": 1_000_000, "trainable_params": 10_000, "num_layers": 2, "attn_dim": 64}
 # 4 sequences of 250 tokens: S2 = 4 * 250^2

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.frontier import search
+from bench.sweep.frontier import search
 
 
 def threshold(limit):
@@ -49,7 +49,7 @@ def found(framework, budget, largest, note=None, error=False):
 def test_the_table_marks_budgets_that_were_not_applied_and_failed_searches():
     from rich.console import Console
 
-    from bench.frontier_table import frame, table
+    from bench.analysis.frontier_table import frame, table
 
     note = "train.vram_budget_gb=80 is more than this card's 79.2 GiB: whole card used"
     searches = [
@@ -70,7 +70,7 @@ def test_the_table_marks_budgets_that_were_not_applied_and_failed_searches():
 def test_on_a_cpu_the_table_says_no_budget_was_enforced_and_a_search_at_the_limit_is_a_lower_bound():
     from rich.console import Console
 
-    from bench.frontier_table import frame, method, table
+    from bench.analysis.frontier_table import frame, method, table
 
     cpu = [found("trl", None, 4096) | {"device": "cpu", "limit": 4096},
            found("unsloth", None, 1024) | {"device": "cpu", "limit": 4096}]  # fmt: skip
@@ -84,6 +84,6 @@ def test_on_a_cpu_the_table_says_no_budget_was_enforced_and_a_search_at_the_limi
 
 
 def test_a_frontier_job_without_a_budget_gets_a_readable_directory():
-    from bench.config import budget_dir
+    from bench.core.config import budget_dir
 
     assert (budget_dir(None), budget_dir(24.0), budget_dir(80)) == ("nobudget", "24gb", "80gb")

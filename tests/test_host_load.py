@@ -1,11 +1,10 @@
 """How far a run's numbers can be trusted: the host's load over its training window, the shared-machine
-warning, where its time went, and runs of one job on different torch builds (bench/summary.py)."""
+warning, where its time went, and runs of one job on different torch builds (bench/analysis/summary.py)."""
 
 import pytest
 from rich.console import Console
 
-from bench import metrics as registry
-from bench.summary import (
+from bench.analysis.summary import (
     SHARED_CPU_CORES,
     host_load,
     shared_machine,
@@ -14,6 +13,7 @@ from bench.summary import (
     torch_build,
     torch_build_mismatches,
 )
+from bench.core import metrics as registry
 from tests.conftest import as_run, as_summary
 
 
@@ -131,7 +131,7 @@ def test_a_model_built_by_another_process_while_this_sweep_waited_is_a_wait_not_
     import threading
     import time
 
-    from bench import run
+    from bench.sweep import app as run
     from tests.conftest import REPO, make_spec
 
     spec = make_spec()

@@ -1,8 +1,8 @@
-"""Resource metrics on recorded samples (the shape bench/sampler.py writes)."""
+"""Resource metrics on recorded samples (the shape bench/sweep/sampler.py writes)."""
 
 import pytest
 
-from bench.measure import energy_j, mean_gpu_util_pct, peak_rss_mb, peak_vram, peak_vram_per_gpu
+from bench.core.measure import energy_j, mean_gpu_util_pct, peak_rss_mb, peak_vram, peak_vram_per_gpu
 
 
 def gpu_sample(t, used_mb, proc_mb=None, energy=None, power=None, util=None):

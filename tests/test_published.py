@@ -3,9 +3,10 @@ honour all of it; scenarios that set their framework sweep once each."""
 
 import pytest
 
-from bench import published, run
-from bench.errors import SpecError, UserError
-from bench.run import job_spec
+from bench.core.errors import SpecError, UserError
+from bench.sweep import app as run
+from bench.sweep import published
+from bench.sweep.app import job_spec
 from tests.test_config import typed
 
 PLAIN = "### Question: {instruction}\n ### Answer: {output}"

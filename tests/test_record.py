@@ -1,4 +1,4 @@
-"""bench.record: one writer and one checking reader for what a run writes; recorded sweeps load through it."""
+"""bench.core.record: one writer and one checking reader for what a run writes; recorded sweeps load through it."""
 
 import dataclasses
 import json
@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import record, report, results
+from bench.analysis import report
+from bench.core import record, results
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SWEEPS = ("cpu-sweep", "h200-sweep")  # recorded by this harness (CPU, format 1) and an older one (H200)

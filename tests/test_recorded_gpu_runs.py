@@ -5,14 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from bench import flops, measure, record
-from bench.summary import gpu_metrics
+from bench.analysis.summary import gpu_metrics
+from bench.core import flops, measure, record
 
 SWEEP = Path(__file__).parent / "fixtures" / "h200-sweep"
 
 
 def load(run: str):
-    """A recorded run read through bench.record: a fixture that drifts from the record's format fails here."""
+    """A recorded run read through bench.core.record: a fixture that drifts from the record's format fails here."""
     r = record.load_run(SWEEP / run)
     return r.summary, r.worker, r.events, r.samples
 
@@ -61,10 +61,10 @@ def test_both_frameworks_trained_on_the_same_answer_tokens():
 @pytest.mark.parametrize("run", ["0-trl", "1-unsloth"])
 def test_every_metric_of_a_gpu_run_is_declared_in_the_registry(run):
     """summary.metrics refuses undeclared names: a GPU run's full set passes (recomputed from its files)."""
-    from bench import metrics as registry
-    from bench.launch import Outcome
-    from bench.sampler import SamplerStats
-    from bench.summary import metrics
+    from bench.analysis.summary import metrics
+    from bench.core import metrics as registry
+    from bench.sweep.launch import Outcome
+    from bench.sweep.sampler import SamplerStats
 
     _, worker, events, samples = load(run)
     outcome = Outcome(0, False, "", 60.0, SamplerStats(samples=10), "")

@@ -1,4 +1,4 @@
-"""Published runs next to one job (bench.replay): what a published difference was made of, published claims
+"""Published runs next to one job (bench.analysis.replay): what a published difference was made of, published claims
 next to measurements, runs not as published, and a report over several sweeps. Fake sweeps, no training."""
 
 import math
@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bench import replay, report, results, runs
+from bench.analysis import replay, report, runs
+from bench.core import results
 
 GPU_REASON = "Unsloth requires an NVIDIA/AMD/Intel GPU"
 LEFT_OUT = ["train.quant=4bit: bitsandbytes needs a CUDA GPU; trained without quantisation",

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import report, results, runs
+from bench.analysis import report, runs
+from bench.core import results
 from tests.conftest import as_run
 
 FIXTURE = Path(__file__).parent / "fixtures" / "h200-sweep"
@@ -82,7 +83,7 @@ def test_an_empty_sweep_still_gets_a_report(tmp_path):
 
 def frame_of(rows):
     """A runs frame as load_runs gives it, one row per dict over these defaults; the system named as
-    bench.findings names it (framework and version)."""
+    bench.analysis.findings names it (framework and version)."""
     base = {"framework": "trl", "framework_version": "1.16.0", "job_key": "job-a", "seed": 42, "status": "ok",
             "fingerprint": "fp", "tokens_per_s": 100.0, "peak_vram_mb": None, "peak_rss_mb": 500.0}  # fmt: skip
     rows = [base | {"run": f"{i}-{r.get('framework', 'trl')}"} | r for i, r in enumerate(rows)]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import report, results, runs
+from bench.analysis import report, runs
+from bench.core import results
 
 FIXTURE = Path(__file__).parent / "fixtures" / "h200-sweep"
 HOST = {"cpu_model": "AMD EPYC 9654 96-Core Processor", "cpu_cores": 16, "ram_mb": 131072.0, "gpu_driver": "580.82.07"}

@@ -3,7 +3,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from bench import results
+from bench.core import results
 
 
 def test_secret_environment_values_are_redacted():
@@ -103,7 +103,7 @@ def test_the_sampler_stops_writing_on_a_full_disk_and_says_so(small_disk):
     import os
     import time
 
-    from bench.sampler import Sampler
+    from bench.sweep.sampler import Sampler
     from tests.doubles.disk import fill
 
     fill(small_disk)
@@ -120,7 +120,7 @@ def test_a_report_on_a_full_disk_is_one_line(small_disk, capsys):
     import shutil
     from pathlib import Path
 
-    from bench import report
+    from bench.analysis import report
     from tests.doubles.disk import fill
 
     sweep = small_disk / "sweep"
@@ -134,7 +134,7 @@ def test_a_report_on_a_full_disk_is_one_line(small_disk, capsys):
 
 
 def test_hydras_record_of_the_sweep_and_the_harnesss_records_of_a_run_are_scrubbed(tmp_path, monkeypatch):
-    from bench.run import scrub_multirun, write_hydra_records
+    from bench.sweep.app import scrub_multirun, write_hydra_records
 
     monkeypatch.setattr(results, "RUN_SECRETS", {})
     run_dir = tmp_path / "sweep" / "0-trl"
@@ -154,7 +154,7 @@ def test_hydra_writes_no_file_of_its_own_in_a_run_directory():
     """A disk that fills between runs meets the harness's writes, not Hydra's (its traceback, a 0-byte file)."""
     from hydra import compose, initialize_config_dir
 
-    from bench.config import conf_dir, register_resolvers
+    from bench.core.config import conf_dir, register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
@@ -166,8 +166,8 @@ def test_hydra_writes_no_file_of_its_own_in_a_run_directory():
 def test_a_runs_records_on_a_disk_that_filled_or_turned_read_only_are_one_line_and_no_file(small_disk, disk):
     import subprocess
 
-    from bench.errors import UserError
-    from bench.run import write_hydra_records
+    from bench.core.errors import UserError
+    from bench.sweep.app import write_hydra_records
     from tests.doubles.disk import fill
 
     run_dir = small_disk / "sweep" / "1-trl"

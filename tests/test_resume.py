@@ -5,9 +5,9 @@ import json
 import pytest
 import yaml
 
-from bench import record
-from bench.errors import UserError
-from bench.run import open_env, resumed
+from bench.core import record
+from bench.core.errors import UserError
+from bench.sweep.app import open_env, resumed
 
 
 def a_sweep(tmp_path, task, hydra=(), summary_format=record.FORMAT):

@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.data import Example, to_conversation
-from bench.models import QWEN25_CHAT_TEMPLATE
-from bench.runners import axolotl as runner
+from bench.core.data import Example, to_conversation
+from bench.core.models import QWEN25_CHAT_TEMPLATE
+from bench.worker.runners import axolotl as runner
 from tests.conftest import REPO, make_spec
 
 DATA_DIR = Path("/results/run/axolotl_data")
@@ -77,7 +77,7 @@ def test_strict_mode_hands_over_the_harness_ids_with_answer_labels(tmp_path):
 
 
 def test_callbacks_go_through_axolotls_plugin_hook():
-    assert cfg(make_spec())["plugins"] == ["bench.runners.axolotl.HarnessPlugin"]
+    assert cfg(make_spec())["plugins"] == ["bench.worker.runners.axolotl.HarnessPlugin"]
 
 
 def test_what_axolotl_cannot_run_is_unsupported_with_reason():
@@ -88,6 +88,6 @@ def test_what_axolotl_cannot_run_is_unsupported_with_reason():
 
 
 def test_the_runner_imports_without_axolotl():
-    code = "import sys, bench.runners.axolotl; print(any(m.split('.')[0] == 'axolotl' for m in sys.modules))"
+    code = "import sys, bench.worker.runners.axolotl; print(any(m.split('.')[0] == 'axolotl' for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -3,8 +3,8 @@
 import json
 from pathlib import Path
 
-from bench.data import Example
-from bench.runners import llamafactory as runner
+from bench.core.data import Example
+from bench.worker.runners import llamafactory as runner
 from tests.conftest import make_spec
 
 DATA_DIR = Path("/results/run/llamafactory_data")

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from bench.runners import trl as runner
+from bench.worker.runners import trl as runner
 from tests.conftest import make_spec
 
 

@@ -1,6 +1,6 @@
 """The Unsloth runner: translation of the job spec and deciding "cannot run here" before importing it."""
 
-from bench.runners import unsloth as runner
+from bench.worker.runners import unsloth as runner
 from tests.conftest import make_spec
 
 

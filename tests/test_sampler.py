@@ -10,10 +10,10 @@ import psutil
 import pytest
 from omegaconf import OmegaConf
 
-from bench import metrics as registry
-from bench import sampler as sampler_module
-from bench.sampler import Sampler, SamplerStats, host_facts
-from bench.summary import sampler_cost
+from bench.analysis.summary import sampler_cost
+from bench.core import metrics as registry
+from bench.sweep import sampler as sampler_module
+from bench.sweep.sampler import Sampler, SamplerStats, host_facts
 from tests.conftest import REPO
 
 CONF = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "sampler" / "default.yaml"))  # the defaults

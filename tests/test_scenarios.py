@@ -9,8 +9,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 
-from bench.config import validate
-from bench.run import job_spec
+from bench.core.config import validate
+from bench.sweep.app import job_spec
 from tests.conftest import REPO
 
 CONF = str(REPO / "conf")
@@ -112,7 +112,7 @@ def test_a_scenario_reaches_the_memory_frontier():
 
 
 def test_the_report_header_names_the_scenario():
-    from bench.report import report_title
+    from bench.analysis.report import report_title
 
     runs = pd.DataFrame({"scenario": ["seed-0.5b", "seed-0.5b", None]})
     assert report_title(REPO / "s1", runs) == "sftbench report: s1 (scenario: seed-0.5b)"
@@ -134,7 +134,7 @@ def test_an_unknown_scenario_stops_bench_run_before_any_run(tmp_path):
 
 
 def test_an_unknown_choice_of_any_group_is_one_line_but_sweeps_and_test_doubles_pass():
-    from bench.run import unknown_choice
+    from bench.sweep.app import unknown_choice
 
     assert unknown_choice(["model=tiny,nope"]).startswith("model=nope: no such model; choose from ")
     assert unknown_choice(["framework=trl,llamafactory", "train.lr=1e-4", "hydra/launcher=slurm"]) is None

@@ -1,4 +1,4 @@
-"""Rows selected once per source content and settings, streamed, and reused by every later run (bench.selection)."""
+"""Rows selected once per source content and settings, streamed, and reused by every later run."""
 
 import hashlib
 import json
@@ -7,9 +7,10 @@ import random
 
 import pytest
 
-from bench import data, selection
-from bench.data import DataError, load_examples
-from bench.selection import Settings, select
+from bench.core import data
+from bench.core.data import DataError, load_examples
+from bench.sweep import selection
+from bench.sweep.selection import Settings, select
 
 FIRST_N = Settings(max_rows=3, shuffle_seed=None, on_bad_row="error", max_row_bytes=1_000_000)
 
@@ -35,8 +36,8 @@ def opens(monkeypatch):
 
 
 def test_two_runs_of_a_sweep_and_a_second_sweep_read_the_source_once(tmp_path, write_jsonl, opens):
-    from bench.config import validate
-    from bench.run import job_and_rows
+    from bench.core.config import validate
+    from bench.sweep.app import job_and_rows
     from tests.test_config import cfg
 
     train, held_out = write_jsonl(rows(50), "train.jsonl"), write_jsonl(rows(5, 100), "valid.jsonl")

@@ -4,8 +4,8 @@ import subprocess
 
 import pytest
 
-from bench import source
-from bench.errors import SpecError
+from bench.core.errors import SpecError
+from bench.sweep import source
 from tests.test_config import typed
 
 
@@ -127,13 +127,13 @@ def test_a_source_url_with_credentials_is_refused_before_anything_is_written(tmp
 
 
 def test_a_login_name_in_an_ssh_url_is_not_a_credential():
-    from bench.run import credentials_in
+    from bench.sweep.app import credentials_in
 
     assert credentials_in(["framework.source=git+ssh://git@github.com/x/trl.git@main"]) is None
     assert credentials_in(["framework.source=git+ssh://git:pw@github.com/x/trl.git@main"]) is not None
 
 
 def test_a_token_alone_in_a_url_is_scrubbed_from_any_message():
-    from bench.results import redact
+    from bench.core.results import redact
 
     assert redact("cannot clone https://ghp_X1@github.com/x.git") == "cannot clone https://***@github.com/x.git"

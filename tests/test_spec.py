@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from bench.spec import JobSpec, SpecError, resolve_precision
+from bench.core.spec import JobSpec, SpecError, resolve_precision
 from tests.conftest import DEFAULT_EVAL, DEFAULT_TRAIN, make_spec
 
 
@@ -51,7 +51,7 @@ def test_a_missing_key_is_named():
 # came to be identified by the rows selected (selection_sha256) instead of the source files and the settings
 # that selected from them (files_sha256, max_rows, shuffle_seed, on_bad_row, max_row_bytes): was 1f94e38bc28f.
 FIXED_SPEC = {
-    "framework": "trl", "framework_version": "1.16.0", "runner": "bench.runners.trl", "packages": ["trl"],
+    "framework": "trl", "framework_version": "1.16.0", "runner": "bench.worker.runners.trl", "packages": ["trl"],
     "model": {"name": "tiny", "source": "random", "path": "/cache/tiny", "config": {"hidden_size": 64},
               "trust_remote_code": False},
     "dataset": {"name": "d", "train_file": "/cache/data/selections/0/train.jsonl", "eval_file": None,
@@ -206,7 +206,7 @@ def test_the_kernels_a_job_can_ask_for_are_the_ones_conf_pins():
 
     from omegaconf import OmegaConf
 
-    from bench.spec import Kernels
+    from bench.core.spec import Kernels
     from tests.conftest import REPO
 
     pinned = OmegaConf.load(REPO / "conf" / "config.yaml").kernels

@@ -9,14 +9,15 @@ import dataclasses
 
 import pytest
 
-from bench import config, runners
-from bench.spec import LoraSpec, TrainSpec
+from bench.core import config
+from bench.core.spec import LoraSpec, TrainSpec
+from bench.worker import runners
 from tests.conftest import make_spec
 
 # Reaches the frameworks by another road, checked in the runners' own tests: precision is resolved first
-# (bench.spec.resolve_precision), chat_template has a single allowed value, the worker itself applies
+# (bench.core.spec.resolve_precision), chat_template has a single allowed value, the worker itself applies
 # vram_budget_gb (torch.cuda.set_per_process_memory_fraction), the launcher num_gpus (torchrun), and the
-# harness turns epochs into max_steps (bench.run.train_steps) before any runner sees the spec.
+# harness turns epochs into max_steps (bench.sweep.app.train_steps) before any runner sees the spec.
 ELSEWHERE = {"precision", "chat_template", "vram_budget_gb", "num_gpus", "epochs"}
 CHANGED = {
     "lr": 1.234e-4, "scheduler": "cosine", "warmup_steps": 7, "batch_size": 3, "grad_accum": 5,

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from bench.worker import check_first_loss, check_layout
+from bench.worker.main import check_first_loss, check_layout
 from tests.conftest import make_spec
 
 

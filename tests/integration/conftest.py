@@ -5,17 +5,18 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-import bench.run
-from bench import config, envs
+import bench.sweep.app
+from bench.core import config
+from bench.sweep import envs
 from tests.conftest import REPO
 
 
 def framework_env(name: str) -> tuple[Path, list[str], dict[str, str] | None]:
     """Where a default run of `name` builds its environment, from what, and the version it checks
-    (bench.run.framework_env: the same cache, requirements and key as a run)."""
+    (bench.sweep.app.framework_env: the same cache, requirements and key as a run)."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = config.validate(compose(config_name="config", overrides=[f"framework={name}"]))
-    return bench.run.framework_env(cfg)
+    return bench.sweep.app.framework_env(cfg)
 
 
 INTERRUPTED = threading.Event()
@@ -30,7 +31,7 @@ def framework_envs_building(request):
     """From an empty cache, start building every CPU framework's environment at once, in background threads,
     as a run would build it: the builds overlap instead of queueing behind the test that first needs each one
     (TRL, LLaMA-Factory and Axolotl on a 2-core machine: 290 s one after another, 153 s at once). A run
-    that needs an environment still being built waits for it on the build's lock (bench.envs.ensure_env)
+    that needs an environment still being built waits for it on the build's lock (bench.sweep.envs.ensure_env)
     rather than building it twice. Only for a session of several integration modules: a single test file
     builds what it uses on first use, as before. A failed background build is left to the test that needs
     the environment, which builds it again and reports why."""

@@ -14,7 +14,8 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from bench import config, results, runners
+from bench.core import config, results
+from bench.worker import runners
 from tests.conftest import REPO, run_dirs
 
 NAME = "misbehave"
@@ -24,7 +25,7 @@ ADDED = ["tests/doubles/misbehave.py", "tests/conf/framework/misbehave.yaml"]
 
 @pytest.fixture
 def conf(tmp_path, monkeypatch):
-    """The package's conf/ with the double's conf file added, as bench.config sees it."""
+    """The package's conf/ with the double's conf file added, as bench.core.config sees it."""
     conf = tmp_path / "conf"
     shutil.copytree(config.conf_dir(), conf)
     shutil.copy(REPO / ADDED[1], conf / "framework" / f"{NAME}.yaml")
@@ -50,7 +51,7 @@ def test_its_conf_file_registers_it_and_puts_it_in_the_default_sweep(conf):
 
 
 def test_it_composes_and_is_dispatched_to_its_runner(conf, tmp_path):
-    from bench.run import job_spec
+    from bench.sweep.app import job_spec
 
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = config.validate(compose(config_name="config", overrides=[f"framework={NAME}", f"cache_dir={tmp_path}"]))
@@ -66,8 +67,8 @@ def test_it_runs_through_bench_run_found_by_its_conf_file_alone(conf, tmp_path, 
     torch, so it runs in the TRL environment)."""
     code = (
         "import pathlib, runpy, sys\n"
-        "import bench.config\n"
-        f"bench.config.conf_dir = lambda: pathlib.Path({str(conf)!r})\n"
+        "import bench.core.config\n"
+        f"bench.core.config.conf_dir = lambda: pathlib.Path({str(conf)!r})\n"
         "sys.argv[0] = 'bench.run'\n"
         "runpy.run_module('bench.run', run_name='__main__', alter_sys=True)\n"
     )

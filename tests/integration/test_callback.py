@@ -10,7 +10,7 @@ pytestmark = pytest.mark.integration  # needs the TRL environment: not in the qu
 def counts(in_trl_env, inputs: str) -> list[int]:
     code = f"""
 import json, torch
-from bench.callback import batch_token_counts
+from bench.worker.callback import batch_token_counts
 print(json.dumps(batch_token_counts({inputs})))
 """
     return json.loads(in_trl_env(code))
@@ -42,7 +42,7 @@ def test_padding_free_batch_counts_packed_sequences_without_their_padding(in_trl
 def test_model_facts_count_lora_parameters_as_trainable(in_trl_env):
     code = """
 import json, peft, transformers
-from bench.callback import model_facts
+from bench.worker.callback import model_facts
 cfg = transformers.Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                                num_key_value_heads=2, vocab_size=128, tie_word_embeddings=True)
 model = peft.get_peft_model(transformers.Qwen2ForCausalLM(cfg), peft.LoraConfig(r=4, target_modules=["q_proj"]))
@@ -60,7 +60,7 @@ def test_counting_a_micro_batch_never_reads_the_device(in_trl_env):
     # Counting and fingerprinting must pass them through, so on a GPU no micro-batch waits for the device.
     code = """
 import json, torch
-from bench.callback import StepRecorder
+from bench.worker.callback import StepRecorder
 rec = StepRecorder(emit=lambda e: None)
 module = torch.nn.Linear(1, 1)
 meta = dict(device="meta")
@@ -79,7 +79,7 @@ print(json.dumps([str(rec._counts.device), rec._fed, rec._rows, rec.fingerprint.
 def test_sequences_per_row_tell_a_packed_batch_from_a_padded_one(in_trl_env):
     code = """
 import json, torch
-from bench.callback import batch_counts
+from bench.worker.callback import batch_counts
 padded = {"input_ids": torch.ones(2, 8, dtype=torch.long), "attention_mask": torch.tensor([[1] * 8, [1] * 5 + [0] * 3])}
 packed = {"input_ids": torch.ones(1, 10, dtype=torch.long),
           "position_ids": torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2, 0, 0]])}
@@ -91,7 +91,7 @@ print(json.dumps([batch_counts(padded).tolist()[3], batch_counts(packed).tolist(
 def test_rows_without_mask_or_positions_count_every_slot(in_trl_env):
     code = """
 import json, torch
-from bench.callback import batch_counts, StepRecorder
+from bench.worker.callback import batch_counts, StepRecorder
 rows = {"input_ids": torch.ones(3, 8, dtype=torch.long), "labels": torch.tensor([[-100] * 4 + [1] * 4] * 3)}
 meta = {k: v.to("meta") for k, v in rows.items()}
 StepRecorder(emit=lambda e: None)._count_batch(torch.nn.Linear(1, 1), (), meta)  # no host read here either

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from bench import results
-from bench.record import load_sweep
-from bench.summary import parity
+from bench.analysis.summary import parity
+from bench.core import results
+from bench.core.record import load_sweep
 from tests.conftest import bench_run, run_dirs
 
 pytestmark = pytest.mark.integration

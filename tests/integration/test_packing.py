@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from bench import results
+from bench.core import results
 from tests.conftest import bench_run, run_dirs
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from bench import config, results
+from bench.core import config, results
 from tests.conftest import REPO, bench_run, run_dirs
 
 REFERENCE = "trl"
@@ -38,7 +38,7 @@ def summaries(tmp_path):
 def sweep(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("parity")
     # Held-out evaluation is not what parity compares (and the slowest part of these runs): left out. The rows
-    # are a seeded sample of the bundled ones (bench.selection): every framework trains on that selection.
+    # are a seeded sample of the bundled ones (bench.sweep.selection): every framework trains on that selection.
     proc = bench_run(tmp, f"framework={REFERENCE},{','.join(PARITY)}", "train.max_steps=8", "eval.enabled=false",
                      "dataset.max_rows=120", "dataset.shuffle_seed=5")  # fmt: skip
     return tmp, proc
@@ -89,8 +89,8 @@ def test_step1_losses_agree(sweep, framework):
 @pytest.mark.parametrize("framework", PARITY)
 def test_both_ran_one_job_and_their_loss_curves_agree(sweep, framework):
     """The curve after the first real update agrees too: both seed the LoRA initialisation the same way."""
-    from bench.record import load_sweep
-    from bench.summary import parity
+    from bench.analysis.summary import parity
+    from bench.core.record import load_sweep
 
     (sweep_dir,) = (p for p in sweep[0].iterdir() if p.is_dir())
     by = {r.summary.framework: r for r in load_sweep(sweep_dir)[0]}

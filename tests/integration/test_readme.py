@@ -8,7 +8,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from bench import results
+from bench.core import results
 from tests.conftest import readme_commands, run_dirs, run_readme
 
 pytestmark = pytest.mark.integration

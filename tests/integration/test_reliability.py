@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from bench import results
+from bench.core import results
 from tests.conftest import REPO, run_dirs
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench import results
+from bench.core import results
 from tests.conftest import readme_commands, run_dirs, run_readme
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from bench import results, runs
+from bench.analysis import runs
+from bench.core import results
 from tests.conftest import REPO, bench_run, run_dirs, sigint_default
 
 pytestmark = pytest.mark.integration

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from bench import results
-from bench.sampler import host_has_gpu
+from bench.core import results
+from bench.sweep.sampler import host_has_gpu
 from tests.conftest import bench_run, run_dirs
 
 pytestmark = pytest.mark.integration

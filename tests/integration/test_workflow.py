@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import results
+from bench.core import results
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
