@@ -37,6 +37,8 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # bench's own helpers, where the harness runs from a checkout rather than installed
 from bench.analysis.summary import SHARED_CPU_CORES  # noqa: E402
+from bench.core import record, results  # noqa: E402
+from bench.core.spec import JobSpec  # noqa: E402
 from bench.sweep.sampler import busy_cpu_s, host_facts  # noqa: E402
 
 LEVEL = 0.95  # the interval's target coverage
@@ -142,18 +144,17 @@ def harness_run(arm: Arm, out: Path, steps: int, overrides: list[str], python: s
     cmd = [*harness_command(arm), "framework=trl", f"results_dir={out}", f"train.max_steps={steps}",
            "eval.enabled=false", *interpreter, *overrides, *arm.overrides]  # fmt: skip
     proc, others = run_measured(cmd, cwd=REPO)
-    summaries = list(out.glob("*/*/summary.json"))
+    summaries = list(out.glob(f"*/*/{results.SUMMARY}"))
     if not summaries:
         raise RunFailed(f"exit {proc.returncode}, no summary ({shlex.join(cmd)}):\n{proc.stderr[-3000:]}")
-    summary = json.loads(summaries[0].read_text())
-    if summary["status"] != "ok":
-        raise RunFailed(f"{summary['status']}: {summary.get('reason')}\n{summary.get('log_tail', '')[-3000:]}")
-    run_dir = summaries[0].parent
-    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if line]
-    skip = json.loads((run_dir / "spec.json").read_text())["skip_steps"]
-    m = summary["metrics"]
-    run = Run(steady_median([e["step_time_s"] for e in events], skip), m["train_s"], events[0]["loss"], others, m)
-    return run, run_dir / "spec.json", summary["python"]
+    recorded = record.load_run(summaries[0].parent)
+    summary, events = recorded.summary, recorded.events
+    if summary.status != "ok":
+        raise RunFailed(f"{summary.status}: {summary.reason}\n{(summary.log_tail or '')[-3000:]}")
+    skip = JobSpec.load(recorded.dir / results.SPEC).skip_steps
+    m = summary.metrics
+    run = Run(steady_median([e.step_time_s for e in events], skip), m["train_s"], events[0].loss, others, m)
+    return run, recorded.dir / results.SPEC, summary.python
 
 
 def bare_run(python: str, spec_path: Path) -> tuple[Run, dict]:
@@ -166,7 +167,7 @@ def bare_run(python: str, spec_path: Path) -> tuple[Run, dict]:
     if proc.returncode:
         raise RunFailed(f"exit {proc.returncode}:\n{proc.stderr[-3000:]}")
     b = json.loads(proc.stdout.strip().splitlines()[-1])
-    skip = json.loads(spec_path.read_text())["skip_steps"]
+    skip = JobSpec.load(spec_path).skip_steps
     run = Run(steady_median(b["step_times_s"], skip), b["train_s"], b["losses"][0], others)
     return run, {"device": b["device"], "precision": b["precision"]}
 
@@ -354,7 +355,7 @@ def main() -> None:
         for i in range(a.rounds):
             rounds.append(run_round(i, Path(tmp), a, overrides, ctx))
             print(round_line(i, rounds[-1]), flush=True)
-        skip = json.loads(ctx["spec"].read_text())["skip_steps"]
+        skip = JobSpec.load(ctx["spec"]).skip_steps
     print(f"steady state: the steps after the first {skip} of {a.steps}")
     summary = [*table(rounds), *attribution(rounds), *verdict(rounds, a.target_pct)]
     print("\n".join([*summary, *quiet_only(rounds, a.target_pct), *costs(rounds), machine_line(ctx["device"])]))

@@ -13,14 +13,13 @@ Not collected by the normal test run (testpaths = tests). Options (benchmarks/co
 """
 
 import itertools
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from bench.core import results
+from bench.core import record, results
 
 REPO = Path(__file__).resolve().parent.parent
 _STEP_CLOCK = [0.0]
@@ -36,42 +35,39 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("framework", metafunc.config.getoption("sftbench_frameworks").split(","))
 
 
-def run_job(framework: str, seed: int, out: Path, overrides: list[str]) -> dict:
+def run_job(framework: str, seed: int, out: Path, overrides: list[str]) -> record.Summary:
     subprocess.run(
         [sys.executable, "-m", "bench.run", f"framework={framework}", f"train.seed={seed}", f"results_dir={out}",
          *overrides],
         cwd=REPO, check=True, capture_output=True,
     )  # fmt: skip
     (path,) = out.glob(f"*/*/{results.SUMMARY}")
-    return json.loads(path.read_text())
+    return record.read_summary(path.parent)
 
 
 @pytest.mark.benchmark(timer=step_clock, warmup=False, disable_gc=False)
 def test_step_time(benchmark, framework, request, tmp_path):
     overrides = request.config.getoption("sftbench_overrides").split()
     seeds = itertools.count(1)
-    rounds: list[dict] = []
+    rounds: list[record.Summary] = []
 
     def one_repeat():
         seed = next(seeds)
         summary = run_job(framework, seed, tmp_path / f"seed{seed}", overrides)
-        if summary["status"] == "skipped":
-            pytest.skip(summary["reason"])
-        assert summary["status"] == "ok", summary.get("reason")
-        _STEP_CLOCK[0] += summary["metrics"]["step_time_s_mean"]
+        if summary.status == "skipped":
+            pytest.skip(summary.reason)
+        assert summary.status == "ok", summary.reason
+        _STEP_CLOCK[0] += summary.metrics["step_time_s_mean"]
         rounds.append(summary)
 
     benchmark.pedantic(one_repeat, rounds=request.config.getoption("sftbench_repeats"), iterations=1)
     benchmark.extra_info.update(
         framework=framework,
-        framework_version=rounds[-1]["framework_version"],
-        fingerprint=rounds[-1].get("fingerprint", {}).get("first_batches_sha256"),
+        framework_version=rounds[-1].framework_version,
+        fingerprint=rounds[-1].fingerprint.first_batches_sha256,
         rounds=[
-            {
-                k: s["metrics"].get(k)
-                for k in ("tokens_per_s", "peak_vram_mb", "peak_rss_mb", "first_loss", "final_loss")
-            }
-            | {k: s.get("quality", {}).get(k) for k in ("heldout_loss", "rouge_l", "bleu4")}
+            {k: s.metrics.get(k) for k in ("tokens_per_s", "peak_vram_mb", "peak_rss_mb", "first_loss", "final_loss")}
+            | {k: s.quality.get(k) for k in ("heldout_loss", "rouge_l", "bleu4")}
             for s in rounds
         ],
     )

@@ -35,17 +35,16 @@ NOT_OK='
 import sys
 from pathlib import Path
 
-from bench import results
+from bench.core import record
 
-runs = results.run_dirs(Path(sys.argv[1]))
-summaries = {run.name: results.read_json(run / results.SUMMARY) or {} for run in runs}
-bad = {name: s for name, s in summaries.items() if s.get("status") != "ok"}
-if not runs or bad:
-    print(f"### sftbench: {len(bad)} of {len(runs)} runs did not finish ok\n")
+runs, unreadable = record.load_sweep(Path(sys.argv[1]))
+bad = [(r.name, r.summary.status, r.summary.reason or "") for r in runs if r.summary.status != "ok"]
+bad += [(u.run, "unreadable", u.why) for u in unreadable]
+if not (runs or unreadable) or bad:
+    print(f"### sftbench: {len(bad)} of {len(runs) + len(unreadable)} runs did not finish ok\n")
     print("| run | status | reason |\n|---|---|---|")
-    for name, s in bad.items():
-        reason = str(s.get("reason", "")).replace("|", "\\|").replace("\n", " ")
-        status = s.get("status", "no summary.json")
+    for name, status, reason in bad:
+        reason = reason.replace("|", "\\|").replace("\n", " ")
         print(f"| {name} | {status} | {reason} |")
     sys.exit(1)
 '

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from bench.core import results
+from bench.core import record, results
 from bench.core.spec import DatasetSpec, EvalSpec, JobSpec, ModelSpec, TrainSpec, from_mapping
 
 REPO = Path(__file__).resolve().parent.parent
@@ -148,4 +148,19 @@ def as_run(data: dict, events=(), run_dir: Path | None = None):
     from bench.core import record
 
     summary = as_summary(data)
-    return record.Run(run_dir or Path(summary.run), summary, {}, list(events), [])
+    steps = [e if isinstance(e, record.Step) else step(**e) for e in events]
+    return record.Run(run_dir or Path(summary.run), summary, {}, steps, [])
+
+
+STEP = {"step": 1, "step_time_s": 1.0, "tokens": 0, "trainable_tokens": 0, "len_sq": 0, "time": 0.0}
+SAMPLE = {"t": 0.0, "time": 0.0, "rss_mb": 0.0, "cpu_pct": 0.0}
+
+
+def step(**fields) -> record.Step:
+    """A step record as the worker writes it, with neutral values for the fields a test does not set."""
+    return record.parse(record.Step, STEP | fields, Path(results.EVENTS), "a test")
+
+
+def sample(**fields) -> record.Sample:
+    """A resource sample as the sampler writes it (`gpus`: GpuSample mappings), the rest neutral."""
+    return record.parse(record.Sample, SAMPLE | fields, Path(results.SAMPLES), "a test")

@@ -157,3 +157,28 @@ def test_the_architecture_page_places_every_module_and_names_real_functions():
         scope = ast.parse((REPO / "bench" / package / f"{module}.py").read_text(encoding="utf-8"))
         for attr in attrs:  # every name the page points a newcomer to is defined there (read, not imported)
             scope = next(n for n in scope.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == attr)
+
+
+def test_the_results_layout_names_every_field_of_every_run_file():
+    """docs/results-layout.md against bench/core/record.py: a line record's fields in its file's entry, the
+    summary's and the worker report's anywhere on the page."""
+    import dataclasses
+    import re
+
+    from bench.core import record
+
+    page = doc("docs/results-layout.md")
+
+    def entry(name: str) -> set[str]:
+        block = page.split(f"    {name} ", 1)[1]
+        text = re.split(r"\n    [a-z_.]+\s{2,}", block, maxsplit=1)[0]  # up to the next file of the run
+        return set(re.findall(r"[a-z_0-9]+", text))
+
+    for name, classes in {"events.jsonl": (record.Step,), "samples.jsonl": (record.Sample, record.GpuSample),
+                          "generations.jsonl": (record.Generation,)}.items():  # fmt: skip
+        fields = {f.name for cls in classes for f in dataclasses.fields(cls)} - {"gpus"}  # samples' gpus: per GPU
+        assert fields <= entry(name), (name, sorted(fields - entry(name)))
+    words = set(re.findall(r"[a-z_0-9]+", page))
+    for cls in (record.Summary, record.WorkerReport):
+        missing = {f.name for f in dataclasses.fields(cls)} - words
+        assert not missing, (cls.__name__, sorted(missing))

@@ -49,7 +49,7 @@ def test_a_package_at_another_version_than_pinned_is_damage(tmp_path, monkeypatc
 
 
 def build_in_subprocess(env: Path, stderr: Path, **extra_env) -> subprocess.Popen:
-    code = f"from pathlib import Path; from bench import envs; envs.ensure_env(Path({str(env)!r}), [{TINY!r}])"
+    code = f"from pathlib import Path; from bench.sweep import envs; envs.ensure_env(Path({str(env)!r}), [{TINY!r}])"
     with open(stderr, "w") as err:
         return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL, stderr=err,
                                 env=os.environ | extra_env, preexec_fn=sigint_default)  # fmt: skip

@@ -167,7 +167,7 @@ def test_the_findings_open_the_report_and_the_tables_carry_the_same_ratio(sweep)
 
 def write_curve(sweep, run, losses):
     results.write_jsonl(sweep / run / results.EVENTS, [
-        {"step": i, "loss": v, "lr": 1e-4, "tokens": 10, "trainable_tokens": 5, "step_time_s": 0.1,
+        {"step": i, "loss": v, "lr": 1e-4, "tokens": 10, "trainable_tokens": 5, "len_sq": 100, "step_time_s": 0.1,
          "time": 1000.0 + i} for i, v in enumerate(losses, start=1)])  # fmt: skip
 
 

@@ -1,10 +1,11 @@
 import pytest
 
 from bench.core.flops import mfu, peak_bf16_flops, step_flops
+from tests.conftest import step
 
 FACTS = {"matmul_params": 1_000_000, "trainable_params": 10_000, "num_layers": 2, "attn_dim": 64}
 # 4 sequences of 250 tokens: S2 = 4 * 250^2
-EVENT = {"step": 5, "tokens": 1000, "len_sq": 250_000, "step_time_s": 1.0}
+EVENT = step(step=5, tokens=1000, len_sq=250_000, step_time_s=1.0)
 
 
 def test_lora_step_counts_weight_gradients_only_for_adapters():
@@ -21,7 +22,8 @@ def test_gradient_checkpointing_adds_a_recomputed_forward_to_hardware_flops_only
 
 
 def test_mfu_is_model_flops_per_second_over_peak():
-    m = mfu([EVENT, EVENT | {"step": 6, "step_time_s": 3.0}], FACTS, gradient_checkpointing=True, peak=1e12)
+    slow = step(step=6, tokens=1000, len_sq=250_000, step_time_s=3.0)
+    m = mfu([EVENT, slow], FACTS, gradient_checkpointing=True, peak=1e12)
     assert m["model_tflops_per_s"] == pytest.approx(2 * 4.404e9 / 4.0 / 1e12)
     assert m["mfu"] == pytest.approx(2 * 4.404e9 / 4.0 / 1e12)
     assert m["hfu"] == pytest.approx(2 * 6.532e9 / 4.0 / 1e12)

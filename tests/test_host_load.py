@@ -15,11 +15,12 @@ from bench.analysis.summary import (
 )
 from bench.core import metrics as registry
 from tests.conftest import as_run, as_summary
+from tests.conftest import sample as record_sample
 
 
 def sample(time, busy, tree, harness=0.0, load=1.0, gpus=None):
-    row = {"t": time, "time": time, "load1": load, "host_busy_s": busy, "tree_cpu_s": tree, "harness_cpu_s": harness}
-    return row | ({"gpus": gpus} if gpus is not None else {})
+    return record_sample(t=time, time=time, load1=load, host_busy_s=busy, tree_cpu_s=tree, harness_cpu_s=harness,
+                         gpus=gpus)
 
 
 def rendered(table) -> str:
@@ -51,11 +52,12 @@ def test_other_cpu_is_never_negative():
 def test_host_load_needs_a_window_and_two_samples():
     assert host_load([sample(0, 0, 0), sample(1, 1, 1)], None) == {}
     assert host_load([sample(0, 0, 0)], (0, 1)) == {}
-    assert host_load([{"t": 0, "time": 0, "rss_mb": 1}] * 2, (0, 1)) == {}  # samples from an older harness
+    assert host_load([record_sample(rss_mb=1)] * 2, (0, 1)) == {}  # samples from an older harness
 
 
 def test_other_processes_on_the_runs_gpus_are_counted_once_each():
-    gpus = [[{"index": 0, "other_pids": []}], [{"index": 0, "other_pids": [7, 8]}], [{"index": 0, "other_pids": [7]}]]
+    gpus = [[{"index": 0, "used_mb": 0, "other_pids": []}], [{"index": 0, "used_mb": 0, "other_pids": [7, 8]}],
+            [{"index": 0, "used_mb": 0, "other_pids": [7]}]]
     samples = [sample(t, t, t, gpus=g) for t, g in enumerate(gpus)]
     assert host_load(samples, (0, 2))["gpu_other_processes"] == 2
     assert "gpu_other_processes" not in host_load([sample(0, 0, 0), sample(1, 1, 1)], (0, 1))  # CPU run

@@ -3,11 +3,17 @@
 import pytest
 
 from bench.core.measure import energy_j, mean_gpu_util_pct, peak_rss_mb, peak_vram, peak_vram_per_gpu
+from tests.conftest import sample
+
+
+def gpu(used_mb, proc_mb=None, energy=None, power=None, util=None, index=0):
+    return {"index": index, "used_mb": used_mb, "proc_mb": proc_mb, "energy_j": energy, "power_w": power,
+            "util_pct": util}
 
 
 def gpu_sample(t, used_mb, proc_mb=None, energy=None, power=None, util=None):
-    gpu = {"index": 0, "used_mb": used_mb, "proc_mb": proc_mb, "energy_j": energy, "power_w": power, "util_pct": util}
-    return {"t": t, "time": 1000.0 + t, "rss_mb": 500 + t, "cpu_pct": 100.0, "gpus": [gpu]}
+    gpus = [gpu(used_mb, proc_mb, energy, power, util)]
+    return sample(t=t, time=1000.0 + t, rss_mb=500 + t, cpu_pct=100.0, gpus=gpus)
 
 
 def test_peak_rss_is_the_largest_sample():
@@ -26,8 +32,7 @@ def test_without_per_process_figures_vram_is_device_used_minus_idle_baseline():
 
 def test_a_data_parallel_run_reports_the_total_and_what_each_card_held():
     def two_gpus(t, proc_mb):
-        a, b = gpu_sample(t, 9000, proc_mb=proc_mb[0]), gpu_sample(t, 9000, proc_mb=proc_mb[1])
-        return a | {"gpus": a["gpus"] + [b["gpus"][0] | {"index": 1}]}
+        return sample(t=t, time=1000.0 + t, gpus=[gpu(9000, proc_mb[0]), gpu(9000, proc_mb[1], index=1)])
 
     samples = [two_gpus(0, (1000, 1200)), two_gpus(1, (3000, 2500)), two_gpus(2, (2000, 3900))]
     assert peak_vram(samples, None) == (5900, "nvml_process")  # the highest sum, at t=2
@@ -35,8 +40,8 @@ def test_a_data_parallel_run_reports_the_total_and_what_each_card_held():
 
 
 def test_no_gpu_samples_no_vram():
-    assert peak_vram([{"t": 0, "time": 0, "rss_mb": 1, "cpu_pct": 0}], None) == (None, None)
-    assert peak_vram_per_gpu([{"t": 0, "time": 0, "rss_mb": 1, "cpu_pct": 0}], None) is None
+    assert peak_vram([sample(rss_mb=1)], None) == (None, None)
+    assert peak_vram_per_gpu([sample(rss_mb=1)], None) is None
 
 
 def test_energy_from_the_counter_over_the_window():

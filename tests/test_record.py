@@ -93,3 +93,66 @@ def test_a_worker_report_that_is_not_one_reads_as_none_or_one_line(tmp_path):
     (tmp_path / results.WORKER).write_text(json.dumps({"status": "done"}), encoding="utf-8")
     with pytest.raises(record.RecordError, match="worker.status='done': expected one of ok"):
         record.read_worker(tmp_path)
+
+
+def test_steps_and_samples_are_written_and_read_as_their_records(tmp_path):
+    path = tmp_path / results.EVENTS
+    steps = [record.Step(s, step_time_s=0.5, tokens=10, trainable_tokens=4, len_sq=100, time=1.0 + s, loss=2.0 / s)
+             for s in (1, 2)]  # fmt: skip
+    with open(path, "w", encoding="utf-8") as fh:
+        for s in steps:
+            record.write_line(fh, s)
+    assert record.read_lines(path, record.Step) == steps
+    gpu = record.GpuSample(index=0, used_mb=100.0, other_pids=[7])
+    sample = record.Sample(t=0.1, time=1.0, rss_mb=500.0, cpu_pct=90.0, gpus=[gpu])
+    with open(tmp_path / results.SAMPLES, "w", encoding="utf-8") as fh:
+        record.write_line(fh, sample)
+    assert record.read_lines(tmp_path / results.SAMPLES, record.Sample) == [sample]
+
+
+def test_a_last_line_cut_short_is_ignored_and_a_bad_line_is_named(tmp_path):
+    path = tmp_path / results.EVENTS
+    good = '{"step": 1, "step_time_s": 0.5, "tokens": 10, "trainable_tokens": 4, "len_sq": 100, "time": 1.0}\n'
+    path.write_text(good + '{"step": 2, "step_t', encoding="utf-8")  # the worker was killed mid-line
+    assert [s.step for s in record.read_lines(path, record.Step)] == [1]
+    path.write_text(good + good.replace('"tokens": 10', '"tokens": "ten"') + good, encoding="utf-8")
+    with pytest.raises(record.RecordError, match=r"events.jsonl: .*tokens='ten': expected int \(line 2\)"):
+        record.read_lines(path, record.Step)
+    path.write_text(good + '{"step": 2, "loss": 1.0}\n', encoding="utf-8")  # a whole line with fields missing
+    with pytest.raises(record.RecordError, match=r"events.jsonl: .*missing key\(s\) step_time_s.*\(line 2\)"):
+        record.read_lines(path, record.Step)
+
+
+def test_a_run_whose_steps_cannot_be_read_is_unreadable_with_the_reason(tmp_path):
+    run = tmp_path / "0-trl"
+    run.mkdir()
+    record.write_summary(run, record.Summary(run="0-trl", status="ok"))
+    (run / results.EVENTS).write_text('{"step": "one"}\n{}\n', encoding="utf-8")
+    runs, unreadable = record.load_sweep(tmp_path)
+    assert runs == [] and len(unreadable) == 1 and "events.jsonl" in unreadable[0].why
+
+
+def test_no_module_but_the_record_parses_a_run_file():
+    """Reading a run file goes through bench/core/record.py (benchmarks/ too); benchmarks/bare_trl.py is the
+    one exception on purpose: it runs the job with no harness code at all."""
+    import ast
+    import re
+
+    from tests.conftest import REPO
+
+    names = re.compile(r"\b(EVENTS|SAMPLES|SUMMARY|WORKER|GENERATIONS|SPEC)\b|"
+                       r"(events|samples|generations)\.jsonl|(summary|worker|spec)\.json")  # fmt: skip
+    readers = {"loads", "load", "read_json", "read_jsonl", "read_text"}
+    allowed = {"bench/core/record.py", "bench/core/results.py", "bench/core/spec.py", "benchmarks/bare_trl.py"}
+    found = []
+    for path in [*(REPO / "bench").rglob("*.py"), *(REPO / "benchmarks").glob("*.py")]:
+        rel = str(path.relative_to(REPO))
+        source = path.read_text(encoding="utf-8")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in readers:
+                if isinstance(node.func.value, ast.Name) and node.func.value.id == "JobSpec":
+                    continue  # spec.json read as the job it is
+                segment = ast.get_source_segment(source, node) or ""
+                if names.search(segment) and rel not in allowed:
+                    found.append(f"{rel}:{node.lineno}: {segment[:80]}")
+    assert not found, found

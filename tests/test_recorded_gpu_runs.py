@@ -22,14 +22,14 @@ def test_per_process_vram_was_available_and_chosen(run):
     _, _, _, samples = load(run)
     peak, method = measure.peak_vram(samples, baseline_used_mb=None)
     assert method == "nvml_process"
-    device_peak = max(g["used_mb"] for s in samples for g in s.get("gpus", []))
+    device_peak = max(g.used_mb for s in samples for g in s.gpus or [])
     assert 0 < peak <= device_peak
 
 
 @pytest.mark.parametrize("run", ["0-trl", "1-unsloth"])
 def test_recorded_summary_is_reproduced_from_raw_files(run):
     summary, worker, events, samples = load(run)
-    steady = [e for e in events if e["step"] > 3]
+    steady = [e for e in events if e.step > 3]
     m = gpu_metrics(steady, samples, worker, baseline=None)
     for key in ("peak_vram_mb", "energy_j_steady", "mfu", "model_tflops_per_s", "gpu_util_pct_mean"):
         assert m[key] == pytest.approx(summary.metrics[key]), key
@@ -39,14 +39,14 @@ def test_recorded_summary_is_reproduced_from_raw_files(run):
 def test_mfu_of_the_recorded_trl_run_follows_the_lora_formula():
     _, worker, events, _ = load("0-trl")
     facts = worker.model_facts
-    steady = [e for e in events if e["step"] > 3]
+    steady = [e for e in events if e.step > 3]
     n, n_t = facts["matmul_params"], facts["trainable_params"]
     expected = (
         sum(
-            4 * n * e["tokens"] + 2 * n_t * e["tokens"] + 3 * 4 * facts["num_layers"] * facts["attn_dim"] * e["len_sq"]
+            4 * n * e.tokens + 2 * n_t * e.tokens + 3 * 4 * facts["num_layers"] * facts["attn_dim"] * e.len_sq
             for e in steady
         )
-        / sum(e["step_time_s"] for e in steady)
+        / sum(e.step_time_s for e in steady)
         / 989e12
     )
     assert flops.mfu(steady, facts, False, flops.peak_bf16_flops("NVIDIA H200"))["mfu"] == pytest.approx(expected)
@@ -55,7 +55,7 @@ def test_mfu_of_the_recorded_trl_run_follows_the_lora_formula():
 
 def test_both_frameworks_trained_on_the_same_answer_tokens():
     trl_events, unsloth_events = load("0-trl")[2], load("1-unsloth")[2]
-    assert [e["trainable_tokens"] for e in trl_events] == [e["trainable_tokens"] for e in unsloth_events]
+    assert [e.trainable_tokens for e in trl_events] == [e.trainable_tokens for e in unsloth_events]
 
 
 @pytest.mark.parametrize("run", ["0-trl", "1-unsloth"])

@@ -14,7 +14,7 @@ from bench.analysis.summary import sampler_cost
 from bench.core import metrics as registry
 from bench.sweep import sampler as sampler_module
 from bench.sweep.sampler import Sampler, SamplerStats, host_facts
-from tests.conftest import REPO
+from tests.conftest import REPO, sample
 
 CONF = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "sampler" / "default.yaml"))  # the defaults
 
@@ -52,9 +52,9 @@ def sampled_used_mb(tmp_path, monkeypatch, devices):
     monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(["GPU-a", "GPU-b", "GPU-c", "GPU-d"]))
     sampler = Sampler(tmp_path / "samples.jsonl", **CONF, devices=devices)
     sampler.root = psutil.Process()
-    gpus = sampler.sample().get("gpus", [])
-    assert [g["index"] for g in gpus] == list(range(len(gpus)))  # cuda:i of the run
-    return sampler.stats.baseline_used_mb, [g["used_mb"] for g in gpus], [g["proc_mb"] for g in gpus]
+    gpus = sampler.sample().gpus or []
+    assert [g.index for g in gpus] == list(range(len(gpus)))  # cuda:i of the run
+    return sampler.stats.baseline_used_mb, [g.used_mb for g in gpus], [g.proc_mb for g in gpus]
 
 
 def test_only_the_runs_gpus_are_sampled(tmp_path, monkeypatch):
@@ -77,17 +77,17 @@ def test_each_sample_records_the_hosts_load_and_the_trees_cpu_counters(tmp_path)
     first = sampler.sample()
     sum(i * i for i in range(200_000))  # some CPU time in the tree (this process) between the samples
     second = sampler.sample()
-    assert first["load1"] >= 0 and "gpus" not in first
+    assert first.load1 >= 0 and first.gpus is None
     # Cumulative counters: the tree's CPU seconds never exceed the machine's busy seconds gone by.
-    assert second["tree_cpu_s"] >= first["tree_cpu_s"] > 0
-    assert second["host_busy_s"] >= first["host_busy_s"] > 0 and second["harness_cpu_s"] >= first["harness_cpu_s"]
+    assert second.tree_cpu_s >= first.tree_cpu_s > 0
+    assert second.host_busy_s >= first.host_busy_s > 0 and second.harness_cpu_s >= first.harness_cpu_s
 
 
 def test_cpu_time_of_a_tree_process_that_exited_still_counts(tmp_path):
     sampler = Sampler(tmp_path / "samples.jsonl", CONF["interval_s"], gpu=False)
     sampler.root = psutil.Process()
     sampler._cpu_s = {999_999_999: 5.0}  # seen in an earlier sample, gone since
-    assert sampler.sample()["tree_cpu_s"] >= 5.0
+    assert sampler.sample().tree_cpu_s >= 5.0
 
 
 def test_other_processes_on_the_runs_gpu_are_listed_as_in_optimum_benchmarks_isolation_check(tmp_path, monkeypatch):
@@ -100,8 +100,8 @@ def test_other_processes_on_the_runs_gpu_are_listed_as_in_optimum_benchmarks_iso
     monkeypatch.setitem(sys.modules, "pynvml", nv)
     sampler = Sampler(tmp_path / "samples.jsonl", **CONF, devices=["0"])
     sampler.root = psutil.Process()
-    (gpu,) = sampler.sample()["gpus"]
-    assert gpu["other_pids"] == [other] and gpu["proc_mb"] == 1
+    (gpu,) = sampler.sample().gpus
+    assert gpu.other_pids == [other] and gpu.proc_mb == 1
 
 
 def test_host_facts_name_the_cpu_its_cores_and_memory():
@@ -172,7 +172,7 @@ def test_each_sample_carries_the_samplers_own_cpu_seconds(tmp_path):
     sampler = sampler_of(tmp_path)
     first = sampler.sample()
     second = sampler.sample()
-    assert 0 <= first["sampler_cpu_s"] <= second["sampler_cpu_s"]
+    assert 0 <= first.sampler_cpu_s <= second.sampler_cpu_s
 
 
 def test_a_pid_on_the_gpu_is_looked_up_once(tmp_path, monkeypatch):
@@ -184,21 +184,21 @@ def test_a_pid_on_the_gpu_is_looked_up_once(tmp_path, monkeypatch):
     monkeypatch.setattr(psutil, "pid_exists", lambda pid: looked_up.append(pid) or True)
     sampler = Sampler(tmp_path / "samples.jsonl", **CONF, devices=["0"])
     sampler.root = psutil.Process()
-    assert [sampler.sample()["gpus"][0]["other_pids"] for _ in range(3)] == [[other]] * 3
+    assert [sampler.sample().gpus[0].other_pids for _ in range(3)] == [[other]] * 3
     assert looked_up == [other]
 
 
 def test_the_summary_records_the_samplers_cost_per_sample_and_per_training_second():
     # 20 samples took 0.01 CPU s: 0.5 ms each; over the training window (bracketed 10 s -> 20 s) it spent
     # 0.005 CPU s: 0.05 % of one core.
-    samples = [{"time": t, "host_busy_s": 0.0, "sampler_cpu_s": c} for t, c in [(5, 0.001), (10, 0.002), (20, 0.007)]]
+    samples = [sample(time=t, host_busy_s=0.0, sampler_cpu_s=c) for t, c in [(5, 0.001), (10, 0.002), (20, 0.007)]]
     cost = sampler_cost(samples, (10, 20), SamplerStats(samples=20, sampler_cpu_s=0.01))
     assert cost["sampler_tick_ms"] == pytest.approx(0.5) and cost["sampler_cpu_pct"] == pytest.approx(0.05)
     assert {"sampler_samples", "sampler_cpu_s"} <= set(cost) and all(registry.get(name) for name in cost)
 
 
 def test_samples_from_before_the_counter_give_no_per_training_second_figure():
-    samples = [{"time": t, "host_busy_s": 0.0} for t in (10, 20)]
+    samples = [sample(time=t, host_busy_s=0.0) for t in (10, 20)]
     cost = sampler_cost(samples, (10, 20), SamplerStats(samples=2, sampler_cpu_s=0.001))
     assert "sampler_cpu_pct" not in cost and "sampler_tick_ms" in cost
     assert "sampler_tick_ms" not in sampler_cost([], None, SamplerStats())  # no samples: no cost per sample

@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import signal
 import time
@@ -9,21 +10,12 @@ from bench.analysis.summary import final_status, loss_metrics, status_of, steady
 from bench.core import record
 from bench.sweep.launch import Outcome
 from bench.sweep.sampler import SamplerStats
+from tests.conftest import step
 
 
 def events(n=6, tokens=100, step_time_s=0.5):
-    return [
-        {
-            "step": s,
-            "loss": 5.0 - 0.1 * s,
-            "lr": 1e-3,
-            "grad_norm": 1.0,
-            "tokens": tokens,
-            "trainable_tokens": tokens // 2,
-            "step_time_s": step_time_s,
-        }
-        for s in range(1, n + 1)
-    ]
+    return [step(step=s, loss=5.0 - 0.1 * s, lr=1e-3, grad_norm=1.0, tokens=tokens, trainable_tokens=tokens // 2,
+                 step_time_s=step_time_s) for s in range(1, n + 1)]  # fmt: skip
 
 
 def outcome(**kw):
@@ -33,7 +25,7 @@ def outcome(**kw):
 
 def test_steady_state_excludes_the_first_steps():
     ev = events()
-    ev[0]["step_time_s"] = 100.0  # a slow first step must not count
+    ev[0].step_time_s = 100.0  # a slow first step must not count
     m = steady_state(ev, skip_steps=2, samples_per_step=4)
     assert m["steady_steps"] == 4
     assert m["tokens_per_s"] == 200.0
@@ -92,7 +84,7 @@ def run(name, framework, sha="abc", first_loss=6.0, job="job-a", seed=42, status
 
 def curve(losses, lrs=None):
     lrs = lrs or [0.0, 1e-3] + [2e-3] * (len(losses) - 2)  # linear warmup from 0 over 2 steps
-    return [{"step": i + 1, "loss": loss, "lr": lr} for i, (loss, lr) in enumerate(zip(losses, lrs, strict=True))]
+    return [step(step=i + 1, loss=loss, lr=lr) for i, (loss, lr) in enumerate(zip(losses, lrs, strict=True))]
 
 
 def test_parity_compares_each_run_with_the_first_run_of_the_same_job_and_seed():
@@ -184,9 +176,9 @@ def test_time_to_target_is_the_first_evaluation_at_or_below_it():
     from bench.analysis.summary import target_metrics
 
     ev = events(6)
-    ev[1] |= {"heldout_loss": 3.0, "elapsed_s": 4.0}
-    ev[3] |= {"heldout_loss": 2.4, "elapsed_s": 9.5}
-    ev[5] |= {"heldout_loss": 2.1, "elapsed_s": 15.0}
+    ev[1].heldout_loss, ev[1].elapsed_s = 3.0, 4.0
+    ev[3].heldout_loss, ev[3].elapsed_s = 2.4, 9.5
+    ev[5].heldout_loss, ev[5].elapsed_s = 2.1, 15.0
     assert target_metrics(ev, 2.5) == {"time_to_target_s": 9.5, "steps_to_target": 4}
     assert target_metrics(ev, 2.0) == {}  # not reached: no figure, and the report says so
     assert target_metrics(ev, None) == {}
@@ -250,15 +242,15 @@ def test_the_memory_limit_is_read_from_the_workers_own_cgroup_not_the_root(tmp_p
 )
 def test_a_run_whose_steps_did_not_train_is_diverged_never_ok(change, reason):
     ev = events()
-    ev[3] |= change
+    ev[3] = dataclasses.replace(ev[3], **change)
     assert final_status(record.WorkerReport("ok"), outcome(), ev) == ("diverged", reason)
 
 
 def test_a_zero_loss_with_a_gradient_still_trains_and_a_failure_stays_a_failure():
     ev = events()
-    ev[3] |= {"loss": 0.0}
+    ev[3].loss = 0.0
     assert final_status(record.WorkerReport("ok"), outcome(), ev)[0] == "ok"
-    ev[3] |= {"loss": float("nan")}
+    ev[3].loss = float("nan")
     assert final_status(record.WorkerReport("failed", "broke"), outcome(), ev) == ("failed", "broke")
 
 

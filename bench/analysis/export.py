@@ -36,6 +36,7 @@ from urllib.parse import urlparse
 from bench.core import metrics as registry
 from bench.core import results
 from bench.core.errors import UserError
+from bench.core.record import Step
 
 INSTALL = "pip install 'sftbench[export]'"
 STEP_SERIES = ("loss", "lr", "grad_norm", "tokens_per_s")  # per optimizer step, from events.jsonl
@@ -76,18 +77,16 @@ def _scalar(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value  # numpy scalars
 
 
-def step_series(events: list[dict[str, Any]]) -> dict[str, list[Point]]:
+def step_series(events: list[Step]) -> dict[str, list[Point]]:
     """Per-step loss, learning rate, gradient norm and tokens/s (tokens over the step's time)."""
     series: dict[str, list[Point]] = {f"step/{name}": [] for name in STEP_SERIES}
     for e in events:
-        if not isinstance(e.get("step"), int):
-            continue
-        values = {k: e.get(k) for k in ("loss", "lr", "grad_norm")}
-        if e.get("tokens") is not None and e.get("step_time_s"):
-            values["tokens_per_s"] = e["tokens"] / e["step_time_s"]
+        values = {"loss": e.loss, "lr": e.lr, "grad_norm": e.grad_norm}
+        if e.step_time_s:
+            values["tokens_per_s"] = e.tokens / e.step_time_s
         for name, value in values.items():
             if isinstance(value, (int, float)) and math.isfinite(value):
-                series[f"step/{name}"].append((e["step"], float(value), e.get("time")))
+                series[f"step/{name}"].append((e.step, float(value), e.time))
     return {k: v for k, v in series.items() if v}
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import matplotlib
 
@@ -20,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.core import measure  # noqa: E402
+from bench.core.record import Sample, Step  # noqa: E402
 
 MAX_POINTS = 2000  # per line: a long GPU run samples at 10 Hz; more points only grow the page
 LEGEND_ID = "legend-entry"  # the id prefix of each legend entry in the SVG (tests read them back)
@@ -32,18 +32,17 @@ class RunSeries:
 
     label: str  # what the legend calls it: its system (with seed / job where needed)
     system: str  # its system, which picks its colour
-    events: list[dict[str, Any]] = field(default_factory=list)
-    samples: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Step] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
     vram_baseline_mb: list[float] | None = None  # each GPU's used memory before the worker started
     peak_mb: float | None = None  # the run's peak-memory metric (VRAM, else RSS): the point marked
 
     def training_window(self) -> tuple[float, float] | None:
         """Wall-clock start and end of training, from the per-step events."""
-        timed = [e for e in self.events if "time" in e]  # a worker that died mid-line, or wrote no clock
-        if not timed:
+        if not self.events:
             return None
-        first, last = timed[0], timed[-1]
-        return first["time"] - first.get("step_time_s", 0.0), last["time"]
+        first, last = self.events[0], self.events[-1]
+        return first.time - first.step_time_s, last.time
 
 
 def colours(systems: list[str]) -> dict[str, str]:
@@ -101,16 +100,16 @@ def throughput(groups: pd.DataFrame, colour: dict[str, str]) -> bytes:
 def loss(runs: list[RunSeries], colour: dict[str, str]) -> bytes | None:
     """Training loss against optimizer step and against seconds since training began."""
     name = "loss"
-    runs = [r for r in runs if any(e.get("loss") is not None for e in r.events)]
+    runs = [r for r in runs if any(e.loss is not None for e in r.events)]
     if not runs:
         return None
     fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for r in runs:
         window = r.training_window()
-        logged = [e for e in r.events if e.get("loss") is not None and "step" in e]
-        by_step.plot([e["step"] for e in logged], [e["loss"] for e in logged], color=colour[r.system], label=r.label)
-        timed = [e for e in logged if "time" in e] if window else []
-        by_time.plot([e["time"] - window[0] for e in timed], [e["loss"] for e in timed], color=colour[r.system],
+        logged = [e for e in r.events if e.loss is not None]
+        by_step.plot([e.step for e in logged], [e.loss for e in logged], color=colour[r.system], label=r.label)
+        timed = logged if window else []
+        by_time.plot([e.time - window[0] for e in timed], [e.loss for e in timed], color=colour[r.system],
                      label=r.label)  # fmt: skip
     by_step.set(xlabel="optimizer step", ylabel="training loss (nats)", title="Loss against step")
     by_time.set(xlabel="seconds since training began (wall clock)", title="Loss against wall time")
@@ -123,8 +122,8 @@ def memory_series(r: RunSeries) -> tuple[list[float], list[float], str]:
     over its GPUs, or its RSS on a CPU; with the samples' wall-clock times."""
     vram, method = measure.vram_per_gpu(r.samples, r.vram_baseline_mb)
     if vram:
-        return [s["time"] for s in r.samples if s.get("gpus")], [sum(row) for row in vram], f"VRAM, {method}"
-    return [s["time"] for s in r.samples], [s["rss_mb"] for s in r.samples], "RSS"
+        return [s.time for s in r.samples if s.gpus], [sum(row) for row in vram], f"VRAM, {method}"
+    return [s.time for s in r.samples], [s.rss_mb for s in r.samples], "RSS"
 
 
 def peak_index(ys: list[float], peak_mb: float | None) -> int:
@@ -148,7 +147,7 @@ def memory(runs: list[RunSeries], colour: dict[str, str]) -> bytes | None:
         times, ys, what = memory_series(r)
         if not ys:
             continue
-        t0 = r.samples[0]["time"] - r.samples[0].get("t", 0.0)  # when the worker started
+        t0 = r.samples[0].time - r.samples[0].t  # when the worker started
         peak = peak_index(ys, r.peak_mb)
         xs, shown = thin([t - t0 for t in times], ys, keep=peak)
         ax.plot(xs, shown, color=colour[r.system], label=f"{r.label} ({what})")
@@ -189,13 +188,13 @@ def quality(rouge: pd.DataFrame, heldout: pd.DataFrame, colour: dict[str, str]) 
 def time_to_quality(runs: list[RunSeries], targets: list[float], colour: dict[str, str]) -> bytes | None:
     """Held-out loss during training against seconds since training began, the targets dashed."""
     name = "time_to_quality"
-    evaluated = [(r, [e for e in r.events if "heldout_loss" in e]) for r in runs]
+    evaluated = [(r, [e for e in r.events if e.heldout_loss is not None]) for r in runs]
     evaluated = [(r, events) for r, events in evaluated if events]
     if not evaluated:
         return None
     fig, ax = plt.subplots(figsize=(8, 4))
     for r, events in evaluated:
-        ax.plot([e["elapsed_s"] for e in events], [e["heldout_loss"] for e in events], marker=".",
+        ax.plot([e.elapsed_s for e in events], [e.heldout_loss for e in events], marker=".",
                 color=colour[r.system], label=r.label)  # fmt: skip
     for target in targets:
         ax.axhline(target, color="grey", linestyle="--", linewidth=0.8)
@@ -208,14 +207,14 @@ def time_to_quality(runs: list[RunSeries], targets: list[float], colour: dict[st
 def utilisation(runs: list[RunSeries], colour: dict[str, str]) -> bytes | None:
     """GPU utilisation over the run (mean over the run's GPUs), for runs that had one."""
     name = "gpu_utilisation"
-    gpu_runs = [r for r in runs if any(s.get("gpus") for s in r.samples)]
+    gpu_runs = [r for r in runs if any(s.gpus for s in r.samples)]
     if not gpu_runs:
         return None
     fig, ax = plt.subplots(figsize=(10, 3.6))
     for r in gpu_runs:
-        rows = [s for s in r.samples if s.get("gpus")]
-        xs = [s["t"] for s in rows]
-        ys = [sum(g.get("util_pct") or 0 for g in s["gpus"]) / len(s["gpus"]) for s in rows]
+        rows = [s for s in r.samples if s.gpus]
+        xs = [s.t for s in rows]
+        ys = [sum(g.util_pct or 0 for g in s.gpus) / len(s.gpus) for s in rows]
         ax.plot(*thin(xs, ys), color=colour[r.system], label=r.label)
     ax.set(xlabel="seconds since the worker started", ylabel="GPU utilisation (%)", ylim=(0, 105),
            title="GPU utilisation")  # fmt: skip

@@ -121,7 +121,7 @@ def run_series(by_name: dict[str, record.Run], frame: pd.DataFrame, labels: pd.S
 
 
 def rouge_by_prompt(run: record.Run, name: str) -> dict[str, float]:
-    return {g["prompt"]: g["rouge_l"] for g in run.read_lines(name) if "rouge_l" in g and "prompt" in g}
+    return {g.prompt: g.rouge_l for g in run.generations(name)}
 
 
 def quality_differences(r: Runs) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from bench.core import flops, measure
 from bench.core import metrics as registry
-from bench.core.record import Run, Summary, WorkerReport
+from bench.core.record import Run, Sample, Step, Summary, WorkerReport
 
 STEP1_RTOL = 1e-5  # step-1 loss: the base model's loss on the same first batch
 CURVE_RTOL = 1e-3  # loss curve after the first update: bf16 kernels differ by ~1e-4, a changed job by more
@@ -19,31 +19,31 @@ CURVE_STEPS = 5  # steps compared after the first one a non-zero learning rate h
 PADDING_TOL = 0.01  # two runs of one job whose padding shares differ by more than 1 point did different work
 
 
-def steady_events(events: list[dict[str, Any]], skip_steps: int) -> list[dict[str, Any]]:
+def steady_events(events: list[Step], skip_steps: int) -> list[Step]:
     """The steps after the first `skip_steps` (compilation and allocator warm-up)."""
-    return [e for e in events if e["step"] > skip_steps]
+    return [e for e in events if e.step > skip_steps]
 
 
-def steady_state(events: list[dict[str, Any]], skip_steps: int, samples_per_step: int) -> dict[str, float]:
+def steady_state(events: list[Step], skip_steps: int, samples_per_step: int) -> dict[str, float]:
     """Throughput over the steady-state steps. `samples_per_step` is per process: a data-parallel step
-    feeds that many on every GPU (event["gpus"])."""
+    feeds that many on every GPU (event.gpus)."""
     steady = steady_events(events, skip_steps)
-    seconds = sum(e["step_time_s"] for e in steady)
+    seconds = sum(e.step_time_s for e in steady)
     if not steady or seconds <= 0:
         return {}
-    tokens_per_s = sum(e["tokens"] for e in steady) / seconds
+    tokens_per_s = sum(e.tokens for e in steady) / seconds
     return {
         "steady_steps": len(steady),
         "tokens_per_s": tokens_per_s,  # over all GPUs of a data-parallel run
-        "tokens_per_s_per_gpu": tokens_per_s / max(steady[-1].get("gpus", 1), 1),
-        "trainable_tokens_per_s": sum(e["trainable_tokens"] for e in steady) / seconds,
-        "samples_per_s": samples_per_step * sum(e.get("gpus", 1) for e in steady) / seconds,
+        "tokens_per_s_per_gpu": tokens_per_s / max(steady[-1].gpus, 1),
+        "trainable_tokens_per_s": sum(e.trainable_tokens for e in steady) / seconds,
+        "samples_per_s": samples_per_step * sum(e.gpus for e in steady) / seconds,
         "step_time_s_mean": seconds / len(steady),
     }
 
 
-def loss_metrics(events: list[dict[str, Any]]) -> dict[str, Any]:
-    losses = [e["loss"] for e in events if e.get("loss") is not None and math.isfinite(e["loss"])]
+def loss_metrics(events: list[Step]) -> dict[str, Any]:
+    losses = [e.loss for e in events if e.loss is not None and math.isfinite(e.loss)]
     if not losses:
         return {}
     return {"steps": len(events), "first_loss": losses[0], "final_loss": losses[-1]}
@@ -56,24 +56,24 @@ def layout_metrics(layout: dict[str, Any]) -> dict[str, Any]:
     return {"padding_ratio": layout.get("padding_ratio"), "sequences_per_row": layout["sequences"] / layout["rows"]}
 
 
-def target_metrics(events: list[dict[str, Any]], target: float | None) -> dict[str, Any]:
+def target_metrics(events: list[Step], target: float | None) -> dict[str, Any]:
     """Time and steps until the held-out loss first reached eval.target_loss; absent when it never did
     (the report says "not reached")."""
     if target is None:
         return {}
     for e in events:
-        if e.get("heldout_loss") is not None and e["heldout_loss"] <= target:
-            return {"time_to_target_s": e["elapsed_s"], "steps_to_target": e["step"]}
+        if e.heldout_loss is not None and e.heldout_loss <= target:
+            return {"time_to_target_s": e.elapsed_s, "steps_to_target": e.step}
     return {}
 
 
 def gpu_metrics(
-    steady: list[dict[str, Any]], samples: list[dict[str, Any]], worker: WorkerReport, baseline: list[float] | None
+    steady: list[Step], samples: list[Sample], worker: WorkerReport, baseline: list[float] | None
 ) -> dict[str, Any]:
     """Peak VRAM, energy and MFU of a GPU run; empty on CPU."""
     window = worker.train_window
     if window:  # training's peak: model loading and the evaluation afterwards are not the job being compared
-        samples = [s for s in samples if window[0] <= s.get("time", 0) <= window[1]] or samples
+        samples = [s for s in samples if window[0] <= (s.time or 0) <= window[1]] or samples
     vram, vram_method = measure.peak_vram(samples, baseline)
     if vram is None:
         return {}
@@ -84,9 +84,9 @@ def gpu_metrics(
     }
     if steady:
         # The window opens when the last excluded step ended: the first steady step's start.
-        start, end = steady[0]["time"] - steady[0]["step_time_s"], steady[-1]["time"]
+        start, end = steady[0].time - steady[0].step_time_s, steady[-1].time
         joules, energy_method = measure.energy_j(samples, start, end)
-        tokens = sum(e["tokens"] for e in steady)
+        tokens = sum(e.tokens for e in steady)
         if joules is not None and tokens:
             m |= {
                 "energy_j_steady": joules,
@@ -104,8 +104,8 @@ def gpu_metrics(
 
 
 def metrics(
-    events: list[dict[str, Any]],
-    samples: list[dict[str, Any]],
+    events: list[Step],
+    samples: list[Sample],
     worker: WorkerReport,
     outcome,
     skip_steps: int,
@@ -120,8 +120,8 @@ def metrics(
         **worker.timings,
         **steady_state(events, skip_steps, samples_per_step),
         **loss_metrics(events),
-        "tokens": sum(e["tokens"] for e in events),
-        "trainable_tokens": sum(e["trainable_tokens"] for e in events),
+        "tokens": sum(e.tokens for e in events),
+        "trainable_tokens": sum(e.trainable_tokens for e in events),
         **layout_metrics(worker.layout),
         **target_metrics(events, target_loss),
         "peak_rss_mb": measure.peak_rss_mb(samples),
@@ -136,48 +136,48 @@ def metrics(
 SHARED_CPU_CORES = 0.10  # other processes took more than 10 % of one core over training: the machine was shared
 
 
-def _bracket(samples: list[dict[str, Any]], start: float, end: float) -> list[dict[str, Any]]:
+def _bracket(samples: list[Sample], start: float, end: float) -> list[Sample]:
     """The samples spanning [start, end]: the last one at or before start through the first at or after end
     (a short window still gets two samples to difference)."""
-    timed = [s for s in samples if "time" in s and "host_busy_s" in s]
-    first = max((i for i, s in enumerate(timed) if s["time"] <= start), default=0)
-    last = min((i for i, s in enumerate(timed) if s["time"] >= end), default=len(timed) - 1)
+    timed = [s for s in samples if s.host_busy_s is not None]
+    first = max((i for i, s in enumerate(timed) if s.time <= start), default=0)
+    last = min((i for i, s in enumerate(timed) if s.time >= end), default=len(timed) - 1)
     return timed[first : last + 1]
 
 
-def host_load(samples: list[dict[str, Any]], window: list[float] | tuple[float, float] | None) -> dict[str, Any]:
+def host_load(samples: list[Sample], window: list[float] | tuple[float, float] | None) -> dict[str, Any]:
     """The host's load over the training window: mean 1-minute load average, the cores other processes kept
     busy on average (machine busy CPU seconds less the worker tree's and the harness's, per second), and on
     GPUs how many other processes computed on the run's devices. Empty without two samples to compare."""
     if not window:
         return {}
     span = _bracket(samples, window[0], window[1])
-    if len(span) < 2 or span[-1]["time"] <= span[0]["time"]:
+    if len(span) < 2 or span[-1].time <= span[0].time:
         return {}
     a, b = span[0], span[-1]
-    others_s = (b["host_busy_s"] - a["host_busy_s"]) - (b["tree_cpu_s"] - a["tree_cpu_s"])
-    others_s -= b.get("harness_cpu_s", 0.0) - a.get("harness_cpu_s", 0.0)
+    others_s = (b.host_busy_s - a.host_busy_s) - (b.tree_cpu_s - a.tree_cpu_s)
+    others_s -= (b.harness_cpu_s or 0.0) - (a.harness_cpu_s or 0.0)
     out: dict[str, Any] = {
-        "load_avg_1m": sum(s["load1"] for s in span) / len(span),
-        "other_cpu_cores": max(0.0, others_s) / (b["time"] - a["time"]),
+        "load_avg_1m": sum(s.load1 for s in span) / len(span),
+        "other_cpu_cores": max(0.0, others_s) / (b.time - a.time),
     }
-    gpu_rows = [g for s in span for g in s.get("gpus", []) if "other_pids" in g]
+    gpu_rows = [g for s in span for g in (s.gpus or []) if g.other_pids is not None]
     if gpu_rows:
-        out["gpu_other_processes"] = len({pid for g in gpu_rows for pid in g["other_pids"]})
+        out["gpu_other_processes"] = len({pid for g in gpu_rows for pid in g.other_pids})
     return out
 
 
-def sampler_cost(samples: list[dict[str, Any]], window: list[float] | tuple[float, float] | None, stats) -> dict:
+def sampler_cost(samples: list[Sample], window: list[float] | tuple[float, float] | None, stats) -> dict:
     """What the sampler itself cost (bench/sweep/sampler.py): its CPU time per sample over the run, and its CPU seconds
     per second of the training window, as % of one core (samples without its counter, recorded before it
     had one, give no such figure)."""
     out: dict[str, Any] = {"sampler_samples": stats.samples, "sampler_cpu_s": stats.sampler_cpu_s}
     if stats.samples:
         out["sampler_tick_ms"] = 1000 * stats.sampler_cpu_s / stats.samples
-    span = [s for s in _bracket(samples, window[0], window[1]) if "sampler_cpu_s" in s] if window else []
-    if len(span) >= 2 and span[-1]["time"] > span[0]["time"]:
+    span = [s for s in _bracket(samples, window[0], window[1]) if s.sampler_cpu_s is not None] if window else []
+    if len(span) >= 2 and span[-1].time > span[0].time:
         a, b = span[0], span[-1]
-        out["sampler_cpu_pct"] = 100 * (b["sampler_cpu_s"] - a["sampler_cpu_s"]) / (b["time"] - a["time"])
+        out["sampler_cpu_pct"] = 100 * (b.sampler_cpu_s - a.sampler_cpu_s) / (b.time - a.time)
     return out
 
 
@@ -288,20 +288,20 @@ def status_of(worker: WorkerReport | None, outcome) -> tuple[str, str]:
     return worker.status, worker.reason
 
 
-def diverged(events: list[dict[str, Any]]) -> str | None:
+def diverged(events: list[Step]) -> str | None:
     """Why a run that finished did not train, from its steps: a loss or gradient norm that turned NaN or
     infinite, or a loss and gradient norm both exactly 0 (nothing left to learn is not a benchmark result)."""
     for e in events:
-        loss, grad = e.get("loss"), e.get("grad_norm")
+        loss, grad = e.loss, e.grad_norm
         values = {"loss": loss, "gradient norm": grad}
         if bad := [f"{name} {v}" for name, v in values.items() if v is not None and not math.isfinite(v)]:
-            return f"training diverged at step {e.get('step')}: {', '.join(bad)}"
+            return f"training diverged at step {e.step}: {', '.join(bad)}"
         if loss == 0 and grad == 0:
-            return f"training stopped at step {e.get('step')}: loss and gradient norm exactly 0"
+            return f"training stopped at step {e.step}: loss and gradient norm exactly 0"
     return None
 
 
-def final_status(worker: WorkerReport | None, outcome, events: list[dict[str, Any]]) -> tuple[str, str]:
+def final_status(worker: WorkerReport | None, outcome, events: list[Step]) -> tuple[str, str]:
     """status_of, and `diverged` for a run that finished ok on steps that did not train (diverged())."""
     status, reason = status_of(worker, outcome)
     if status == "ok" and (why := diverged(events)):
@@ -319,19 +319,19 @@ def same_job(summary: Summary) -> tuple[Any, ...]:
     return (summary.job_key or f"?{summary.run}", summary.seed)
 
 
-def curve_window(events: list[dict[str, Any]], k: int = CURVE_STEPS) -> list[int]:
+def curve_window(events: list[Step], k: int = CURVE_STEPS) -> list[int]:
     """Steps whose loss reflects at least one update with a non-zero learning rate: the k after the first
     step that trained at lr > 0. Step 1's loss is the base model's (LoRA B starts at zero), so it cannot
     tell LoRA initialisations apart, and linear warmup trains step 1 at lr 0."""
-    first = next((e["step"] for e in events if (e.get("lr") or 0) > 0), None)
-    return [] if first is None else [e["step"] for e in events if first < e["step"] <= first + k]
+    first = next((e.step for e in events if (e.lr or 0) > 0), None)
+    return [] if first is None else [e.step for e in events if first < e.step <= first + k]
 
 
-def curve_rel_diff(events: list[dict[str, Any]], ref: list[dict[str, Any]]) -> tuple[float | None, list[int]]:
+def curve_rel_diff(events: list[Step], ref: list[Step]) -> tuple[float | None, list[int]]:
     """Largest relative loss difference over the curve window (see curve_window), and the steps compared."""
-    ref_loss = {e["step"]: e.get("loss") for e in ref}
+    ref_loss = {e.step: e.loss for e in ref}
     steps = [s for s in curve_window(ref) if ref_loss.get(s)]
-    loss = {e["step"]: e.get("loss") for e in events}
+    loss = {e.step: e.loss for e in events}
     diffs = [abs(loss[s] - ref_loss[s]) / abs(ref_loss[s]) for s in steps if loss.get(s) is not None]
     return (max(diffs) if diffs else None), steps
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.core.record import Step
+
 # Peak dense bf16 tensor throughput per GPU, TFLOP/s (vendor datasheets, without 2:4 sparsity).
 PEAK_BF16_TFLOPS = {
     "H200": 989.0,
@@ -46,19 +48,19 @@ def peak_bf16_flops(gpu_name: str) -> float | None:
     return PEAK_BF16_TFLOPS[max(matches, key=len)] * 1e12 if matches else None
 
 
-def step_flops(event: dict[str, Any], facts: dict[str, Any], gradient_checkpointing: bool) -> tuple[float, float]:
+def step_flops(event: Step, facts: dict[str, Any], gradient_checkpointing: bool) -> tuple[float, float]:
     """(model FLOPs, hardware FLOPs) of one optimizer step."""
     n, n_t = facts["matmul_params"], facts["trainable_params"]
-    tokens = event["tokens"]
-    attn = 4 * facts["num_layers"] * facts["attn_dim"] * event.get("len_sq", 0)
+    tokens = event.tokens
+    attn = 4 * facts["num_layers"] * facts["attn_dim"] * (event.len_sq or 0)
     model = 4 * n * tokens + 2 * n_t * tokens + 3 * attn
     recompute = 2 * n * tokens + attn if gradient_checkpointing else 0
     return float(model), float(model + recompute)
 
 
-def mfu(events: list[dict[str, Any]], facts: dict[str, Any], gradient_checkpointing: bool, peak: float) -> dict:
+def mfu(events: list[Step], facts: dict[str, Any], gradient_checkpointing: bool, peak: float) -> dict:
     """Achieved model and hardware FLOP/s over `events` (steady-state steps) and their fraction of `peak`."""
-    seconds = sum(e["step_time_s"] for e in events)
+    seconds = sum(e.step_time_s for e in events)
     if not events or seconds <= 0 or not facts.get("num_layers"):
         return {}
     model = hardware = 0.0

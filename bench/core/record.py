@@ -1,5 +1,6 @@
-"""What a run writes, typed: the worker's report (worker.json) and the run's summary (summary.json), each with
-one writer and one reader that checks every field, and a run directory read once (Run).
+"""What a run writes, typed: its steps (events.jsonl), resource samples (samples.jsonl), the worker's report
+(worker.json) and the run's summary (summary.json), each with one writer and one reader that checks every
+field, and a run directory read once (Run). No other module parses a run file.
 
 Standard library only: the worker writes its report through this module in its framework's environment.
 A summary is a plain dict on disk (the same JSON a user reads); `FORMAT` numbers its shape. Files of older
@@ -127,6 +128,95 @@ class Published:
 class SamplerInfo:
     interval_s: float | None = None
     baseline_used_mb: list[float] | None = None  # each GPU's used memory before the worker started
+
+
+@dataclass
+class Step:
+    """One optimizer step (events.jsonl, a line each, written by the worker as it trains: worker/callback.py)."""
+
+    step: int
+    step_time_s: float  # wall time since the previous step ended: data, forward, backward, optimizer
+    tokens: int  # non-padding tokens fed, over every data-parallel rank
+    trainable_tokens: int  # of which the loss counts
+    len_sq: int  # sum of squared sequence lengths: attention's share of the FLOPs
+    time: float  # wall clock at the step's end, to line steps up with the resource samples
+    tokens_fed: int | None = None  # padding included: pad share = 1 - tokens / tokens_fed (None: older harness)
+    gpus: int = 1  # data-parallel ranks
+    loss: float | None = None  # the Trainer's logged loss (NaN where it diverged)
+    lr: float | None = None
+    grad_norm: float | None = None
+    heldout_loss: float | None = None  # eval.every_steps: held-out loss after this step, off the step's clock
+    eval_s: float | None = None
+    elapsed_s: float | None = None  # wall time since training began, evaluations included
+
+
+@dataclass
+class GpuSample:
+    index: int  # cuda:index
+    used_mb: float  # the device's used memory
+    proc_mb: float | None = None  # NVML's per-process memory of the worker's tree (None: the driver gives none)
+    other_pids: list[int] | None = None  # other compute processes on this GPU
+    util_pct: float | None = None
+    power_w: float | None = None
+    energy_j: float | None = None  # NVML's total energy counter
+
+
+@dataclass
+class Sample:
+    """One resource sample of the worker's process tree (samples.jsonl, a line each, written by the parent's
+    sampler: sweep/sampler.py)."""
+
+    t: float  # seconds since sampling began
+    time: float  # wall clock, to line samples up with the steps
+    rss_mb: float
+    cpu_pct: float
+    tree_cpu_s: float | None = None  # the tree's cumulative CPU seconds (None: older harness, as below)
+    load1: float | None = None
+    host_busy_s: float | None = None  # the host's busy CPU seconds so far
+    harness_cpu_s: float | None = None  # the sweep process's own
+    sampler_cpu_s: float | None = None  # the sampler thread's own
+    gpus: list[GpuSample] | None = None
+
+
+@dataclass
+class Generation:
+    """One held-out prompt's answer (generations.jsonl after training, base_generations.jsonl before it:
+    written by the worker's worker/evaluate.py)."""
+
+    prompt: str
+    reference: str
+    prediction: str
+    rouge_l: float
+
+
+def write_line(fh, record: Step | Sample) -> None:
+    """One step or sample as a line of its JSON Lines file, flushed: a killed run keeps every line before."""
+    fh.write(json.dumps(to_dict(record)) + "\n")
+    fh.flush()
+
+
+def read_lines(path: Path, cls: type) -> list[Any]:
+    """A run's steps, samples or generations, each line checked against `cls`; a last line cut short by a
+    killed writer is ignored, any other bad line is a RecordError naming the file, the line and the field."""
+    rows = []
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    for n, line in enumerate(lines, 1):
+        try:
+            rows.append(from_line(line, cls, path, f"line {n}"))
+        except RecordError:
+            if n == len(lines) and not line.rstrip().endswith("}"):
+                break
+            raise
+    return rows
+
+
+def from_line(line: str, cls: type, path: Path, where: str) -> Any:
+    """One line of a JSON Lines run file as record `cls`."""
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError:
+        raise RecordError(path, f"{path.name} {where}: not JSON") from None
+    return parse(cls, data, path, where)
 
 
 @dataclass
@@ -271,17 +361,17 @@ class Run:
     dir: Path
     summary: Summary
     spec: dict[str, Any]
-    events: list[dict[str, Any]]
-    samples: list[dict[str, Any]]
+    events: list[Step]
+    samples: list[Sample]
     worker: WorkerReport | None = None
 
     @property
     def name(self) -> str:
         return self.summary.run
 
-    def read_lines(self, name: str) -> list[dict[str, Any]]:
-        """Another JSON Lines file of the run (its generations)."""
-        return results.read_jsonl(self.dir / name)
+    def generations(self, name: str) -> list[Generation]:
+        """Its answers to the held-out prompts: `results.GENERATIONS` (trained) or `results.BASE_GENERATIONS`."""
+        return read_lines(self.dir / name, Generation)
 
 
 @dataclass
@@ -293,7 +383,7 @@ class Unreadable:
 def load_run(run_dir: Path) -> Run:
     summary = read_summary(run_dir)
     return Run(run_dir, summary, results.read_json(run_dir / results.SPEC) or {},
-               results.read_jsonl(run_dir / results.EVENTS), results.read_jsonl(run_dir / results.SAMPLES),
+               read_lines(run_dir / results.EVENTS, Step), read_lines(run_dir / results.SAMPLES, Sample),
                read_worker(run_dir))  # fmt: skip
 
 

@@ -8,6 +8,7 @@ own arguments. Standard library only: the worker imports this module inside each
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -304,6 +305,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)  # resolved once per class: a run's steps and samples are many
+
+
 def from_mapping(cls: type, data: dict[str, Any], where: str) -> Any:
     """Build dataclass `cls` from plain data, checking every value's type and enum, rejecting unknown keys
     and naming missing ones: the one validation every config group goes through."""
@@ -314,5 +320,5 @@ def from_mapping(cls: type, data: dict[str, Any], where: str) -> Any:
     missing = [n for n, f in fields.items() if n not in data and f.default is f.default_factory is dataclasses.MISSING]
     if missing:
         raise SpecError(f"{where or 'config'}: missing key(s) {', '.join(missing)}")
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     return cls(**{k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()})

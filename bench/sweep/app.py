@@ -450,7 +450,11 @@ def finished(out: record.Summary, spec: JobSpec, src: source.Source | None, outc
         worker = record.read_worker(run_dir)  # None when the worker died before reporting
     except record.RecordError as e:  # a report the parent cannot read is no report
         worker, notes = None, [*notes, str(e)]
-    events, samples = results.read_jsonl(run_dir / results.EVENTS), results.read_jsonl(run_dir / results.SAMPLES)
+    try:
+        events = record.read_lines(run_dir / results.EVENTS, record.Step)
+        samples = record.read_lines(run_dir / results.SAMPLES, record.Sample)
+    except record.RecordError as e:  # the run is recorded all the same, with what made its steps unreadable
+        events, samples, notes = [], [], [*notes, str(e)]
     out.status, reason = summary.final_status(worker, outcome, events)
     worker = worker or record.WorkerReport(out.status)
     out.metrics = summary.metrics(events, samples, worker, outcome, spec.skip_steps,

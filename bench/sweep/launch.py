@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -18,7 +17,7 @@ import psutil
 from rich.progress import Progress
 
 from bench.analysis.summary import memory_limit_mb
-from bench.core import results
+from bench.core import record, results
 from bench.core.paths import PACKAGE_DIR, PARENT_PID
 from bench.sweep.sampler import Sampler, SamplerStats
 
@@ -212,9 +211,9 @@ class StepTail:
     def __init__(self, path: Path):
         self.path = path
         self.offset = 0
-        self.last: dict[str, Any] | None = None
+        self.last: record.Step | None = None
 
-    def poll(self) -> dict[str, Any] | None:
+    def poll(self) -> record.Step | None:
         if self.path.exists():
             with open(self.path, encoding="utf-8") as fh:
                 fh.seek(self.offset)
@@ -222,7 +221,8 @@ class StepTail:
                     if not line.endswith("\n"):
                         break  # the worker is still writing this line
                     self.offset += len(line.encode("utf-8"))
-                    self.last = json.loads(line)
+                    with contextlib.suppress(record.RecordError):  # the display skips it; the summary names it
+                        self.last = record.from_line(line, record.Step, self.path, "a step")
         return self.last
 
 
@@ -230,7 +230,6 @@ def _show_steps(progress: Progress, task, steps: StepTail) -> None:
     last = steps.poll()
     if last is None:
         return
-    tps = last["tokens"] / last["step_time_s"] if last.get("step_time_s") else 0.0
-    progress.update(
-        task, completed=last["step"], description=f"step {last['step']} loss {last['loss']:.4f} {tps:,.0f} tok/s"
-    )
+    tps = last.tokens / last.step_time_s if last.step_time_s else 0.0
+    loss = f"{last.loss:.4f}" if last.loss is not None else "-"
+    progress.update(task, completed=last.step, description=f"step {last.step} loss {loss} {tps:,.0f} tok/s")

@@ -19,7 +19,6 @@ sampler thread's cumulative CPU seconds, so the summary can say what it cost per
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import threading
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from bench.core.record import GpuSample, Sample, write_line
 
 MB = 2**20
 # A new child (torchrun's ranks, compile workers) is seen at most this late: workers start them seconds apart,
@@ -149,40 +150,34 @@ class Sampler(threading.Thread):
             self._foreign[pid] = psutil.pid_exists(pid)
         return self._foreign[pid]
 
-    def _gpu(self, pids: set[int]) -> list[dict[str, Any]]:
+    def _gpu(self, pids: set[int]) -> list[GpuSample]:
         nv = self.nvml
         rows = []
         for i, h in enumerate(self.handles):
-            row: dict[str, Any] = {"index": i, "used_mb": nv.nvmlDeviceGetMemoryInfo(h).used / MB}  # i: cuda:i
+            row = GpuSample(index=i, used_mb=nv.nvmlDeviceGetMemoryInfo(h).used / MB)  # i: cuda:i
             with contextlib.suppress(nv.NVMLError):
                 procs = nv.nvmlDeviceGetComputeRunningProcesses(h)
                 used = [p.usedGpuMemory for p in procs if p.pid in pids and p.usedGpuMemory is not None]
-                row["proc_mb"] = sum(used) / MB if used else None
+                row.proc_mb = sum(used) / MB if used else None
                 # As optimum-benchmark's isolation check: pids that exist here (a pid from another PID
                 # namespace does not) and are not the worker tree.
-                row["other_pids"] = sorted(p.pid for p in procs if p.pid not in pids and self._exists(p.pid))
+                row.other_pids = sorted(p.pid for p in procs if p.pid not in pids and self._exists(p.pid))
             with contextlib.suppress(nv.NVMLError):
-                row["util_pct"] = nv.nvmlDeviceGetUtilizationRates(h).gpu
+                row.util_pct = nv.nvmlDeviceGetUtilizationRates(h).gpu
             with contextlib.suppress(nv.NVMLError):
-                row["power_w"] = nv.nvmlDeviceGetPowerUsage(h) / 1000
+                row.power_w = nv.nvmlDeviceGetPowerUsage(h) / 1000
             with contextlib.suppress(nv.NVMLError):
-                row["energy_j"] = nv.nvmlDeviceGetTotalEnergyConsumption(h) / 1000
+                row.energy_j = nv.nvmlDeviceGetTotalEnergyConsumption(h) / 1000
             rows.append(row)
         return rows
 
-    def sample(self) -> dict[str, Any]:
+    def sample(self) -> Sample:
         procs = self._tree()
         rss_mb, cpu_pct, tree_cpu_s = self._read_tree(procs)
-        row: dict[str, Any] = {
-            "t": round(time.perf_counter() - self._t0, 4),
-            "time": time.time(),  # wall clock, to line samples up with the worker's step events
-            "rss_mb": rss_mb,
-            "cpu_pct": cpu_pct,
-            "tree_cpu_s": tree_cpu_s,
-            **self._host(),
-        }
+        row = Sample(t=round(time.perf_counter() - self._t0, 4), time=time.time(), rss_mb=rss_mb, cpu_pct=cpu_pct,
+                     tree_cpu_s=tree_cpu_s, **self._host())  # fmt: skip
         if self.handles:
-            row["gpus"] = self._gpu({p.pid for p in procs})
+            row.gpus = self._gpu({p.pid for p in procs})
         self.stats.samples += 1
         return row
 
@@ -197,8 +192,7 @@ class Sampler(threading.Thread):
             with open(self.out, "a", encoding="utf-8") as fh:
                 while not self._halt.is_set():
                     tick = time.thread_time()
-                    fh.write(json.dumps(self.sample()) + "\n")
-                    fh.flush()
+                    write_line(fh, self.sample())
                     self._halt.wait(self.wait_s(time.thread_time() - tick))
         except OSError as e:  # a full disk: the run goes on unsampled, and its summary says so
             self.stats.error = f"resource samples stopped after {self.stats.samples}: {e.strerror} ({self.out})"

@@ -15,6 +15,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from bench.core.record import Step
+
 IGNORE_INDEX = -100
 
 
@@ -178,7 +180,7 @@ def model_facts(model) -> dict[str, Any]:
 
 
 class StepRecorder(TrainerCallback):
-    """Writes one event per optimizer step through `emit` (a dict sink).
+    """Writes one `Step` per optimizer step through `emit` (events.jsonl).
 
     Token counts accumulate on the device and are read once per optimizer step, where the step's time is
     taken anyway: the bookkeeping adds no GPU synchronisation per micro-batch. With `heldout` (a function of
@@ -188,7 +190,7 @@ class StepRecorder(TrainerCallback):
 
     def __init__(
         self,
-        emit: Callable[[dict[str, Any]], None],
+        emit: Callable[[Step], None],
         fingerprint_batches: int = 8,
         heldout: Callable[[Any], float] | None = None,
         every_steps: int | None = None,
@@ -209,7 +211,7 @@ class StepRecorder(TrainerCallback):
         self._step_mark = 0.0
         self.eval_s = 0.0  # held-out evaluations during training
         self.first_loss: float | None = None
-        self._pending: dict[int, dict[str, Any]] = {}
+        self._pending: dict[int, Step] = {}
         self._cuda_sync: Callable[[], None] | None = None
 
     def _count_batch(self, module, args, kwargs):
@@ -259,23 +261,15 @@ class StepRecorder(TrainerCallback):
         tokens, trainable, len_sq, seqs, fed, rows = self._all_ranks([*device_counts, self._fed, self._rows])
         for key, value in (("tokens_fed", fed), ("rows", rows), ("sequences", seqs), ("tokens", tokens)):
             self.layout[key] += value
-        # Wall time since the previous step ended: data loading, forward/backward and optimizer step.
-        event = {
-            "step": state.global_step,
-            "step_time_s": now - self._step_mark,
-            "tokens": tokens,
-            "trainable_tokens": trainable,
-            "len_sq": len_sq,
-            "tokens_fed": fed,  # padding included: pad share = 1 - tokens / tokens_fed
-            "time": time.time(),  # wall clock, to line steps up with the parent's resource samples
-        }
+        event = Step(state.global_step, step_time_s=now - self._step_mark, tokens=tokens, trainable_tokens=trainable,
+                     len_sq=len_sq, time=time.time(), tokens_fed=fed)
         self._counts, self._fed, self._rows = None, 0, 0
         if self.heldout is not None and self.every_steps and state.global_step % self.every_steps == 0:
-            event |= self._evaluate()
+            event.heldout_loss, event.eval_s, event.elapsed_s = self._evaluate()
         self._pending[state.global_step] = event
         self._step_mark = time.perf_counter()
 
-    def _evaluate(self) -> dict[str, Any]:
+    def _evaluate(self) -> tuple[float, float, float]:
         """Held-out loss now, off the steps' clock; `elapsed_s` is wall time since training began, these
         evaluations included (what a time-to-target counts, as MLPerf's does)."""
         start = time.perf_counter()
@@ -284,7 +278,7 @@ class StepRecorder(TrainerCallback):
             self._cuda_sync()
         end = time.perf_counter()
         self.eval_s += end - start
-        return {"heldout_loss": loss, "eval_s": end - start, "elapsed_s": end - self.train_span[0]}
+        return loss, end - start, end - self.train_span[0]
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         event = self._pending.pop(state.global_step, None)
@@ -294,12 +288,9 @@ class StepRecorder(TrainerCallback):
             return
         if self.first_loss is None:
             self.first_loss = float(logs["loss"])
-        event.update(
-            gpus=args.world_size,
-            loss=float(logs["loss"]),
-            lr=float(logs.get("learning_rate", float("nan"))),
-            grad_norm=float(logs["grad_norm"]) if logs.get("grad_norm") is not None else None,
-        )
+        event.gpus, event.loss = args.world_size, float(logs["loss"])
+        event.lr = float(logs.get("learning_rate", float("nan")))
+        event.grad_norm = float(logs["grad_norm"]) if logs.get("grad_norm") is not None else None
         self.emit(event)
         self._step_mark = time.perf_counter()  # logging is bookkeeping, not training time
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+from bench.core.record import Generation
+
 
 class CharTokenizer:
     """rouge-score tokenizer: one token per non-space character (Chinese has no spaces between words)."""
@@ -84,7 +86,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[
     return answers
 
 
-def evaluate(model, tokenizer, examples: list, dataset, max_len: int, cfg) -> tuple[dict, list[dict]]:
+def evaluate(model, tokenizer, examples: list, dataset, max_len: int, cfg) -> tuple[dict, list[Generation]]:
     """Held-out metrics of `model` and its generations (question, reference, prediction, its ROUGE-L), with
     the rows in the job's prompt format (`dataset`: its DatasetSpec)."""
     from bench.core.data import prompt_text, tokenize_example
@@ -115,7 +117,7 @@ def evaluate(model, tokenizer, examples: list, dataset, max_len: int, cfg) -> tu
         "bleu4_4gram_matches": matches,
     }
     generations = [
-        {"prompt": ex.user_content, "reference": ref, "prediction": pred, "rouge_l": r}
+        Generation(ex.user_content, ref, pred, r)
         for ex, ref, pred, r in zip(sample, references, predictions, rouge, strict=True)
     ]
     return metrics, generations

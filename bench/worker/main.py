@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import platform
@@ -22,7 +21,17 @@ from typing import Any
 from bench.core import results
 from bench.core.data import DataReport, Example, load_examples
 from bench.core.paths import PARENT_PID
-from bench.core.record import DataCounts, Fingerprint, Gpu, Hardware, WorkerReport, write_worker
+from bench.core.record import (
+    DataCounts,
+    Fingerprint,
+    Gpu,
+    Hardware,
+    Step,
+    WorkerReport,
+    to_dict,
+    write_line,
+    write_worker,
+)
 from bench.core.spec import STACK, JobSpec, resolve_precision
 from bench.worker.runners.base import RunContext
 
@@ -97,13 +106,13 @@ def evaluate_run(ctx: RunContext, model, run_dir: Path) -> dict[str, Any]:
             out["quality"], generations = evaluate(
                 model, tokenizer, examples, spec.dataset, spec.train.max_seq_len, spec.eval
             )
-            results.write_jsonl(run_dir / results.GENERATIONS, generations)
+            results.write_jsonl(run_dir / results.GENERATIONS, map(to_dict, generations))
             if spec.eval.base and hasattr(model, "disable_adapter"):
                 with model.disable_adapter():  # LoRA off: the base model the sweep started from
                     out["base_quality"], base_gen = evaluate(
                         model, tokenizer, examples, spec.dataset, spec.train.max_seq_len, spec.eval
                     )
-                results.write_jsonl(run_dir / results.BASE_GENERATIONS, base_gen)
+                results.write_jsonl(run_dir / results.BASE_GENERATIONS, map(to_dict, base_gen))
         return out
     except Exception as e:  # quality is measured after the fact; the training result stands
         traceback.print_exc()
@@ -186,10 +195,9 @@ def run(spec: JobSpec, run_dir: Path) -> WorkerReport:
     precision = resolve_precision(spec.train.precision, on_gpu, on_gpu and torch.cuda.is_bf16_supported())
     events = open(run_dir / results.EVENTS, "a", encoding="utf-8")
 
-    def emit(event: dict[str, Any]) -> None:
+    def emit(step: Step) -> None:
         if RANK == 0:  # under torchrun every rank trains; rank 0 speaks for the run
-            events.write(json.dumps(event) + "\n")
-            events.flush()
+            write_line(events, step)
 
     recorder = StepRecorder(emit, every_steps=spec.eval.every_steps)
     data_report = DataReport()  # of the selection, in its order: the parent chose the rows (bench.sweep.selection)
