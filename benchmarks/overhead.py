@@ -36,7 +36,7 @@ import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # bench's own helpers, where the harness runs from a checkout rather than installed
-from bench.analysis.summary import SHARED_CPU_CORES  # noqa: E402
+from bench.analysis.assess import SHARED_CPU_CORES  # noqa: E402
 from bench.core import record, results  # noqa: E402
 from bench.core.spec import JobSpec  # noqa: E402
 from bench.sweep.sampler import busy_cpu_s, host_facts  # noqa: E402
@@ -292,7 +292,7 @@ def shared(runs: dict[str, Run]) -> bool:
 
 def quiet_only(rounds: list[dict[str, Run]], target_pct: float) -> list[str]:
     """The harness ratio and noise floor again over the rounds nobody else computed in (a threshold fixed
-    before the data: bench.analysis.summary's), where some were shared; no figure from fewer than two."""
+    before the data: bench.analysis.assess's), where some were shared; no figure from fewer than two."""
     quiet = [r for r in rounds if not shared(r)]
     if len(quiet) == len(rounds):
         return []

@@ -5,8 +5,8 @@ import pytest
 from bench.core.data import (
     BUNDLED_MEDICAL,
     DataError,
-    DataReport,
     Example,
+    LoadCounts,
     load_examples,
     resolve_files,
     to_conversation,
@@ -119,7 +119,7 @@ def test_non_utf8_bytes_are_named(tmp_path):
 
 
 def test_duplicates_are_counted_and_left_out(write_jsonl):
-    report = DataReport()
+    report = LoadCounts()
     examples = load_examples([write_jsonl([ROW, ROW, ROW | {"input": "x"}, ROW])], report=report)
     assert len(examples) == 2 and report.duplicates == 2 and report.rows == 4
 
@@ -135,7 +135,7 @@ def test_skip_policy_counts_each_bad_row_by_its_problem(tmp_path):
         json.dumps({"instruction": "q3", "output": "a"}),
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    report = DataReport()
+    report = LoadCounts()
     examples = load_examples([path], on_bad_row="skip", report=report)
     assert len(examples) == 2 and report.kept == 2 and report.rows == 6
     assert report.skipped == {

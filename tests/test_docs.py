@@ -179,6 +179,6 @@ def test_the_results_layout_names_every_field_of_every_run_file():
         fields = {f.name for cls in classes for f in dataclasses.fields(cls)} - {"gpus"}  # samples' gpus: per GPU
         assert fields <= entry(name), (name, sorted(fields - entry(name)))
     words = set(re.findall(r"[a-z_0-9]+", page))
-    for cls in (record.Summary, record.WorkerReport):
+    for cls in (record.Summary, record.WorkerResult):
         missing = {f.name for f in dataclasses.fields(cls)} - words
         assert not missing, (cls.__name__, sorted(missing))

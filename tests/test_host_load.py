@@ -1,10 +1,10 @@
 """How far a run's numbers can be trusted: the host's load over its training window, the shared-machine
-warning, where its time went, and runs of one job on different torch builds (bench/analysis/summary.py)."""
+warning, where its time went, and runs of one job on different torch builds (bench/analysis/assess.py)."""
 
 import pytest
 from rich.console import Console
 
-from bench.analysis.summary import (
+from bench.analysis.assess import (
     SHARED_CPU_CORES,
     host_load,
     shared_machine,

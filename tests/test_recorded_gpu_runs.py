@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.analysis.summary import gpu_metrics
+from bench.analysis.assess import gpu_metrics
 from bench.core import flops, measure, record
 
 SWEEP = Path(__file__).parent / "fixtures" / "h200-sweep"
@@ -61,7 +61,7 @@ def test_both_frameworks_trained_on_the_same_answer_tokens():
 @pytest.mark.parametrize("run", ["0-trl", "1-unsloth"])
 def test_every_metric_of_a_gpu_run_is_declared_in_the_registry(run):
     """summary.metrics refuses undeclared names: a GPU run's full set passes (recomputed from its files)."""
-    from bench.analysis.summary import metrics
+    from bench.analysis.assess import metrics
     from bench.core import metrics as registry
     from bench.sweep.launch import Outcome
     from bench.sweep.sampler import SamplerStats

@@ -132,7 +132,7 @@ def test_one_run_each_has_no_ci_and_other_tokens_no_ratio(published_sweep, tmp_p
     _, text, _ = replay.difference_section(frame, "trl")
     assert f"the same job shows {11.0 / 10.0:.3g}x (one run each, no CI)" in text
     other = replay.seed_ratios(frame[frame["job_key"] == "other"], "trl", "llamafactory", "train_s")
-    assert other == ([], "trained on other tokens")
+    assert other == ([], "trained on different tokens")
 
 
 def test_no_decomposition_without_one_job_runs_of_two_frameworks(published_sweep):
@@ -201,7 +201,7 @@ def test_a_claim_on_one_pair_is_judged_on_its_point_without_ci_and_vram_is_not_m
         "not measurable here: no peak_vram_mb measured (trained on a CPU)"
     )
     other_tokens = claims_frame.assign(fingerprint=claims_frame["framework"])
-    assert replay.claim_row(other_tokens, CLAIMS[0])["verdict"] == "not measurable here: trained on other tokens"
+    assert replay.claim_row(other_tokens, CLAIMS[0])["verdict"] == "not measurable here: trained on different tokens"
 
 
 def test_a_claim_inside_the_interval_holds_though_its_point_falls_short():

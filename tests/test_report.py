@@ -175,7 +175,7 @@ def test_a_quality_difference_is_called_only_outside_its_bootstrap_interval(tmp_
     generations("1-llamafactory", results.GENERATIONS, [0.50, 0.60, 0.70, 0.80] * 5)  # clearly better
     frame = frame_of([{}, {"framework": "llamafactory"}]).assign(base_evaluated_in="0-trl")
     by_name = {name: as_run({"run": name}, run_dir=tmp_path / name) for name in ("0-trl", "1-llamafactory")}
-    q = report.quality_differences(runs.Runs(frame, [], by_name, {"": tmp_path})).set_index("system")
+    q = report.quality_differences(runs.RunsTable(frame, [], by_name, {"": tmp_path})).set_index("system")
     assert q.loc["trl 1.16.0", "verdict"] == "no difference (CI spans 0)"
     better = q.loc["llamafactory 1.16.0"]
     assert better["verdict"] == "better than base" and better["ci95_low"] > 0

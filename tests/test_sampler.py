@@ -10,7 +10,7 @@ import psutil
 import pytest
 from omegaconf import OmegaConf
 
-from bench.analysis.summary import sampler_cost
+from bench.analysis.assess import sampler_cost
 from bench.core import metrics as registry
 from bench.sweep import sampler as sampler_module
 from bench.sweep.sampler import Sampler, SamplerStats, host_facts

@@ -17,14 +17,13 @@ from typing import Any
 import pandas as pd
 
 from bench.analysis import frontier_table, replay
-from bench.analysis.runs import NOTE_SEP
-from bench.analysis.summary import CURVE_RTOL, PADDING_TOL, STEP1_RTOL
+from bench.analysis.assess import CURVE_RTOL, PADDING_TOL, STEP1_RTOL
+from bench.analysis.runs import NOTE_SEP, OTHER_TOKENS
 from bench.core.data import RECALL
 
 RATIO_METRICS = ("tokens_per_s", "peak_vram_mb", "peak_rss_mb", "heldout_loss")
 MEMORY = {"peak_vram_mb": "peak VRAM", "peak_rss_mb": "peak RSS"}  # VRAM where both systems had a GPU
 ONE_RUN = "one run each (no CI)"
-OTHER_TOKENS = "trained on different tokens"
 SHARED = "the machine was shared during training"
 TORCH = "different torch builds"
 NO_RUNS = "No runs in this sweep: nothing was measured."

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.analysis.runs import differing_fields
+from bench.analysis.runs import OTHER_TOKENS, differing_fields
 from bench.core import metrics as registry
 
 # A section of the report: heading, a paragraph, and a table or a list of lines (the findings).
@@ -24,7 +24,6 @@ Section = tuple[str, str | None, pd.DataFrame | list[str] | None]
 EPOCH_TIME = "time_per_epoch_s"  # train_s over the epochs trained: publications train different lengths
 DIFFERENCE_METRICS = (EPOCH_TIME, "tokens_per_s", "peak_vram_mb", "heldout_loss")
 NO_CI = "one run each, no CI"
-OTHER_TOKENS = "trained on other tokens"
 # A job field in words (fnmatch patterns, first match wins); any other field goes by its name.
 FIELD_WORDS = {
     "job.model.*": "model",

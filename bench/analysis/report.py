@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis import findings, frontier_table, plots, replay, runs
+from bench.analysis.assess import CURVE_RTOL, PADDING_TOL, SHARED_CPU_CORES, STEP1_RTOL, torch_build_mismatches
 from bench.analysis.replay import Section
-from bench.analysis.runs import NOTE_SEP, Runs
-from bench.analysis.summary import CURVE_RTOL, PADDING_TOL, SHARED_CPU_CORES, STEP1_RTOL, torch_build_mismatches
+from bench.analysis.runs import NOTE_SEP, RunsTable
 from bench.core import config, record, results
 from bench.core import metrics as registry
 from bench.core.errors import UserError
@@ -124,7 +124,7 @@ def rouge_by_prompt(run: record.Run, name: str) -> dict[str, float]:
     return {g.prompt: g.rouge_l for g in run.generations(name)}
 
 
-def quality_differences(r: Runs) -> pd.DataFrame:
+def quality_differences(r: RunsTable) -> pd.DataFrame:
     """Per job and system: ROUGE-L after training minus the base model's on the same prompts (per prompt, the
     mean over the system's runs), with a paired bootstrap 95 % interval over the prompts; a difference is
     called one only when the interval excludes zero. Runs without a base model of their own job count none."""
@@ -367,7 +367,7 @@ def metric_legend() -> pd.DataFrame:
 # The report
 
 
-def base_line(r: Runs) -> str | None:
+def base_line(r: RunsTable) -> str | None:
     """The base model's held-out quality (evaluated once per sweep, in its first run): the reference point."""
     lines = []
     for prefix in r.sweeps:
@@ -500,7 +500,7 @@ def heldout_groups(frame: pd.DataFrame, reps: pd.DataFrame) -> pd.DataFrame:
                          "diff": g["heldout_loss_mean"] - g["base_heldout_loss_mean"], "half": g["heldout_loss_ci95"]})
 
 
-def figures(r: Runs, frame: pd.DataFrame, reps: pd.DataFrame, quality: pd.DataFrame,
+def figures(r: RunsTable, frame: pd.DataFrame, reps: pd.DataFrame, quality: pd.DataFrame,
             labels: pd.Series) -> dict[str, bytes]:  # fmt: skip
     """The SVG figures, by file name (FIGURE_SECTION places them); none without an ok run."""
     if reps.empty:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.analysis.summary import parity, shared_machine, torch_build, varying_overrides
+from bench.analysis.assess import parity, shared_machine, torch_build, varying_overrides
 from bench.core import config, record
 from bench.core import metrics as registry
 from bench.core.errors import UserError
@@ -32,7 +32,7 @@ SPEC_SECTIONS = {"model": "model", "dataset": "dataset", "data": "dataset", "tra
 
 
 @dataclass
-class Runs:
+class RunsTable:
     """The table and what it was read from: each row's run (by its name in the table) and the runs without a
     usable summary (run, why)."""
 
@@ -46,6 +46,7 @@ class Runs:
 # already, the kernels in the framework's system name (`trl+liger`); seeds make repeats; the rest says where
 # files go. `framework.env` is left out too: its values may be secrets.
 NOT_A_SETTING = ("framework", "train.seed", "train.kernels", "results_dir", "hydra.", "resume", "cache_dir")
+OTHER_TOKENS = "trained on different tokens"  # two runs whose data fingerprints differ: no ratio, no parity
 NOTE_SEP = " | "  # between a run's notes in runs.csv's `notes` column
 # job.* columns that differ between runs of one job: where this host caches the model, and the harness's
 # choice of the sweep's first run to also evaluate the base model.
@@ -195,7 +196,7 @@ def sweeps_of(sweep_dir: Path, others: Sequence[Path] = ()) -> dict[str, Path]:
     return {f"{name}/": s for name, s in zip(names, sweeps, strict=True)}
 
 
-def load(sweep_dir: Path, others: Sequence[Path] = ()) -> Runs:
+def load(sweep_dir: Path, others: Sequence[Path] = ()) -> RunsTable:
     """One row per run that has a readable summary, its `system` named (system_names) and its
     parity with the first run of its job; the others as (run, why). With other sweeps, their runs too, each
     run named by its sweep. Each run directory is read once."""
@@ -217,7 +218,7 @@ def load(sweep_dir: Path, others: Sequence[Path] = ()) -> Runs:
         checks = parity(list(by_name.values()))
         for col in PARITY:
             frame[col] = [p.get(col.removeprefix("parity_")) for p in checks]
-    return Runs(frame, unreadable, by_name, sweeps)
+    return RunsTable(frame, unreadable, by_name, sweeps)
 
 
 def load_runs(sweep_dir: Path, others: Sequence[Path] = ()) -> tuple[pd.DataFrame, list[dict[str, str]]]:

@@ -81,7 +81,7 @@ class BadRow(DataError):
 
 
 @dataclass
-class DataReport:
+class LoadCounts:
     """What loading did to the rows: how many were read and kept, and why the others were left out."""
 
     rows: int = 0
@@ -280,7 +280,7 @@ def digest(example: Example) -> bytes:
 
 
 def usable_rows(
-    path: Path, on_bad_row: str, report: DataReport, max_row_bytes: int | None = None, hasher=None
+    path: Path, on_bad_row: str, report: LoadCounts, max_row_bytes: int | None = None, hasher=None
 ) -> Iterator[Example]:
     """The rows of one file that validate, in order, duplicates included; each row read is counted in `report`.
     A bad row raises DataError naming file, row and field, or with on_bad_row="skip" is counted and left out.
@@ -309,19 +309,19 @@ def load_examples(
     files: list[Path] | tuple[str, ...],
     max_rows: int | None = None,
     on_bad_row: str = "error",
-    report: DataReport | None = None,
+    report: LoadCounts | None = None,
     max_row_bytes: int | None = None,
 ) -> list[Example]:
     """The first `max_rows` usable rows of `files` (all of them with None), validated, in order; reading stops
     once there are enough. Exact duplicates of an earlier row are counted in `report` and left out."""
-    report = report if report is not None else DataReport()
+    report = report if report is not None else LoadCounts()
     rows = itertools.chain.from_iterable(usable_rows(Path(f), on_bad_row, report, max_row_bytes) for f in files)
     examples = [ex for ex, _ in itertools.islice(distinct(rows, report), max_rows)]
     report.kept = len(examples)
     return examples
 
 
-def distinct(rows: Iterable[Example], report: DataReport) -> Iterator[tuple[Example, bytes]]:
+def distinct(rows: Iterable[Example], report: LoadCounts) -> Iterator[tuple[Example, bytes]]:
     """Each row with its digest, exact repeats of an earlier row counted in `report` and left out."""
     seen: set[bytes] = set()
     for ex in rows:

@@ -84,9 +84,9 @@ METRICS: dict[str, Metric] = {
         Metric("sampler_cpu_s", "s", False),
         Metric("sampler_tick_ms", "ms", False),  # the sampler's CPU time per sample, over the run
         Metric("sampler_cpu_pct", "% of one core", False),  # its CPU seconds per second of the training window
-        # The host's load while the run trained (bench.analysis.summary.host_load): how far its speed can be trusted
+        # The host's load while the run trained (bench.analysis.assess.host_load): how far its speed can be trusted
         Metric("load_avg_1m", "load", None),
-        Metric("other_cpu_cores", "cores", None),  # above summary.SHARED_CPU_CORES the run shared its machine
+        Metric("other_cpu_cores", "cores", None),  # above assess.SHARED_CPU_CORES the run shared its machine
         Metric("gpu_other_processes", "processes", None),
         # Held-out quality (bench/worker/evaluate.py)
         Metric("heldout_examples", "rows", None, source="quality"),

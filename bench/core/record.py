@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bench.core import results
-from bench.core.data import DataReport
+from bench.core.data import LoadCounts
 from bench.core.errors import SpecError, UserError
 from bench.core.spec import from_mapping
 
@@ -86,15 +86,15 @@ class Effective:
 
 
 @dataclass
-class HeldoutCounts(DataReport):
-    """The held-out split's loading counts (bench.core.data.DataReport) and its overlap with the training rows."""
+class HeldoutCounts(LoadCounts):
+    """The held-out split's loading counts (bench.core.data.LoadCounts) and its overlap with the training rows."""
 
     overlap_with_train: int | None = None
 
 
 @dataclass
-class DataCounts(DataReport):
-    """The training rows' loading counts (bench.core.data.DataReport: read, kept, duplicates, skipped by problem),
+class DataCounts(LoadCounts):
+    """The training rows' loading counts (bench.core.data.LoadCounts: read, kept, duplicates, skipped by problem),
     those over max length and dropped by the framework, and the held-out split's counts."""
 
     over_length_rows: int | None = None
@@ -220,7 +220,7 @@ def from_line(line: str, cls: type, path: Path, where: str) -> Any:
 
 
 @dataclass
-class WorkerReport:
+class WorkerResult:
     """worker.json: what the worker reports about its run. A worker that failed reports status, reason and
     versions only; the rest stays empty."""
 
@@ -319,17 +319,17 @@ def _read(path: Path) -> Any:
         raise RecordError(path, f"unreadable {path.name}") from None
 
 
-def write_worker(run_dir: Path, report: WorkerReport) -> None:
+def write_worker(run_dir: Path, report: WorkerResult) -> None:
     results.write_json_atomic(run_dir / results.WORKER, to_dict(report))
 
 
-def read_worker(run_dir: Path) -> WorkerReport | None:
+def read_worker(run_dir: Path) -> WorkerResult | None:
     """The worker's report, or None when the worker died before writing one (or wrote half of one)."""
     try:
         data = _read(run_dir / results.WORKER)
     except RecordError:
         return None
-    return parse(WorkerReport, data, run_dir / results.WORKER, "a worker of this harness")
+    return parse(WorkerResult, data, run_dir / results.WORKER, "a worker of this harness")
 
 
 def write_summary(run_dir: Path, summary: Summary) -> None:
@@ -363,7 +363,7 @@ class Run:
     spec: dict[str, Any]
     events: list[Step]
     samples: list[Sample]
-    worker: WorkerReport | None = None
+    worker: WorkerResult | None = None
 
     @property
     def name(self) -> str:

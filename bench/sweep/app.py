@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from bench.analysis import summary
+from bench.analysis import assess
 from bench.core import config, record, results
 from bench.core.config import Config
 from bench.core.data import BUNDLED_MEDICAL, heldout_note, resolve_files
@@ -111,16 +111,16 @@ def select_rows(cfg: Config) -> tuple[DatasetSpec, selection.Selection]:
     d = cfg.dataset
     if d.max_rows is not None and d.max_rows <= 0:
         raise SpecError(f"dataset.max_rows={d.max_rows}: must be > 0 (or null: every usable row)")
-    train, held_out = source_files(d)
+    train, heldout = source_files(d)
     settings = selection.Settings(d.max_rows, d.shuffle_seed, d.on_bad_row, d.max_row_bytes)
-    picked = selection.select(cfg.cache_path / "data", train, held_out, settings)
+    picked = selection.select(cfg.cache_path / "data", train, heldout, settings)
     spec = DatasetSpec(
         name=d.name,
         train_file=str(picked.train_file),
         eval_file=str(picked.eval_file) if picked.eval_file else None,
         selection_sha256=picked.sha256,
         source_files=tuple(map(str, train)),
-        eval_source_files=tuple(map(str, held_out)),
+        eval_source_files=tuple(map(str, heldout)),
         source_sha256=tuple(picked.source_sha256),
         system_prompt=d.system_prompt,
         prompt_format=d.prompt_format,
@@ -455,12 +455,12 @@ def finished(out: record.Summary, spec: JobSpec, src: source.Source | None, outc
         samples = record.read_lines(run_dir / results.SAMPLES, record.Sample)
     except record.RecordError as e:  # the run is recorded all the same, with what made its steps unreadable
         events, samples, notes = [], [], [*notes, str(e)]
-    out.status, reason = summary.final_status(worker, outcome, events)
-    worker = worker or record.WorkerReport(out.status)
-    out.metrics = summary.metrics(events, samples, worker, outcome, spec.skip_steps,
+    out.status, reason = assess.final_status(worker, outcome, events)
+    worker = worker or record.WorkerResult(out.status)
+    out.metrics = assess.metrics(events, samples, worker, outcome, spec.skip_steps,
                                   spec.train.batch_size * spec.train.grad_accum, spec.eval.target_loss) | out.metrics
     out.metrics["parent_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out.reason = failure_context(summary.killed_hint(reason, out.metrics.get("peak_rss_mb"), outcome.memory_limit_mb),
+    out.reason = failure_context(assess.killed_hint(reason, out.metrics.get("peak_rss_mb"), outcome.memory_limit_mb),
                                  out.status, run_dir)  # fmt: skip
     out.versions = worker.versions or envs.installed_versions(Path(out.python), (*spec.packages, *STACK))
     out.framework_version = out.versions.get(spec.packages[0])  # what really ran
@@ -533,7 +533,7 @@ def run_job(cfg: DictConfig) -> str:
     if out.status == "interrupted":
         console.print(f"[red]interrupted:[/] {run_dir} recorded as interrupted; finished runs are intact")
         sys.exit(130)  # the sweep stops here, without a traceback
-    style = summary.STYLES.get(out.status, "red")
+    style = assess.STYLES.get(out.status, "red")
     of = f"/{SWEEP_SIZE}" if SWEEP_SIZE else ""
     console.print(
         f"run {hc.job.num + 1}{of}: {out.framework} "
@@ -721,7 +721,7 @@ def finish_sweep(sweep_dir: Path, baseline: str) -> None:
     runs, unreadable = record.load_sweep(sweep_dir)  # a run without a readable summary: in the report
     NOT_FINISHED.update((r.summary.run, None) for r in runs if r.summary.status not in ("ok", "skipped"))
     NOT_FINISHED.update((u.run, None) for u in unreadable)
-    out.print(summary.sweep_table(runs, title=f"sweep {sweep_dir}"))
+    out.print(assess.sweep_table(runs, title=f"sweep {sweep_dir}"))
     try:
         from bench.analysis import report  # pandas and matplotlib: loaded only now, after the runs
 

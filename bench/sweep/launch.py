@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 from rich.progress import Progress
 
-from bench.analysis.summary import memory_limit_mb
+from bench.analysis.assess import memory_limit_mb
 from bench.core import record, results
 from bench.core.paths import PACKAGE_DIR, PARENT_PID
 from bench.sweep.sampler import Sampler, SamplerStats

@@ -29,7 +29,7 @@ from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.core.data import DataReport, Example, digest, distinct, usable_rows
+from bench.core.data import Example, LoadCounts, digest, distinct, usable_rows
 from bench.core.errors import DataError
 from bench.core.record import HeldoutCounts
 
@@ -52,7 +52,7 @@ class Selection:
     sha256: str  # the selected rows' content (train, then held-out): the data's identity
     directory: Path
     source_sha256: list[str]  # each source file's content, train files then held-out files
-    train: DataReport  # what selecting did to the training rows: read, kept, duplicates, skipped
+    train: LoadCounts  # what selecting did to the training rows: read, kept, duplicates, skipped
     heldout: HeldoutCounts | None  # the held-out rows' counts and their overlap with the training rows
     source_read: bool  # whether this call read the source (False: the cache answered)
     seconds: float = 0.0  # what selecting took, or finding the selection in the cache
@@ -66,18 +66,18 @@ class Selection:
         return self.directory / HELDOUT if self.heldout is not None else None
 
 
-def select(store: Path, train: list[Path], held_out: list[Path], settings: Settings) -> Selection:
+def select(store: Path, train: list[Path], heldout: list[Path], settings: Settings) -> Selection:
     """The selection of `settings` over these files: from the cache when it holds one for their content,
     otherwise read from the sources in one streaming pass and written (atomically) for the next run."""
     start = time.perf_counter()
-    files = [*train, *held_out]
+    files = [*train, *heldout]
     stats = [_stat(f) for f in files]
     digests = [_cached_digest(store, s) for s in stats]
     if all(digests) and (found := _lookup(store, _request_key(digests, len(train), settings), digests)):
         return dataclasses.replace(found, seconds=time.perf_counter() - start)
     hashers = [hashlib.sha256() for _ in files]
     picked, train_counts = _pick(train, settings, hashers[: len(train)])
-    rows_out, heldout_counts = _held_out(held_out, settings, hashers[len(train) :], {digest(e) for e in picked})
+    rows_out, heldout_counts = _heldout(heldout, settings, hashers[len(train) :], {digest(e) for e in picked})
     if not picked:
         skipped = "".join(f", {n} {kind}" for kind, n in train_counts.skipped.items())
         raise DataError(f"0 usable rows in {', '.join(map(str, train))}: {train_counts.rows} read, "
@@ -95,10 +95,10 @@ def select(store: Path, train: list[Path], held_out: list[Path], settings: Setti
     return dataclasses.replace(found, seconds=time.perf_counter() - start)
 
 
-def _pick(files: list[Path], s: Settings, hashers: list) -> tuple[list[Example], DataReport]:
+def _pick(files: list[Path], s: Settings, hashers: list) -> tuple[list[Example], LoadCounts]:
     """The training rows: the first max_rows usable ones, reading no further than needed (each file's rest is
     only hashed), or with shuffle_seed a seeded sample over every usable row (keyed_order)."""
-    report = DataReport()
+    report = LoadCounts()
     if s.shuffle_seed is not None:
         return _sample(files, s, hashers, report), report
     readers = [usable_rows(f, s.on_bad_row, report, s.max_row_bytes, h) for f, h in zip(files, hashers, strict=True)]
@@ -118,7 +118,7 @@ def keyed_order(row_digest: bytes, seed: int) -> int:
     return int.from_bytes(hashlib.blake2b(row_digest, key=key, digest_size=8).digest(), "little")
 
 
-def _sample(files: list[Path], s: Settings, hashers: list, report: DataReport) -> list[Example]:
+def _sample(files: list[Path], s: Settings, hashers: list, report: LoadCounts) -> list[Example]:
     """The max_rows usable rows of smallest keyed_order (every row with max_rows=None), in that order: one pass
     holding max_rows rows. Duplicates are counted over the whole source by an 8-byte digest per row."""
     heap: list[tuple[int, bytes, Example]] = []  # max-heap by negated order: the largest kept is evicted first
@@ -150,13 +150,13 @@ def _distinct(values: array) -> int:
     return len(np.unique(np.frombuffer(values, dtype=np.uint64))) if len(values) else 0
 
 
-def _held_out(
+def _heldout(
     files: list[Path], s: Settings, hashers: list, train: set[bytes]
 ) -> tuple[list[Example], HeldoutCounts | None]:
     """Every usable held-out row (duplicates left out), and how many of them are training rows, by digest."""
     if not files:
         return [], None
-    report = DataReport()
+    report = LoadCounts()
     read = (usable_rows(f, s.on_bad_row, report, s.max_row_bytes, h) for f, h in zip(files, hashers, strict=True))
     kept = list(distinct(itertools.chain.from_iterable(read), report))
     report.kept = len(kept)
@@ -174,11 +174,11 @@ def _jsonl(rows: list[Example]) -> bytes:
     return b"".join(json.dumps(dataclasses.asdict(ex), ensure_ascii=False).encode() + b"\n" for ex in rows)
 
 
-def _write(store: Path, train: list[Example], held_out: list[Example], train_counts: DataReport,
+def _write(store: Path, train: list[Example], heldout: list[Example], train_counts: LoadCounts,
            heldout_counts: HeldoutCounts | None, digests: list[str]) -> Selection:  # fmt: skip
     """The selection's files under the name of their content, written to a temporary directory and renamed:
     a selection in the cache is whole or absent."""
-    files = {TRAIN: _jsonl(train)} | ({HELDOUT: _jsonl(held_out)} if heldout_counts is not None else {})
+    files = {TRAIN: _jsonl(train)} | ({HELDOUT: _jsonl(heldout)} if heldout_counts is not None else {})
     h = hashlib.sha256()
     for name, data in files.items():
         h.update(f"{name}\0{len(data)}\0".encode())
@@ -217,7 +217,7 @@ def _lookup(store: Path, key: str, digests: list[str]) -> Selection | None:
         heldout = entry["heldout"] and HeldoutCounts(**entry["heldout"])
         if not (directory / TRAIN).is_file() or (heldout and not (directory / HELDOUT).is_file()):
             return None
-        return Selection(entry["sha256"], directory, digests, DataReport(**entry["train"]), heldout, source_read=False)
+        return Selection(entry["sha256"], directory, digests, LoadCounts(**entry["train"]), heldout, source_read=False)
     except (OSError, ValueError, TypeError, KeyError):  # absent or damaged: select again
         return None
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core import results
-from bench.core.data import DataReport, Example, load_examples
+from bench.core.data import Example, LoadCounts, load_examples
 from bench.core.paths import PARENT_PID
 from bench.core.record import (
     DataCounts,
@@ -27,7 +27,7 @@ from bench.core.record import (
     Gpu,
     Hardware,
     Step,
-    WorkerReport,
+    WorkerResult,
     to_dict,
     write_line,
     write_worker,
@@ -84,7 +84,7 @@ def apply_vram_budget(budget_gb: float | None, on_gpu: bool) -> str | None:
     return None
 
 
-def held_out(spec: JobSpec) -> list[Example]:
+def heldout_rows(spec: JobSpec) -> list[Example]:
     return load_examples([spec.dataset.eval_file])
 
 
@@ -100,7 +100,7 @@ def evaluate_run(ctx: RunContext, model, run_dir: Path) -> dict[str, Any]:
         from bench.worker.evaluate import evaluate
 
         tokenizer = AutoTokenizer.from_pretrained(ctx.model_path, trust_remote_code=spec.model.trust_remote_code)
-        examples = held_out(spec)
+        examples = heldout_rows(spec)
         with ctx.timed("eval_s"):
             out: dict[str, Any] = {}
             out["quality"], generations = evaluate(
@@ -129,7 +129,7 @@ def heldout_loss_fn(ctx: RunContext):
 
     spec = ctx.spec
     tokenizer = AutoTokenizer.from_pretrained(ctx.model_path, trust_remote_code=spec.model.trust_remote_code)
-    rows = [tokenize_example(tokenizer, ex, spec.dataset, spec.train.max_seq_len) for ex in held_out(spec)]
+    rows = [tokenize_example(tokenizer, ex, spec.dataset, spec.train.max_seq_len) for ex in heldout_rows(spec)]
     rows = [r for r in rows if any(r["completion_mask"])]  # as evaluate() does: rows that keep answer tokens
 
     def loss(model) -> float:
@@ -176,13 +176,13 @@ def prepare_model(spec: JobSpec) -> str:
     return spec.model.path
 
 
-def run(spec: JobSpec, run_dir: Path) -> WorkerReport:
+def train_job(spec: JobSpec, run_dir: Path) -> WorkerResult:
     from bench.worker import runners
 
     runner = runners.load(spec.runner)
     reason = runner.unsupported_reason(spec)
     if reason:
-        return WorkerReport("skipped", reason, versions=package_versions(spec.packages))
+        return WorkerResult("skipped", reason, versions=package_versions(spec.packages))
 
     if hasattr(runner, "setup"):  # optional in the contract
         runner.setup()  # before transformers is imported: some frameworks patch it at import
@@ -200,7 +200,7 @@ def run(spec: JobSpec, run_dir: Path) -> WorkerReport:
             write_line(events, step)
 
     recorder = StepRecorder(emit, every_steps=spec.eval.every_steps)
-    data_report = DataReport()  # of the selection, in its order: the parent chose the rows (bench.sweep.selection)
+    data_report = LoadCounts()  # of the selection, in its order: the parent chose the rows (bench.sweep.selection)
     rows = load_examples([spec.dataset.train_file], report=data_report)
     ctx = RunContext(spec=spec, model_path="", examples=rows, callbacks=[recorder], on_gpu=on_gpu, precision=precision)
     with ctx.timed("model_prepare_s"):
@@ -229,7 +229,7 @@ def run(spec: JobSpec, run_dir: Path) -> WorkerReport:
     return report
 
 
-def trained(ctx: RunContext, recorder, data_report: DataReport, notes: list[str]) -> WorkerReport:
+def trained(ctx: RunContext, recorder, data_report: LoadCounts, notes: list[str]) -> WorkerResult:
     """The report of a run that trained: what it trained on (rows, tokens, batch layout), how, and whether its
     first loss and layout make it a valid run."""
     spec = ctx.spec
@@ -247,7 +247,7 @@ def trained(ctx: RunContext, recorder, data_report: DataReport, notes: list[str]
     # (TRL drops rows that truncation leaves without an answer token).
     train_examples = fingerprint.get("examples", len(ctx.examples))
     dropped = 0 if spec.dataset.fill_to else max(0, len(ctx.examples) - train_examples)  # fill_to: packed rows
-    return WorkerReport(
+    return WorkerResult(
         status="failed" if failure else "ok",
         reason=failure or "",
         precision=ctx.precision,
@@ -341,12 +341,12 @@ def run_main(argv: list[str]) -> int:
     run_dir = Path(spec.run_dir)
     start = time.perf_counter()
     try:
-        result = run(spec, run_dir)
+        result = train_job(spec, run_dir)
         code = 0
     except Exception as e:  # recorded for the summary; the parent also keeps the stderr tail
         traceback.print_exc()
         status = "oom" if is_out_of_memory(e) else "failed"
-        result = WorkerReport(status, f"{type(e).__name__}: {e}", versions=package_versions(spec.packages))
+        result = WorkerResult(status, f"{type(e).__name__}: {e}", versions=package_versions(spec.packages))
         code = 1
     result.worker_wall_s = time.perf_counter() - start
     if RANK == 0:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench.analysis.summary import parity
+from bench.analysis.assess import parity
 from bench.core import results
 from bench.core.record import load_sweep
 from tests.conftest import bench_run, run_dirs

@@ -89,7 +89,7 @@ def test_step1_losses_agree(sweep, framework):
 @pytest.mark.parametrize("framework", PARITY)
 def test_both_ran_one_job_and_their_loss_curves_agree(sweep, framework):
     """The curve after the first real update agrees too: both seed the LoRA initialisation the same way."""
-    from bench.analysis.summary import parity
+    from bench.analysis.assess import parity
     from bench.core.record import load_sweep
 
     (sweep_dir,) = (p for p in sweep[0].iterdir() if p.is_dir())

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from bench.core import flops, measure
 from bench.core import metrics as registry
-from bench.core.record import Run, Sample, Step, Summary, WorkerReport
+from bench.core.record import Run, Sample, Step, Summary, WorkerResult
 
 STEP1_RTOL = 1e-5  # step-1 loss: the base model's loss on the same first batch
 CURVE_RTOL = 1e-3  # loss curve after the first update: bf16 kernels differ by ~1e-4, a changed job by more
@@ -68,7 +68,7 @@ def target_metrics(events: list[Step], target: float | None) -> dict[str, Any]:
 
 
 def gpu_metrics(
-    steady: list[Step], samples: list[Sample], worker: WorkerReport, baseline: list[float] | None
+    steady: list[Step], samples: list[Sample], worker: WorkerResult, baseline: list[float] | None
 ) -> dict[str, Any]:
     """Peak VRAM, energy and MFU of a GPU run; empty on CPU."""
     window = worker.train_window
@@ -106,7 +106,7 @@ def gpu_metrics(
 def metrics(
     events: list[Step],
     samples: list[Sample],
-    worker: WorkerReport,
+    worker: WorkerResult,
     outcome,
     skip_steps: int,
     samples_per_step: int,
@@ -275,7 +275,7 @@ def killed_hint(reason: str, peak_rss_mb: float | None, limit_mb: float | None) 
     return f"{reason}; likely out of memory (peak RSS {peak} MB, limit {limit_mb:,.0f} MB)"
 
 
-def status_of(worker: WorkerReport | None, outcome) -> tuple[str, str]:
+def status_of(worker: WorkerResult | None, outcome) -> tuple[str, str]:
     """The run's status and reason, trusting the parent's view over the worker's when they disagree."""
     if outcome.interrupted:
         return "interrupted", f"interrupted ({outcome.interrupted}); worker process tree stopped"
@@ -301,7 +301,7 @@ def diverged(events: list[Step]) -> str | None:
     return None
 
 
-def final_status(worker: WorkerReport | None, outcome, events: list[Step]) -> tuple[str, str]:
+def final_status(worker: WorkerResult | None, outcome, events: list[Step]) -> tuple[str, str]:
     """status_of, and `diverged` for a run that finished ok on steps that did not train (diverged())."""
     status, reason = status_of(worker, outcome)
     if status == "ok" and (why := diverged(events)):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.analysis.summary import final_status, loss_metrics, status_of, steady_state, sweep_table
+from bench.analysis.assess import final_status, loss_metrics, status_of, steady_state, sweep_table
 from bench.core import record
 from bench.sweep.launch import Outcome
 from bench.sweep.sampler import SamplerStats
@@ -47,11 +47,11 @@ def test_worker_that_died_without_result_is_failed_with_signal():
 
 
 def test_timeout_wins_over_worker_report():
-    assert status_of(record.WorkerReport("ok"), outcome(timed_out=True))[0] == "timeout"
+    assert status_of(record.WorkerResult("ok"), outcome(timed_out=True))[0] == "timeout"
 
 
 def test_skipped_worker_keeps_its_reason():
-    assert status_of(record.WorkerReport("skipped", "needs a GPU"), outcome()) == ("skipped", "needs a GPU")
+    assert status_of(record.WorkerResult("skipped", "needs a GPU"), outcome()) == ("skipped", "needs a GPU")
 
 
 def test_summaries_are_written_atomically_and_loaded_in_run_order(tmp_path: Path):
@@ -88,7 +88,7 @@ def curve(losses, lrs=None):
 
 
 def test_parity_compares_each_run_with_the_first_run_of_the_same_job_and_seed():
-    from bench.analysis.summary import parity
+    from bench.analysis.assess import parity
 
     runs = [
         run("0", "trl"),
@@ -107,7 +107,7 @@ def test_parity_compares_each_run_with_the_first_run_of_the_same_job_and_seed():
 
 def test_a_framework_release_sweep_is_two_jobs_only_if_the_spec_differs():
     """Framework version is not part of the job: two releases of one job share a reference (and are compared)."""
-    from bench.analysis.summary import parity
+    from bench.analysis.assess import parity
 
     a, b = run("0", "trl"), run("1", "trl")
     a.summary.framework_version, b.summary.framework_version = "0.24.0", "1.16.0"
@@ -115,7 +115,7 @@ def test_a_framework_release_sweep_is_two_jobs_only_if_the_spec_differs():
 
 
 def test_parity_flags_a_step1_loss_beyond_tolerance():
-    from bench.analysis.summary import parity
+    from bench.analysis.assess import parity
 
     p = parity([run("0", "trl"), run("1", "llamafactory", first_loss=6.001)])
     assert not p[1]["same_start"] and p[1]["step1_loss_rel_diff"] > 1e-5
@@ -124,7 +124,7 @@ def test_parity_flags_a_step1_loss_beyond_tolerance():
 def test_a_different_lora_initialisation_shows_in_the_curve_not_at_step_1():
     """LoRA B starts at zero, so step 1 is the base model's loss whatever A is; warmup trains step 1 at lr 0.
     The curve after the first real update tells the runs apart."""
-    from bench.analysis.summary import parity
+    from bench.analysis.assess import parity
 
     ref = curve([6.0, 6.0, 5.8, 5.6, 5.5, 5.4, 5.3, 5.2])
     other = curve([6.0, 6.0, 5.7, 5.6, 5.5, 5.4, 5.3, 5.2])  # same step-1 and step-2 loss, apart at step 3
@@ -135,7 +135,7 @@ def test_a_different_lora_initialisation_shows_in_the_curve_not_at_step_1():
 
 
 def test_the_same_curve_passes():
-    from bench.analysis.summary import parity
+    from bench.analysis.assess import parity
 
     losses = curve([6.0, 6.0, 5.8, 5.6, 5.5, 5.4, 5.3, 5.2])
     p = parity([run("0", "trl", events=losses), run("1", "llamafactory", events=losses)])
@@ -143,13 +143,13 @@ def test_the_same_curve_passes():
 
 
 def test_parity_skips_runs_that_did_not_finish():
-    from bench.analysis.summary import parity
+    from bench.analysis.assess import parity
 
     assert parity([run("0", "unsloth", status="skipped"), run("1", "trl")])[0] == {}
 
 
 def test_a_sigkill_under_a_memory_limit_is_called_a_likely_out_of_memory():
-    from bench.analysis.summary import killed_hint
+    from bench.analysis.assess import killed_hint
 
     reason = "worker killed by signal 9 without reporting a result"
     hint = "likely out of memory (peak RSS 23,000 MB, limit 24,576 MB)"
@@ -159,7 +159,7 @@ def test_a_sigkill_under_a_memory_limit_is_called_a_likely_out_of_memory():
 
 
 def test_two_runs_of_one_job_whose_padding_differs_by_more_than_a_point_are_flagged():
-    from bench.analysis.summary import parity
+    from bench.analysis.assess import parity
 
     a, b, c = run("0", "trl"), run("1", "llamafactory"), run("2", "unsloth")
     a.summary.metrics["padding_ratio"], b.summary.metrics["padding_ratio"] = 0.20, 0.205
@@ -173,7 +173,7 @@ def test_two_runs_of_one_job_whose_padding_differs_by_more_than_a_point_are_flag
 
 
 def test_time_to_target_is_the_first_evaluation_at_or_below_it():
-    from bench.analysis.summary import target_metrics
+    from bench.analysis.assess import target_metrics
 
     ev = events(6)
     ev[1].heldout_loss, ev[1].elapsed_s = 3.0, 4.0
@@ -185,7 +185,7 @@ def test_time_to_target_is_the_first_evaluation_at_or_below_it():
 
 
 def test_the_layout_gives_the_padding_share_and_sequences_per_row():
-    from bench.analysis.summary import layout_metrics
+    from bench.analysis.assess import layout_metrics
 
     layout = {"tokens_fed": 1000, "tokens": 800, "rows": 8, "sequences": 24, "padding_ratio": 0.2}
     assert layout_metrics(layout) == {"padding_ratio": 0.2, "sequences_per_row": 3.0}
@@ -209,7 +209,7 @@ def test_an_interrupted_run_names_the_signal_that_stopped_it(sig, cause):
 def test_the_memory_limit_is_read_from_the_workers_own_cgroup_not_the_root(tmp_path, version):
     """The root of the hierarchy says "no limit"; the worker's cgroup (or one above it) sets the one that
     kills it. The smallest limit on the way up wins."""
-    from bench.analysis.summary import memory_limit_mb
+    from bench.analysis.assess import memory_limit_mb
 
     proc, cgroup = tmp_path / "proc", tmp_path / "cgroup"
     (proc / "4242").mkdir(parents=True)
@@ -243,19 +243,19 @@ def test_the_memory_limit_is_read_from_the_workers_own_cgroup_not_the_root(tmp_p
 def test_a_run_whose_steps_did_not_train_is_diverged_never_ok(change, reason):
     ev = events()
     ev[3] = dataclasses.replace(ev[3], **change)
-    assert final_status(record.WorkerReport("ok"), outcome(), ev) == ("diverged", reason)
+    assert final_status(record.WorkerResult("ok"), outcome(), ev) == ("diverged", reason)
 
 
 def test_a_zero_loss_with_a_gradient_still_trains_and_a_failure_stays_a_failure():
     ev = events()
     ev[3].loss = 0.0
-    assert final_status(record.WorkerReport("ok"), outcome(), ev)[0] == "ok"
+    assert final_status(record.WorkerResult("ok"), outcome(), ev)[0] == "ok"
     ev[3].loss = float("nan")
-    assert final_status(record.WorkerReport("failed", "broke"), outcome(), ev) == ("failed", "broke")
+    assert final_status(record.WorkerResult("failed", "broke"), outcome(), ev) == ("failed", "broke")
 
 
 def test_parity_never_calls_two_diverged_runs_the_same():
-    from bench.analysis.summary import parity
+    from bench.analysis.assess import parity
     from tests.conftest import as_run
 
     runs = [as_run({"run": str(i), "status": "diverged", "job_key": "k", "seed": 1,
