@@ -167,7 +167,8 @@ MAY_IMPORT = {
     "bench.sweep": {"bench.core", "bench.sweep", "bench.analysis"},
 }
 # What a framework's environment holds of bench.core: the modules that need only the standard library there.
-WORKER_CORE = {"bench.core.data", "bench.core.errors", "bench.core.models", "bench.core.paths", "bench.core.record",
+WORKER_CORE = {"bench.core.data", "bench.core.errors", "bench.core.metrics", "bench.core.models", "bench.core.paths",
+               "bench.core.record",
                "bench.core.results", "bench.core.spec"}  # fmt: skip
 
 

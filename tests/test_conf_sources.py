@@ -65,6 +65,8 @@ ALLOWED = {
     ("bench/core/spec.py", "unsloth"),
     # STACK: the training stack whose versions every run records; TRL is under LLaMA-Factory and Unsloth too.
     ("bench/core/spec.py", "trl"),
+    # framework.token_metrics' refusal names the one framework the option is for (which conf/framework/ declares)
+    ("bench/sweep/app.py", "); the option is TRL's"),
     # --help text: an example of naming another baseline, not a default (that is conf's report.baseline).
     ("bench/analysis/report.py", "examples: python -m bench.report results/<sweep> --baseline llamafactory"),
 }

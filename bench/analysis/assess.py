@@ -39,7 +39,16 @@ def steady_state(events: list[Step], skip_steps: int, samples_per_step: int) -> 
         "trainable_tokens_per_s": sum(e.trainable_tokens for e in steady) / seconds,
         "samples_per_s": samples_per_step * sum(e.gpus for e in steady) / seconds,
         "step_time_s_mean": seconds / len(steady),
+        **phase_metrics(steady),
     }
+
+
+def phase_metrics(steady: list[Step]) -> dict[str, float]:
+    """The mean time per steady step in each phase (ms), over the steps that measured them."""
+    timed = [e.phases for e in steady if e.phases]
+    if not timed:
+        return {}
+    return {f"phase_{p}_ms": 1000 * sum(t.get(p, 0.0) for t in timed) / len(timed) for p in registry.PHASES}
 
 
 def loss_metrics(events: list[Step]) -> dict[str, Any]:

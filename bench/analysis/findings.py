@@ -20,8 +20,10 @@ from bench.analysis import frontier_table, replay
 from bench.analysis.assess import CURVE_RTOL, PADDING_TOL, STEP1_RTOL
 from bench.analysis.runs import NOTE_SEP, OTHER_TOKENS
 from bench.core.data import RECALL
+from bench.core.metrics import PHASE_NAMES, PHASES
 
 RATIO_METRICS = ("tokens_per_s", "peak_vram_mb", "peak_rss_mb", "heldout_loss")
+PHASE_WITHIN = 0.05  # two systems' phase times this close are "within 5 %": not where their speeds part
 MEMORY = {"peak_vram_mb": "peak VRAM", "peak_rss_mb": "peak RSS"}  # VRAM where both systems had a GPU
 ONE_RUN = "one run each (no CI)"
 SHARED = "the machine was shared during training"
@@ -118,6 +120,7 @@ class Comparison:
     ratios: dict[str, Ratio] = field(default_factory=dict)
     means: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> (candidate, baseline)
     caveats: list[str] = field(default_factory=list)
+    phases: dict[str, tuple[float, float]] = field(default_factory=dict)  # phase -> ms per step (candidate, base)
     tokens_verified: bool = True  # False: a run recorded no data fingerprint (an older harness)
 
 
@@ -191,8 +194,43 @@ def compare(job_key: str | None, runs: pd.DataFrame, system: str, base_system: s
         c.ratios[metric] = Ratio([x / y for x, y in values])
         if values:
             c.means[metric] = (sum(x for x, _ in values) / len(values), sum(y for _, y in values) / len(values))
+    c.phases = phase_means(same)
     c.caveats += caveats([run for pair in same for run in pair], same, labels)
     return c
+
+
+def phase_means(pairs: list[tuple[pd.Series, pd.Series]]) -> dict[str, tuple[float, float]]:
+    """Each phase's mean time per step (ms) of the candidate and the baseline over the seed pairs that
+    measured it (runs.csv's phase_*_ms)."""
+    out = {}
+    for phase in PHASES:
+        column = f"phase_{phase}_ms"
+        values = [(float(a[column]), float(b[column])) for a, b in pairs if pd.notna(a.get(column))
+                  and pd.notna(b.get(column))]  # fmt: skip
+        if values:
+            out[phase] = (sum(x for x, _ in values) / len(values), sum(y for _, y in values) / len(values))
+    return out
+
+
+def phase_text(phases: dict[str, tuple[float, float]], within: float = PHASE_WITHIN) -> str | None:
+    """Why the step times differ: the phase whose time differs most (and its share of the difference in step
+    time), then the phases that are within `within` of each other, e.g. `per step, loss and metrics 41.0 ms vs
+    3.00 ms (90 % of the difference), forward and backward within 5 %`."""
+    if len(phases) < len(PHASES):
+        return None
+    diffs = {p: mine - base for p, (mine, base) in phases.items()}
+    top = max(diffs, key=lambda p: abs(diffs[p]))
+    total = sum(diffs.values())
+    mine, base = phases[top]
+    text = f"per step, {PHASE_NAMES[top]} {sig3(mine)} ms vs {sig3(base)} ms"
+    if total and abs(total) >= abs(diffs[top]) * 0.01:
+        text += f" ({100 * diffs[top] / total:.0f} % of the difference in step time)"
+    close = [PHASE_NAMES[p] for p in ("forward", "backward", "optimizer", "data", "loss")
+             if p != top and phases[p][1] > 0 and abs(phases[p][0] / phases[p][1] - 1) <= within]  # fmt: skip
+    if close:
+        names = close[0] if len(close) == 1 else ", ".join(close[:-1]) + " and " + close[-1]
+        text += f", {names} within {within:.0%}".replace("%", " %")
+    return text
 
 
 def caveats(used: list[pd.Series], pairs: list[tuple[pd.Series, pd.Series]], labels: pd.Series) -> list[str]:
@@ -253,6 +291,8 @@ def comparison_line(c: Comparison) -> str:
         parts.append(heldout_text(c.ratios["heldout_loss"], c.means["heldout_loss"]))
     tokens = "same tokens" if c.tokens_verified else "tokens not verified (no data fingerprint recorded)"
     line = f"{head}, {tokens}, {runs}: {', '.join(parts)}."
+    if why := phase_text(c.phases):
+        line += f" Why: {why}."
     return line + (f" Caution: {'; '.join(c.caveats)}." if c.caveats else "")
 
 

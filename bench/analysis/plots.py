@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.core import measure  # noqa: E402
+from bench.core.metrics import PHASE_NAMES, PHASES  # noqa: E402
 from bench.core.record import Sample, Step  # noqa: E402
 
 MAX_POINTS = 2000  # per line: a long GPU run samples at 10 Hz; more points only grow the page
@@ -94,6 +95,30 @@ def throughput(groups: pd.DataFrame, colour: dict[str, str]) -> bytes:
     system_axis(ax, list(groups["label"]), name)
     ax.set(xlabel="tokens/s (steady state; error bar: 95 % CI over seeds)", title="Throughput")
     ax.set_xlim(0, max(groups["mean"] + half) * 1.35)
+    return svg(fig, name)
+
+
+PHASE_COLOURS = ("#bbbbbb", "#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee")  # one per PHASES, in order
+
+
+def phases(groups: pd.DataFrame) -> bytes | None:
+    """Time per steady step by phase, stacked, per system (`groups`: label, then phase_<name>_ms per PHASES):
+    where each system's step time goes."""
+    name = "phases"
+    columns = [f"phase_{p}_ms" for p in PHASES]
+    if groups.empty or not set(columns) <= set(groups):
+        return None
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(groups) + 1.8))
+    left = pd.Series(0.0, index=groups.index)
+    for phase, column, shade in zip(PHASES, columns, PHASE_COLOURS, strict=True):
+        ax.barh(range(len(groups)), groups[column], left=left, color=shade, label=PHASE_NAMES[phase])
+        left = left + groups[column]
+    for i, total in enumerate(left):
+        ax.annotate(f"{total:,.3g} ms", (total, i), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
+    system_axis(ax, list(groups["label"]), name)
+    ax.set(xlabel="ms per optimizer step (steady state, mean over runs)", title="Where a step's time goes")
+    ax.set_xlim(0, max(left) * 1.2)
+    mark_legend(ax.legend(fontsize=8, ncols=3, loc="lower right"), name)
     return svg(fig, name)
 
 

@@ -465,7 +465,7 @@ def parity_note() -> str:
             "point). Flags are in the findings.")  # fmt: skip
 
 
-FIGURE_SECTION = {"throughput.svg": "Speed", "loss.svg": "Speed", "gpu_utilisation.svg": "Speed",
+FIGURE_SECTION = {"throughput.svg": "Speed", "phases.svg": "Speed", "loss.svg": "Speed", "gpu_utilisation.svg": "Speed",
                   "memory.svg": "Memory", "quality.svg": "Quality",
                   "time_to_quality.svg": "Time to quality"}  # fmt: skip
 
@@ -481,6 +481,16 @@ def throughput_groups(frame: pd.DataFrame, reps: pd.DataFrame) -> pd.DataFrame:
     g = reps.dropna(subset=["tokens_per_s_mean"]) if "tokens_per_s_mean" in reps else reps.iloc[0:0]
     return pd.DataFrame({"label": group_labels(frame, g), "system": g.get("system"), "mean": g.get("tokens_per_s_mean"),
                          "half": g.get("tokens_per_s_ci95"), "n": g.get("n")})  # fmt: skip
+
+
+def phase_groups(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per job and system, the mean time per steady step in each phase over its ok runs that measured them."""
+    columns = [f"phase_{p}_ms" for p in registry.PHASES]
+    if not set(columns) <= set(frame):
+        return pd.DataFrame()
+    ok = frame[(frame["status"] == "ok") & frame[columns].notna().all(axis=1)]
+    g = ok.groupby(["job_key", "system"], sort=False, dropna=False)[columns].mean().reset_index()
+    return g.assign(label=group_labels(frame, g)) if not g.empty else g
 
 
 def rouge_groups(frame: pd.DataFrame, quality: pd.DataFrame) -> pd.DataFrame:
@@ -511,6 +521,7 @@ def figures(r: RunsTable, frame: pd.DataFrame, reps: pd.DataFrame, quality: pd.D
     speed = throughput_groups(frame, reps)
     drawn = {
         "throughput.svg": plots.throughput(speed, colour) if not speed.empty else None,
+        "phases.svg": plots.phases(phase_groups(frame)),
         "loss.svg": plots.loss(series, colour),
         "memory.svg": plots.memory(series, colour),
         "quality.svg": plots.quality(rouge_groups(frame, quality), heldout_groups(frame, reps), colour),

@@ -17,7 +17,16 @@ from omegaconf import DictConfig, OmegaConf
 from bench.core import metrics
 from bench.core.paths import conf_dir  # conf/'s location, shared with the worker
 from bench.core.results import safe_name
-from bench.core.spec import EvalSpec, ModelSource, OnBadRow, SpecError, TokenizeMode, TrainSpec, from_mapping
+from bench.core.spec import (
+    EvalSpec,
+    ModelSource,
+    OnBadRow,
+    ProfileSpec,
+    SpecError,
+    TokenizeMode,
+    TrainSpec,
+    from_mapping,
+)
 
 
 def conf_default(key: str) -> Any:
@@ -76,6 +85,10 @@ class FrameworkConfig:
     # train.kernels choice -> what its environment adds (liger: [liger-kernel==X]); a framework without
     # kernel switches declares none.
     kernel_requirements: dict[str, list[str]] = field(default_factory=dict)
+    # The framework's own per-token training metrics, and whether to compute them: true or false where it has
+    # a switch the runner drives (TRL's entropy and mean token accuracy), null where it computes none.
+    token_metrics: bool | None = None
+    token_metrics_note: str = ""  # where it has none: what it computes per step instead (the refusal says)
 
     def __post_init__(self) -> None:
         check_requirements("framework.requirements", self.requirements)
@@ -178,6 +191,7 @@ class Config:
     dataset: DatasetConfig
     train: TrainSpec
     eval: EvalSpec
+    profile: ProfileSpec
     sampler: SamplerConfig
     report: ReportConfig
     worker_requirements: list[str]
@@ -214,5 +228,6 @@ def frameworks() -> dict[str, dict[str, Any]]:
     found = {}
     for path in sorted((conf_dir() / "framework").glob("*.yaml")):
         node = OmegaConf.load(path)
-        found[str(node.name)] = {k: node[k] for k in ("runner", "distribution", "packages", "needs_gpu", "multi_gpu")}
+        keys = ("runner", "distribution", "packages", "needs_gpu", "multi_gpu")
+        found[str(node.name)] = {k: node[k] for k in keys} | {"token_metrics": node.get("token_metrics")}
     return found

@@ -10,6 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+# A step's phases, in order (bench/worker/phases.py measures them; named here, where every metric is declared)
+PHASES = ("data", "forward", "loss", "backward", "optimizer", "rest")
+PHASE_NAMES = {"data": "data", "forward": "forward", "loss": "loss and metrics", "backward": "backward",
+               "optimizer": "optimizer", "rest": "the rest"}  # fmt: skip
+
 Place = Literal["table", "runs"]  # table: the report's first table; runs: runs.csv / runs.parquet
 
 
@@ -35,6 +40,8 @@ METRICS: dict[str, Metric] = {
         Metric("samples_per_s", "samples/s", True),
         Metric("step_time_s_mean", "s", False),
         Metric("steady_steps", "steps", None),
+        # Where a steady step's time went (bench/worker/phases.py): the mean per step, summing to its time
+        *(Metric(f"phase_{phase}_ms", "ms", False) for phase in PHASES),
         # Memory
         Metric("peak_vram_mb", "MiB", False, BOTH, rel_tol=0.05),
         Metric("peak_vram_mb_per_gpu", "MiB", False),

@@ -148,6 +148,9 @@ class Step:
     heldout_loss: float | None = None  # eval.every_steps: held-out loss after this step, off the step's clock
     eval_s: float | None = None
     elapsed_s: float | None = None  # wall time since training began, evaluations included
+    # The step's time by phase (bench/worker/phases.py: data, forward, loss, backward, optimizer, rest), in
+    # seconds, summing to step_time_s; None: not measured (profile.phases=false, or an older harness)
+    phases: dict[str, float] | None = None
 
 
 @dataclass

@@ -14,7 +14,7 @@ import json
 import math
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -134,6 +134,22 @@ class EvalSpec:
 
 
 @dataclass(frozen=True)
+class ProfileSpec:
+    """How a run looks inside its steps; never part of the job (profile.* in conf/config.yaml)."""
+
+    phases: bool = True  # each step's time by phase (bench/worker/phases.py)
+    steps: str | None = None  # "A-B": a torch.profiler trace of steps A to B, and its top operators
+
+    def step_range(self) -> tuple[int, int] | None:
+        if self.steps is None:
+            return None
+        first, sep, last = str(self.steps).partition("-")
+        if not (sep and first.strip().isdigit() and last.strip().isdigit()):
+            raise SpecError(f"profile.steps={self.steps}: expected A-B, the first and last optimizer step (3-5)")
+        return int(first), int(last)
+
+
+@dataclass(frozen=True)
 class JobSpec:
     framework: str
     framework_version: str  # as configured; the summary records what was installed
@@ -145,6 +161,9 @@ class JobSpec:
     eval: EvalSpec
     skip_steps: int  # first steps left out of steady-state throughput (compilation, allocator warm-up)
     run_dir: str
+    # How the run is observed and what the framework computes besides the job: not part of the job (job_fields)
+    profile: ProfileSpec = field(default_factory=ProfileSpec)
+    token_metrics: bool | None = None  # framework.token_metrics: TRL's per-token metrics on (None: its default)
 
     def validate(self) -> JobSpec:
         t = self.train
@@ -172,6 +191,7 @@ class JobSpec:
                 f"dataset.max_rows={self.dataset.max_rows}: > 0",
             ),
             (self.eval.prompts >= 0, f"eval.prompts={self.eval.prompts}: must be >= 0"),
+            *profile_checks(self.profile, t.max_steps),
             (
                 self.eval.every_steps is None or self.eval.every_steps > 0,
                 f"eval.every_steps={self.eval.every_steps}: must be > 0 (or null: no evaluation during training)",
@@ -202,6 +222,8 @@ class JobSpec:
         # Kernels are how a framework runs the job, as the framework itself is: part of the system under test
         # (system()), not of the job, so "HF", "HF+Liger" and "Unsloth" are compared on one job.
         train.pop("kernels")
+        # profile and token_metrics are how the run is observed and what the framework computes besides the
+        # job (a token_metrics=false run trains the same tokens to the same losses): not the job itself.
         eval_ = dataclasses.asdict(self.eval)
         eval_.pop("base")
         # The job key's field names are frozen ("data", not "dataset") so a key stays comparable across versions.
@@ -228,6 +250,17 @@ class JobSpec:
     @classmethod
     def load(cls, path: str | Path) -> JobSpec:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def profile_checks(profile: ProfileSpec, max_steps: int | None) -> list[tuple[bool, str]]:
+    """profile.steps within the run's steps, in order (checked before any run starts)."""
+    found = profile.step_range()
+    if found is None or max_steps is None:
+        return []
+    first, last = found
+    return [(1 <= first <= last, f"profile.steps={profile.steps}: the first step must be >= 1 and <= the last"),
+            (last <= max_steps, f"profile.steps={profile.steps}: the run has {max_steps} steps (train.max_steps); "
+             "profile steps within them")]  # fmt: skip
 
 
 def non_finite(spec: Any, prefix: str = "") -> list[tuple[str, float]]:

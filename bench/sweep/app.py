@@ -185,6 +185,8 @@ def job_and_rows(cfg: Config, run_dir: Path, first_run: bool = True) -> tuple[Jo
         eval=dataclasses.replace(cfg.eval, base=first_run),
         skip_steps=cfg.skip_steps,
         run_dir=str(run_dir.resolve()),
+        profile=cfg.profile,
+        token_metrics=fw.token_metrics,
     ).validate()
     return spec, picked
 
@@ -300,6 +302,17 @@ def build_model(spec: JobSpec, python: Path, env: dict[str, str]) -> dict[str, f
     return {"model_build_s": build_s}
 
 
+def option_reason(fw: config.FrameworkConfig) -> str | None:
+    """Why the framework refuses an option asked of it: framework.token_metrics where it has no such metrics
+    (its conf file declares token_metrics: null)."""
+    declared = config.frameworks().get(fw.name, {}).get("token_metrics")
+    if fw.token_metrics is not None and declared is None:
+        return (f"framework.token_metrics={str(fw.token_metrics).lower()}: {fw.name} has no per-token training "
+                f"metrics to switch ({fw.token_metrics_note}); the option is TRL's (entropy and mean token accuracy "
+                "on every step)")  # fmt: skip
+    return None
+
+
 def host_reason(fw: config.FrameworkConfig, spec: JobSpec) -> str | None:
     """Why this host cannot run the job at all, from the framework's declared facts (before any build)."""
     if spec.train.num_gpus > 1 and not fw.multi_gpu:
@@ -382,7 +395,7 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> recor
     results.write_text_atomic(run_dir / results.CONFIG, OmegaConf.to_yaml(raw, resolve=True))
     out = started(cfg, spec, src, run_dir)
     try:
-        if reason := host_reason(cfg.framework, spec):
+        if reason := option_reason(cfg.framework) or host_reason(cfg.framework, spec):
             raise RunEnded("skipped", reason)
         python, env, one_time = prepare(cfg, spec, src)
     except RunEnded as e:

@@ -16,6 +16,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from bench.core.record import Step
+from bench.worker.phases import Phases
 
 IGNORE_INDEX = -100
 
@@ -194,8 +195,10 @@ class StepRecorder(TrainerCallback):
         fingerprint_batches: int = 8,
         heldout: Callable[[Any], float] | None = None,
         every_steps: int | None = None,
+        phases: bool = True,
     ):
         self.emit = emit
+        self.phases = Phases() if phases else None  # each step's time by phase (bench/worker/phases.py)
         self.fingerprint = Fingerprint(fingerprint_batches)
         self.heldout = heldout
         self.every_steps = every_steps
@@ -235,7 +238,9 @@ class StepRecorder(TrainerCallback):
             self.model_facts = model_facts(model)
         if torch.cuda.is_available():
             self._cuda_sync = torch.cuda.synchronize
-        self._step_mark = time.perf_counter()
+        if self.phases is not None and model is not None:
+            self.phases.attach(model)
+        self._restart()
         self.train_span = (self._step_mark, self._step_mark)
         self.train_window = (time.time(), time.time())
 
@@ -263,11 +268,13 @@ class StepRecorder(TrainerCallback):
             self.layout[key] += value
         event = Step(state.global_step, step_time_s=now - self._step_mark, tokens=tokens, trainable_tokens=trainable,
                      len_sq=len_sq, time=time.time(), tokens_fed=fed)
+        if self.phases is not None:
+            event.phases = self.phases.step_end(event.step_time_s)
         self._counts, self._fed, self._rows = None, 0, 0
         if self.heldout is not None and self.every_steps and state.global_step % self.every_steps == 0:
             event.heldout_loss, event.eval_s, event.elapsed_s = self._evaluate()
         self._pending[state.global_step] = event
-        self._step_mark = time.perf_counter()
+        self._restart()
 
     def _evaluate(self) -> tuple[float, float, float]:
         """Held-out loss now, off the steps' clock; `elapsed_s` is wall time since training began, these
@@ -292,7 +299,13 @@ class StepRecorder(TrainerCallback):
         event.lr = float(logs.get("learning_rate", float("nan")))
         event.grad_norm = float(logs["grad_norm"]) if logs.get("grad_norm") is not None else None
         self.emit(event)
-        self._step_mark = time.perf_counter()  # logging is bookkeeping, not training time
+        self._restart()  # logging is bookkeeping, not training time
+
+    def _restart(self) -> None:
+        """The next step's clock starts now (and its phases with it)."""
+        self._step_mark = time.perf_counter()
+        if self.phases is not None:
+            self.phases.start()
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.train_span is not None:
@@ -301,3 +314,5 @@ class StepRecorder(TrainerCallback):
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+        if self.phases is not None:
+            self.phases.detach()

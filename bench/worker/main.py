@@ -190,6 +190,7 @@ def train_job(spec: JobSpec, run_dir: Path) -> WorkerResult:
     import torch
 
     from bench.worker.callback import StepRecorder
+    from bench.worker.trace import StepTrace
 
     on_gpu = torch.cuda.is_available()
     precision = resolve_precision(spec.train.precision, on_gpu, on_gpu and torch.cuda.is_bf16_supported())
@@ -199,10 +200,12 @@ def train_job(spec: JobSpec, run_dir: Path) -> WorkerResult:
         if RANK == 0:  # under torchrun every rank trains; rank 0 speaks for the run
             write_line(events, step)
 
-    recorder = StepRecorder(emit, every_steps=spec.eval.every_steps)
+    recorder = StepRecorder(emit, every_steps=spec.eval.every_steps, phases=spec.profile.phases)
     data_report = LoadCounts()  # of the selection, in its order: the parent chose the rows (bench.sweep.selection)
     rows = load_examples([spec.dataset.train_file], report=data_report)
-    ctx = RunContext(spec=spec, model_path="", examples=rows, callbacks=[recorder], on_gpu=on_gpu, precision=precision)
+    trace = StepTrace(run_dir, *spec.profile.step_range()) if spec.profile.steps else None
+    callbacks = [recorder, *([trace] if trace else [])]
+    ctx = RunContext(spec=spec, model_path="", examples=rows, callbacks=callbacks, on_gpu=on_gpu, precision=precision)
     with ctx.timed("model_prepare_s"):
         ctx.model_path = prepare_model(spec)
     ctx.check_usable()
@@ -223,6 +226,7 @@ def train_job(spec: JobSpec, run_dir: Path) -> WorkerResult:
     quality = evaluate_run(ctx, recorder.model, run_dir) if spec.eval.enabled and RANK == 0 else {}
     not_applied = [f"train.{name} is not applied by {spec.framework}" for name in sorted(runner.NOT_APPLIED)]
     notes = not_applied + extra.get("notes", []) + quality.get("notes", []) + ([budget_note] if budget_note else [])
+    notes += [trace.note] if trace and trace.note else []
     report = trained(ctx, recorder, data_report, notes)
     report.torch_memory, report.trainable_params = torch_memory, extra.get("trainable_params")
     report.quality, report.base_quality = quality.get("quality", {}), quality.get("base_quality", {})

@@ -30,7 +30,9 @@ def train(ctx):
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         assert all(len(r["input_ids"]) == ctx.spec.dataset.fill_to for r in ctx.pretokenized())
         return {}
-    ctx.callbacks[0].emit({"step": 1, "loss": 1.0, "tokens": 1, "trainable_tokens": 1, "step_time_s": 0.1})
+    from bench.core.record import Step
+
+    ctx.callbacks[0].emit(Step(1, step_time_s=0.1, tokens=1, trainable_tokens=1, len_sq=1, time=time.time(), loss=1.0))
     if mode == "raise":
         raise RuntimeError("the framework broke")
     if mode == "exit":

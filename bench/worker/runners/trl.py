@@ -144,10 +144,53 @@ def train_dataset(ctx, eos_token: str):
 
 
 def notes(spec: JobSpec) -> list[str]:
+    out = []
     if spec.dataset.tokenize == "framework" and dataset_kind(spec) == "token_ids":
-        return ["dataset.eos=false: TRL appends EOS to every plain completion, so it trains on the harness's "
-                "token ids (the same prompt / answer split)"]  # fmt: skip
-    return []
+        out.append("dataset.eos=false: TRL appends EOS to every plain completion, so it trains on the harness's "
+                   "token ids (the same prompt / answer split)")  # fmt: skip
+    if spec.token_metrics is False:
+        out.append("framework.token_metrics=false: SFTTrainer's per-step entropy and mean token accuracy not "
+                   "computed (the loss alone)")
+    return out
+
+
+def loss_only_trainer(sft_trainer: type) -> type:
+    """SFTTrainer without its per-step token metrics (framework.token_metrics=false), the loss unchanged.
+
+    TRL >= 1.0 takes the loss from a fused LM head that also yields each token's entropy and whether its
+    top-1 prediction is right, and gathers both every step (no SFTConfig switch): here the head yields the
+    log-probabilities alone and compute_loss keeps only its loss lines (TRL 1.16's default path: no
+    compute_loss_func, label smoothing, DFT or MoE auxiliary loss, none of which a job sets). TRL 0.24 took
+    the loss from transformers' Trainer.compute_loss and computed the metrics from the logits afterwards:
+    there, that compute_loss alone."""
+    import torch
+    import transformers
+
+    try:
+        from trl.trainer.utils import add_fused_lm_head
+    except ImportError:  # TRL < 1.0: no fused head
+        add_fused_lm_head = None
+
+    class LossOnlySFTTrainer(sft_trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if add_fused_lm_head is not None:
+                model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+                add_fused_lm_head(model, outputs=("log_probs",))
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs["use_cache"] = False
+            if add_fused_lm_head is None:
+                return transformers.Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+            outputs = model(**inputs, fused_lm_head=True)
+            per_token_loss = -outputs.log_probs  # TRL 1.16's lines, as they are
+            num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = per_token_loss.sum() / torch.as_tensor(num_tokens).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+            return (loss, outputs) if return_outputs else loss
+
+    return LossOnlySFTTrainer
 
 
 def train(ctx) -> dict[str, Any]:
@@ -166,7 +209,8 @@ def train(ctx) -> dict[str, Any]:
         model = AutoModelForCausalLM.from_pretrained(ctx.model_path, **kwargs)
     if spec.train.chat_template == "qwen2.5" and not tokenizer.chat_template:
         tokenizer.chat_template = QWEN25_CHAT_TEMPLATE
-    trainer = trl.SFTTrainer(
+    trainer_class = trl.SFTTrainer if spec.token_metrics is not False else loss_only_trainer(trl.SFTTrainer)
+    trainer = trainer_class(
         model=model,
         args=trl.SFTConfig(**sft_kwargs(spec, ctx.precision, ctx.on_gpu)),
         train_dataset=train_dataset(ctx, tokenizer.eos_token),
