@@ -29,14 +29,24 @@ class Clock:
 TRAINING = types.SimpleNamespace(training=True)
 
 
+class Output:
+    """A forward's output tensor: its gradient hook runs when the backward reaches it."""
+
+    requires_grad = True
+
+    def register_hook(self, hook) -> None:
+        self.hook = hook
+
+
 def micro_batch(p: Phases, clock: Clock, data: float, forward: float, loss: float, backward: float) -> None:
     """One forward and backward as the Trainer drives them, each phase taking the time given."""
     clock.now += data
     p._forward_start(TRAINING, ())
     clock.now += forward
-    p._forward_end(TRAINING, (), None)  # no tensor output to hook: the test starts the backward itself
+    out = Output()
+    p._forward_end(TRAINING, (), [out])
     clock.now += loss
-    p._backward_start(None)
+    out.hook(None)
     clock.now += backward
     p._grad_done(None)
 

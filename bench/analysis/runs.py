@@ -45,7 +45,10 @@ class RunsTable:
 # Overrides that do not tell systems apart: the framework, its version, source and interpreter are in the name
 # already, the kernels in the framework's system name (`trl+liger`); seeds make repeats; the rest says where
 # files go. `framework.env` is left out too: its values may be secrets.
-NOT_A_SETTING = ("framework", "train.seed", "train.kernels", "results_dir", "hydra.", "resume", "cache_dir")
+# Overrides that name no setting of a system: the framework, its version, source and interpreter are named
+# by the system itself (`trl 1.16.0 @ 3f2a1c9`); others (framework.token_metrics=false, train.lr=2e-4) are.
+NOT_A_SETTING = ("framework=", "framework.version=", "framework.source=", "framework.python=", "framework.env",
+                 "train.seed", "train.kernels", "results_dir", "hydra.", "resume", "cache_dir")
 OTHER_TOKENS = "trained on different tokens"  # two runs whose data fingerprints differ: no ratio, no parity
 NOTE_SEP = " | "  # between a run's notes in runs.csv's `notes` column
 # job.* columns that differ between runs of one job: where this host caches the model, and the harness's

@@ -109,15 +109,16 @@ class Phases:
         if not module.training:
             return
         self._to("forward")
-        tensor = output_tensor(output)
-        if tensor is not None:
+        tensors = grad_tensors(output)
+        for tensor in tensors:  # the first whose gradient is taken starts the backward
             tensor.register_hook(self._backward_start)
-        else:  # no output to hook: the backward is timed from here, the loss's remainder with it
+        if not tensors:  # no output to hook: the backward is timed from here, the loss's remainder with it
             self._in_backward = True
 
     def _backward_start(self, grad) -> None:
-        self._to("loss")
-        self._in_backward = True
+        if not self._in_backward:
+            self._to("loss")
+            self._in_backward = True
 
     def _grad_done(self, param) -> None:
         if self._in_backward:
@@ -143,11 +144,9 @@ class Phases:
         return out
 
 
-def output_tensor(output) -> Any:
-    """The forward output the backward starts from: its loss where the model computed one, else the first
-    tensor that requires a gradient (TRL's fused head returns log-probabilities, the loss is taken after)."""
-    loss = getattr(output, "loss", None)
-    if loss is not None and getattr(loss, "requires_grad", False):
-        return loss
+def grad_tensors(output) -> list[Any]:
+    """The forward's outputs a backward can start from: every one that requires a gradient (a transformers
+    model's loss and logits; TRL's fused head's log-probabilities, from which its compute_loss takes the
+    loss; whichever the framework uses, its gradient is taken first)."""
     values = output.values() if hasattr(output, "values") else output if isinstance(output, (tuple, list)) else [output]
-    return next((v for v in values if getattr(v, "requires_grad", False)), None)
+    return [v for v in values if getattr(v, "requires_grad", False)]

@@ -32,7 +32,7 @@ def test_the_phases_of_a_real_trl_step_sum_to_its_time(slow_loss_sweep):
 
 
 def test_a_loss_that_sleeps_shows_under_loss_and_metrics_and_in_the_finding(slow_loss_sweep):
-    frame, _ = runs.load_runs(slow_loss_sweep)
+    frame, _ = runs.load_runs(run_dirs(slow_loss_sweep)[0].parent)
     quick, slow = (frame[frame["system"].str.contains(name)].iloc[0] for name in ("runners.trl", "slow_loss"))
     grad_accum = int(quick["job.train.grad_accum"])  # compute_loss runs once per micro-batch
     assert slow["phase_loss_ms"] - quick["phase_loss_ms"] >= 0.9 * 1000 * SLEEP_S * grad_accum
