@@ -1,14 +1,15 @@
 """Harness overhead, counterbalanced: one TRL job through `python -m bench.run` and as a plain TRL script.
 
-Every round runs each arm once: the harness with its defaults, the harness with its sampler off and with its
-progress display off (which part costs what), and the bare script twice (benchmarks/bare_trl.py on a harness
-run's spec.json, in the same environment and on the same device). Odd rounds run the arms in ARMS order, even
-rounds in reverse (ABBA), so a machine that drifts over the session favours no arm; one warm-up harness run,
-not counted, comes first. Per round, each arm's ratio to that round's bare run: the median steady-state step
-time (the first skip_steps left out) and the training span. Over rounds: the median ratio with a
-distribution-free interval (order statistics; its coverage printed, as few rounds cannot reach 95 %) and every
-round's ratio. The second bare run is the noise floor: the same ratio between two identical runs in the same
-places of the order says how large a difference this machine can resolve.
+Every round runs each arm once: the harness with its defaults, the harness with its step phases off, with its
+sampler off and with its progress display off (which part costs what), and the bare script twice
+(benchmarks/bare_trl.py on a harness run's spec.json, in the same environment and on the same device). Odd
+rounds run the arms in ARMS order, even rounds in reverse (ABBA), so a machine that drifts over the session
+favours no arm; one warm-up harness run, not counted, comes first. Per round, each arm's ratio to that round's
+bare run: the median steady-state step time (the first skip_steps left out) and the training span. Over
+rounds: the median ratio with a distribution-free interval (order statistics; its coverage printed, as few
+rounds cannot reach 95 %) and every round's ratio. The second bare run is the noise floor: the same ratio
+between two identical runs in the same places of the order says how large a difference this machine can
+resolve.
 
     python benchmarks/overhead.py [--rounds 8] [--steps 60] [--warmup 1] [--target-pct 2]
                                   [--overrides "model=qwen2.5-0.5b-arch ..."] [--python /opt/py/bin/python]
@@ -55,9 +56,11 @@ class Arm:
 
 # The sampler off: one sample as the worker starts, none after (its thread sleeps through the run).
 SAMPLER_OFF = "sampler.interval_s=86400"
+PHASES_OFF = "profile.phases=false"  # no hooks timing each step's phases (bench/worker/phases.py)
 # Order within a round. bare and bare2 are neighbours, harness the neighbour of bare on the other side, and
 # reversing keeps those distances: the noise floor (bare2 / bare) is measured in the harness's own placement.
 ARMS = (
+    Arm("no-phases", "harness, step phases off", overrides=(PHASES_OFF,)),
     Arm("no-sampler", "harness, sampler off", overrides=(SAMPLER_OFF,)),
     Arm("bare2", "bare again (noise floor)", bare=True),
     Arm("bare", "bare", bare=True),
@@ -65,8 +68,9 @@ ARMS = (
     Arm("no-progress", "harness, progress display off", progress=False),
 )
 ARM = {arm.name: arm for arm in ARMS}
-COMPARED = ("harness", "no-sampler", "no-progress", "bare2")  # rows of the table, each over bare
-PARTS = (("no-sampler", "sampler"), ("no-progress", "progress display"))  # harness / harness-without-part
+COMPARED = ("harness", "no-phases", "no-sampler", "no-progress", "bare2")  # rows of the table, each over bare
+# harness / harness-without-part
+PARTS = (("no-phases", "step phases"), ("no-sampler", "sampler"), ("no-progress", "progress display"))
 
 # bench.run with its progress display off, for the attribution arm: no rich Live thread redrawing the bar and
 # no polling of the events file that feeds it. Patched from outside so bench.run stays as users run it.

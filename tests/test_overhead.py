@@ -16,7 +16,7 @@ spec.loader.exec_module(overhead)
 def test_rounds_alternate_the_order_and_the_harness_sits_where_the_second_bare_run_does():
     first, second = overhead.order_of(0), overhead.order_of(1)
     assert second == first[::-1]
-    assert {a.name for a in first} == {"bare", "bare2", "harness", "no-sampler", "no-progress"}
+    assert {a.name for a in first} == {"bare", "bare2", "harness", "no-phases", "no-sampler", "no-progress"}
     # Over an ABBA pair every arm's mean position is the same: a drifting machine favours none.
     names = [a.name for a in first]
     assert {names.index(n) + names[::-1].index(n) for n in names} == {len(names) - 1}
@@ -61,12 +61,13 @@ def rounds(step: dict[str, list[float]]) -> list[dict]:
 
 def test_the_report_has_a_row_per_arm_the_attribution_the_floor_and_a_verdict():
     step = {"bare": [1.0, 1.0, 1.0], "bare2": [1.01, 0.99, 1.0], "harness": [1.1, 1.1, 1.1],
-            "no-sampler": [1.0, 1.0, 1.0], "no-progress": [1.1, 1.1, 1.1]}  # fmt: skip
+            "no-phases": [1.1, 1.1, 1.1], "no-sampler": [1.0, 1.0, 1.0], "no-progress": [1.1, 1.1, 1.1]}  # fmt: skip
     lines = [*overhead.table(rounds(step)), *overhead.attribution(rounds(step)), *overhead.verdict(rounds(step), 2.0)]
     text = "\n".join(lines)
     assert "harness (defaults)               1.100 [1.100, 1.100]" in text
     assert "rounds 1.010 0.990 1.000" in text  # every round's ratio
     assert "sampler                          1.100" in text and "progress display                 1.000" in text
+    assert "step phases                      1.000" in text
     assert "resolution on this machine: ±1.0 % step time" in text
     assert "harness vs bare, step time: +10.0 % (outside the noise floor by 9.0 points)" in text
     assert "sampler +10.0 % (outside the noise floor by 9.0 points); progress display +0.0 % (within" in text
@@ -96,7 +97,7 @@ def test_one_round_is_refused(monkeypatch, capsys):
 
 
 def test_rounds_on_a_shared_machine_are_summarised_again_without_them():
-    step = {name: [1.0, 1.0, 1.0] for name in ("bare", "bare2", "harness", "no-sampler", "no-progress")}
+    step = {name: [1.0, 1.0, 1.0] for name in ("bare", "bare2", "harness", "no-phases", "no-sampler", "no-progress")}
     quiet = rounds(step)
     assert overhead.quiet_only(quiet, 2.0) == []  # nobody else computed: nothing to add
     some_shared = rounds(step)
