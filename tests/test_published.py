@@ -1,6 +1,8 @@
 """The job fields published runs set, checked at the edge; a published run replayed on a host that cannot
 honour all of it; scenarios that set their framework sweep once each."""
 
+import dataclasses
+
 import pytest
 
 from bench.core.errors import SpecError, UserError
@@ -67,33 +69,62 @@ def test_an_8bit_optimizer_asked_for_on_a_cpu_is_skipped_with_the_reason(monkeyp
     assert reason == "train.optimizer=adamw_8bit: bitsandbytes needs a CUDA GPU; none found on this host"
 
 
-def test_a_published_run_on_a_cpu_leaves_out_what_it_cannot_do_and_says_so(monkeypatch, tmp_path):
+def differences_of(c, tmp_path, *overrides, gpus=(), scenario):
+    spec = job_spec(c, tmp_path)
+    return spec, published.record(c, scenario, spec.dataset, 240, [f"scenario={scenario}", *overrides], list(gpus))
+
+
+def test_a_published_run_on_a_cpu_lists_every_difference_with_both_values_and_its_cause(monkeypatch, tmp_path):
     monkeypatch.setattr(run, "host_has_gpu", lambda: False)
     c = typed("scenario=seed-unsloth", "framework=trl", "model=tiny", f"cache_dir={tmp_path}")
-    spec = job_spec(c, tmp_path)
+    spec, record = differences_of(c, tmp_path, "framework=trl", "model=tiny", scenario="seed-unsloth")
     assert (spec.train.quant, spec.train.optimizer) == ("none", "adamw_torch")  # what really runs, in the job key
-    record = published.record(c, gpu=False)
     assert record["source"] == "luochang212/sft-note 3.unsloth.ipynb" and record["as_published"] is False
-    left_out = " | ".join(record["left_out"])
-    for item in ("train.quant=4bit", "train.optimizer=adamw_8bit", "gradient_checkpointing", "model=tiny"):
-        assert item in left_out
+    left_out = record["left_out"]
+    for line in ("framework: published unsloth, here trl (set on the command line)",
+                 "train.quant: published 4bit, here none (no GPU on this host)",
+                 "train.optimizer: published adamw_8bit, here adamw_torch (no GPU on this host)",
+                 "train.gradient_checkpointing: published true, here false (no GPU on this host)",
+                 "framework.version: published 2025.3.19, here 1.16.0 (another release)",
+                 "data: published the first 1,000 rows of train_zh_0.json, here 240 bundled rows (a stand-in"):
+        assert any(x.startswith(line) for x in left_out), (line, left_out)
+    assert any(x.startswith("hardware: published ") and x.endswith("a CPU (no GPU on this host)") for x in left_out)
+    assert any(x.startswith("model: published ") and "here random weights of its architecture (tiny)" in x
+               for x in left_out)  # fmt: skip
     assert run.host_reason(c.framework, spec) is None  # it runs, without them
 
 
-def test_a_published_run_on_a_gpu_keeps_every_value(monkeypatch, tmp_path):
+def test_an_override_of_a_published_value_is_listed(monkeypatch, tmp_path):
     monkeypatch.setattr(run, "host_has_gpu", lambda: True)
-    c = typed("scenario=seed-trl", "model=qwen2.5-0.5b", "model.path=/models/qwen", f"cache_dir={tmp_path}")
-    spec = job_spec(c, tmp_path)
-    assert (spec.train.quant, spec.train.precision, spec.train.quant_compute_dtype) == ("4bit", "fp16", "bf16")
-    assert spec.dataset.prompt_format == PLAIN and spec.train.max_steps == 240  # 1 epoch of 240 rows at batch 1
-    assert published.record(c, gpu=True) == {"source": "luochang212/sft-note 2.trl.ipynb", "as_published": True,
-                                       "left_out": []}  # fmt: skip
+    c = typed("scenario=seed-trl", "train.lr=1e-4", "dataset.max_rows=500", f"cache_dir={tmp_path}")
+    _, record = differences_of(c, tmp_path, "train.lr=1e-4", "dataset.max_rows=500", gpus=["NVIDIA H100"],
+                               scenario="seed-trl")  # fmt: skip
+    assert "train.lr: published 5e-05, here 0.0001 (set on the command line)" in record["left_out"]
+    assert "dataset.max_rows: published 1000, here 500 (set on the command line)" in record["left_out"]
+
+
+def test_an_exact_replay_on_the_published_gpu_is_as_published(monkeypatch, tmp_path):
+    """The published model, the published rows (the first 1,000 of train_zh_0.json), the published release,
+    on the published GPU: nothing differs but what the scenario says the harness cannot express."""
+    monkeypatch.setattr(run, "host_has_gpu", lambda: True)
+    c = typed("scenario=seed-llamafactory", f"cache_dir={tmp_path}")
+    p = c.published
+    model = dataclasses.replace(c.model, source="local", path=f"/models/{p.model.split('/')[-1]}")
+    c = dataclasses.replace(c, model=model, framework=dataclasses.replace(c.framework, version=p.release),
+                            published=dataclasses.replace(p, not_expressible=[]))  # fmt: skip
+    dataset = dataclasses.replace(job_spec(c, tmp_path).dataset, name="medical", source_files=(f"/data/{p.data_file}",))
+    gpus = [f"NVIDIA GeForce {p.gpu} GPU"]
+    assert published.differences(c, "seed-llamafactory", dataset, p.rows, ["scenario=seed-llamafactory"], gpus) == []
+    cannot = dataclasses.replace(p, not_expressible=["something no job value says"])
+    record = published.record(dataclasses.replace(c, published=cannot), "seed-llamafactory", dataset, p.rows, [], gpus)
+    assert record["as_published"] is False and all(x.startswith("not expressible") for x in record["left_out"])
 
 
 def test_outside_a_published_scenario_nothing_is_left_out(monkeypatch, tmp_path):
     monkeypatch.setattr(run, "host_has_gpu", lambda: False)
     c = typed("train.quant=4bit", f"cache_dir={tmp_path}")
-    assert job_spec(c, tmp_path).train.quant == "4bit" and published.record(c, gpu=False) is None
+    spec = job_spec(c, tmp_path)
+    assert spec.train.quant == "4bit" and published.record(c, None, spec.dataset, 240, [], []) is None
 
 
 def test_scenarios_that_set_their_framework_sweep_once_each():
@@ -103,3 +134,19 @@ def test_scenarios_that_set_their_framework_sweep_once_each():
     assert run.pinned_frameworks(["scenario=seed-trl", "framework=llamafactory"])[-1] == "framework=llamafactory"
     with pytest.raises(UserError, match="seed-trl set their framework, the others do not"):
         run.pinned_frameworks(["scenario=seed-trl,seed-0.5b"])
+
+
+def test_the_published_release_where_the_runner_cannot_drive_it_is_one_line(tmp_path):
+    """trl 0.9.6 (the seed notebook's) is refused before any run, with the releases the TRL runner drives."""
+    with pytest.raises(SpecError) as e:
+        typed("scenario=seed-trl", "framework.version=0.9.6", f"cache_dir={tmp_path}")
+    assert str(e.value).startswith("framework.version=0.9.6: the trl runner drives releases >=0.24 (SFTConfig's")
+    assert "\n" not in str(e.value)
+    assert typed("scenario=seed-trl", "framework.version=0.24.0", f"cache_dir={tmp_path}").framework.version == "0.24.0"
+
+
+def test_a_framework_without_token_metrics_refuses_the_switch_with_the_reason(tmp_path):
+    reason = run.option_reason(typed("framework=axolotl", "framework.token_metrics=false").framework)
+    assert reason.startswith("framework.token_metrics=false: axolotl has no per-token training metrics to switch")
+    assert run.option_reason(typed("framework=trl", "framework.token_metrics=false").framework) is None
+    assert run.option_reason(typed("framework=axolotl").framework) is None

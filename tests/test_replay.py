@@ -92,7 +92,10 @@ def epoch_time(train_s, examples, steps, batch, accum):
 def test_published_and_one_job_ratios_and_the_fields_that_differed(published_sweep, one_job_sweep):
     frame, _ = runs.load_runs(published_sweep, [one_job_sweep])
     heading, text, table = replay.difference_section(frame, "trl")
-    rows = table[table["pair"] == "llamafactory vs trl"].set_index("metric")
+    timed = replay.with_epoch_time(frame)
+    pair = (timed[replay.is_published(timed) & (timed["framework"] == f)].iloc[0] for f in ("trl", "llamafactory"))
+    raw = pd.DataFrame(replay.pair_rows(tuple(pair), replay.one_job_runs(timed)))
+    rows = raw.set_index("metric")
     published = epoch_time(60.0, 32, 6, 2, 8) / epoch_time(40.0, 32, 32, 1, 1)
     assert rows.loc["time_per_epoch_s", "published"] == pytest.approx(published)
     assert rows.loc["tokens_per_s", "published"] == pytest.approx(500.0 / 300.0)
@@ -104,6 +107,11 @@ def test_published_and_one_job_ratios_and_the_fields_that_differed(published_swe
     assert same["same_job"] == pytest.approx(statistics.fmean(per_seed)) and same["seed_pairs"] == 3
     assert (same["ci95_low"], same["ci95_high"]) == pytest.approx((same["same_job"] - half, same["same_job"] + half))
     assert rows.loc["heldout_loss", "same_job"] == pytest.approx(1.0)
+    shown = table[table["pair"] == "llamafactory vs trl"].set_index("metric").loc["time_per_epoch_s"]
+    assert shown["published runs"] == f"{published:.3g}x"
+    assert shown["same job"] == f"{same['same_job']:.3g}x [{same['ci95_low']:.3g}, {same['ci95_high']:.3g}]"
+    share = 100 * math.log(same["same_job"]) / math.log(published)
+    assert f"The framework accounts for {share:.0f} % of the published difference (on a log scale)" in text
     fields = text.split("Job fields that differed: ", 1)[1].rstrip(".").split(". ")[0].split(", ")
     assert set(fields) == {"job.model.name", "job.dataset.prompt_format", "job.train.max_seq_len",
                            "job.train.optimizer", "job.train.batch_size", "job.train.grad_accum",
@@ -150,7 +158,7 @@ def test_a_run_not_as_published_is_marked_and_says_what_it_left_out(published_sw
     report.build(published_sweep, others=[one_job_sweep])
     section = md_section((published_sweep / "report.md").read_text(), "Not as published")
     assert f"{prefix}0-llamafactory" in section and "; ".join(LEFT_OUT) in section and f"{prefix}1-trl" not in section
-    assert f"{prefix}2-unsloth" in section  # skipped, and it would have left 4-bit out too
+    assert f"{prefix}2-unsloth" in section and "skipped: " in section  # listed once, as skipped
     assert "| run" in md_section((published_sweep / "report.md").read_text(), "Runs that did not finish ok")
 
 

@@ -89,13 +89,30 @@ class FrameworkConfig:
     # a switch the runner drives (TRL's entropy and mean token accuracy), null where it computes none.
     token_metrics: bool | None = None
     token_metrics_note: str = ""  # where it has none: what it computes per step instead (the refusal says)
+    # The releases its runner drives (a version specifier, ">=0.24"), and why; null: not declared
+    drives: str | None = None
+    drives_note: str = ""
 
     def __post_init__(self) -> None:
+        if self.drives and not self.source and not driven(self.version, self.drives):
+            raise SpecError(f"framework.version={self.version}: the {self.name} runner drives releases {self.drives}"
+                            f" ({self.drives_note})")  # fmt: skip
         check_requirements("framework.requirements", self.requirements)
         for k, rs in self.companions.items():
             check_requirements(f"framework.companions.{k}", rs)
         for k, rs in self.kernel_requirements.items():
             check_requirements(f"framework.kernel_requirements.{k}", rs)
+
+
+def driven(version: str, drives: str) -> bool:
+    """Whether a release is one a runner drives (`drives`: a version specifier); an unparsable version is not."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(version) in SpecifierSet(drives)
+    except InvalidVersion:
+        return False
 
 
 def check_requirements(where: str, requirements: list[str]) -> None:
@@ -164,6 +181,13 @@ class PublishedConfig:
     weights or an 8-bit optimizer without a GPU) are left out and listed, and the run is "not as published"."""
 
     source: str
+    release: str | None = None  # the framework release it ran
+    rows: int | None = None  # it trained on the first `rows` rows of `data_file`
+    data_file: str | None = None
+    model: str | None = None  # the model it trained (its hub name)
+    hardware: str | None = None  # the machine it ran on, as published
+    gpu: str | None = None  # that machine's GPU, as a host's GPU name contains it (RTX 4070)
+    not_expressible: list[str] = field(default_factory=list)  # what it did that no job value can say
 
 
 @dataclass(frozen=True)

@@ -393,7 +393,7 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> recor
     results.clear_run(run_dir)  # a rerun in the same directory starts from nothing
     results.write_text_atomic(run_dir / results.SPEC, spec.to_json())
     results.write_text_atomic(run_dir / results.CONFIG, OmegaConf.to_yaml(raw, resolve=True))
-    out = started(cfg, spec, src, run_dir)
+    out = started(cfg, spec, src, run_dir, picked.train.kept)
     try:
         if reason := option_reason(cfg.framework) or host_reason(cfg.framework, spec):
             raise RunEnded("skipped", reason)
@@ -413,9 +413,13 @@ def execute(raw: DictConfig, run_dir: Path, lock_fd: int | None = None) -> recor
     return finished(out, spec, src, outcome, picked, steps_note(spec, picked.train.kept))
 
 
-def started(cfg: Config, spec: JobSpec, src: source.Source | None, run_dir: Path) -> record.Summary:
-    """What the summary knows before anything is built: the job, the system asked for, where it came from."""
+def started(cfg: Config, spec: JobSpec, src: source.Source | None, run_dir: Path, rows: int) -> record.Summary:
+    """What the summary knows before anything is built: the job, the system asked for, where it came from, and
+    for a replayed published run every way it differs from the publication."""
     hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    overrides = list(hydra.overrides.task) if hydra else []
+    scenario = hydra.runtime.choices.get("scenario") if hydra else None
+    gpus = (host_facts().get("gpus") or ["an unnamed GPU"]) if cfg.published and host_has_gpu() else []
     return record.Summary(
         run=run_dir.name,
         status="failed",  # until the run says otherwise
@@ -426,11 +430,11 @@ def started(cfg: Config, spec: JobSpec, src: source.Source | None, run_dir: Path
         system=spec.system(),
         framework_version_requested=spec.framework_version,
         source=src.record() if src else None,
-        overrides=list(hydra.overrides.task) if hydra else [],
+        overrides=overrides,
         # The preset the run started from (conf/scenario/), for the report's header; never part of the job key,
         # which already covers every value the scenario set.
-        scenario=hydra.runtime.choices.get("scenario") if hydra else None,
-        published=published.record(cfg, host_has_gpu()),  # a replayed published run, what was left out here
+        scenario=scenario,
+        published=published.record(cfg, scenario, spec.dataset, rows, overrides, gpus),
         claims=[dataclasses.asdict(c) for c in cfg.claims],  # what the scenario's source claims, to check
         git_commit=git_commit(),
         sampler=record.SamplerInfo(interval_s=cfg.sampler.interval_s),

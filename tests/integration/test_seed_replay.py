@@ -51,7 +51,13 @@ def test_a_published_run_on_a_cpu_says_what_it_left_out(sweeps):
     lf = summaries(sweeps[0])["llamafactory"]
     assert lf["published"]["as_published"] is False
     left_out = " | ".join(lf["published"]["left_out"])
-    assert "train.quant=4bit" in left_out and "model=tiny" in left_out and "train.precision=bf16" in left_out
+    for text in ("train.quant: published 4bit, here none (no GPU on this host)",
+                 "train.precision: published bf16, here fp32 (no GPU on this host)",
+                 "here random weights of its architecture (tiny) (a stand-in)",
+                 "framework.version: published 0.9.3.dev0, here 0.9.5 (another release)",
+                 "data: published the first 1,000 rows of train_zh_0.json, here 32 bundled rows",
+                 "hardware: published NVIDIA GeForce RTX 4070 Laptop GPU, 8 GB, here a CPU"):  # fmt: skip
+        assert text in left_out, left_out
     spec = json.loads((run_dirs(sweeps[0])[0] / results.SPEC).read_text())
     assert spec["train"]["quant"] == "none" and spec["train"]["epochs"] == 3  # what ran: 3 epochs, unquantised
     assert lf["effective"]["max_steps"] == 6  # ceil(3 x 32 / (2 x 8))
