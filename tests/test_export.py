@@ -211,4 +211,5 @@ def test_help_names_the_extra_and_shows_an_example(capsys):
         export.main(["--help"])
     out = capsys.readouterr().out
     assert stop.value.code == 0 and out.startswith("usage: python -m bench.export")
-    assert "sftbench[export]" in out and "example" in out and "--to {mlflow,tensorboard}" in out
+    assert "sftbench[export]" in out and "example" in out
+    assert "{mlflow,tensorboard,github-action-benchmark,bencher}" in out

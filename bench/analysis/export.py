@@ -2,6 +2,9 @@
 
     python -m bench.export results/<sweep> --to mlflow [--uri file:///abs/mlruns | http://host:5000]
     python -m bench.export results/<sweep> --to tensorboard [--logdir runs]
+    python -m bench.export results/<sweep> --to github-action-benchmark | bencher [--out DIR]
+
+The dashboards (github-action-benchmark's custom JSON, Bencher Metric Format): bench/analysis/dashboards.py.
 
 Each run carries its row of runs.csv (bench.analysis.runs.load_runs) as params — the job spec flattened (`job.*`),
 framework, installed versions (`v_*`), job key, seed, status and reason — and as metrics the summary's scalar
@@ -202,10 +205,7 @@ def to_tensorboard(runs: list[TrackedRun], logdir: Path) -> list[str]:
 def export(sweep_dir: Path, to: str, uri: str | None = None, logdir: Path | None = None,
            experiment: str = "sftbench") -> list[str]:  # fmt: skip
     """Export every finished run of `sweep_dir`; the report of what was done, one line each."""
-    if not sweep_dir.is_dir():
-        raise UserError(f"{sweep_dir}: not a sweep directory")
-    if (sweep_dir / results.SUMMARY).exists():
-        raise UserError(f"{sweep_dir}: a run directory; pass its sweep, {sweep_dir.parent}")
+    check_sweep(sweep_dir)
     runs, unreadable = collect(sweep_dir)
     if not runs:
         raise UserError(f"{sweep_dir}: no run with a summary.json to export")
@@ -215,6 +215,13 @@ def export(sweep_dir: Path, to: str, uri: str | None = None, logdir: Path | None
     }
     lines = exporters[to]()
     return lines + [f"{u['run']}: not exported, {u['why']}" for u in unreadable]
+
+
+def check_sweep(sweep_dir: Path) -> None:
+    if not sweep_dir.is_dir():
+        raise UserError(f"{sweep_dir}: not a sweep directory")
+    if (sweep_dir / results.SUMMARY).exists():
+        raise UserError(f"{sweep_dir}: a run directory; pass its sweep, {sweep_dir.parent}")
 
 
 def default_mlflow_uri() -> str:
@@ -230,13 +237,22 @@ def main(argv: list[str] | None = None) -> int:
         "--logdir runs; python -m bench.export results/<sweep> --to mlflow --uri http://localhost:5000",
     )
     ap.add_argument("sweep_dir", type=Path)
-    ap.add_argument("--to", required=True, choices=("mlflow", "tensorboard"), help="the tracker")
+    ap.add_argument("--to", "--format", dest="to", required=True,
+                    choices=("mlflow", "tensorboard", "github-action-benchmark", "bencher"),
+                    help="the tracker, or the dashboard format")  # fmt: skip
+    ap.add_argument("--out", type=Path, help="where a dashboard's file(s) go (default: the sweep directory)")
     ap.add_argument("--uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else file://$PWD/mlruns)")
     ap.add_argument("--experiment", default="sftbench", help="MLflow experiment (default: sftbench)")
     ap.add_argument("--logdir", type=Path, help="TensorBoard log directory (default: runs)")
     a = ap.parse_args(argv)
     try:
-        lines = export(a.sweep_dir, a.to, a.uri, a.logdir, a.experiment)
+        if a.to in ("github-action-benchmark", "bencher"):
+            from bench.analysis import dashboards
+
+            check_sweep(a.sweep_dir)
+            lines = dashboards.write(a.sweep_dir, a.to, a.out or a.sweep_dir)
+        else:
+            lines = export(a.sweep_dir, a.to, a.uri, a.logdir, a.experiment)
     except (UserError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
