@@ -1,7 +1,8 @@
 """sftbench: one LoRA SFT job through competing frameworks, compared on speed, memory and quality.
 
 The modules here are the commands people type (`python -m bench.run`, `bench.report`, `bench.compare`,
-`bench.export`, `bench.frontier`); the code is in four packages, by where it runs (docs/architecture.md):
+`bench.export`, `bench.frontier`, `bench.history`); the code is in four packages, by where it runs
+(docs/architecture.md):
 
 - `bench.core`: what both sides import (the job spec, the run record, the rows, errors, paths, the config);
 - `bench.sweep`: the sweep's parent process (environments, launch, sampling, the rows selected once);
