@@ -128,3 +128,19 @@ def test_the_finding_is_recomputed_from_runs_csv(tmp_path):
     csv = pd.read_csv(tmp_path / "runs.csv").set_index("framework")
     expected = findings.phase_text(findings.phase_means([(csv.loc["axolotl"], csv.loc["trl"])]))
     assert f"Why: {expected}." in line and "loss and metrics 3.00 ms vs 41.0 ms" in expected
+
+
+@pytest.mark.parametrize("steps, message", [
+    ("5-3", "profile.steps=5-3: the first step must be >= 1 and <= the last"),
+    ("0-2", "profile.steps=0-2: the first step must be >= 1"),
+    ("3-99", "profile.steps=3-99: the run has 30 steps (train.max_steps); profile steps within them"),
+    ("three", "profile.steps=three: expected A-B, the first and last optimizer step (3-5)"),
+])  # fmt: skip
+def test_profile_steps_outside_the_run_or_reversed_are_one_line_before_it(tmp_path, steps, message):
+    from bench.core.errors import SpecError
+    from bench.sweep.app import job_spec
+    from tests.test_config import typed
+
+    with pytest.raises(SpecError) as e:
+        job_spec(typed(f"profile.steps={steps}", f"cache_dir={tmp_path}"), tmp_path / "run")
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)

@@ -203,7 +203,7 @@ def train_job(spec: JobSpec, run_dir: Path) -> WorkerResult:
     recorder = StepRecorder(emit, every_steps=spec.eval.every_steps, phases=spec.profile.phases)
     data_report = LoadCounts()  # of the selection, in its order: the parent chose the rows (bench.sweep.selection)
     rows = load_examples([spec.dataset.train_file], report=data_report)
-    trace = StepTrace(run_dir, *spec.profile.step_range()) if spec.profile.steps else None
+    trace = StepTrace(run_dir, *spec.profile.step_range()) if spec.profile.steps and RANK == 0 else None
     callbacks = [recorder, *([trace] if trace else [])]
     ctx = RunContext(spec=spec, model_path="", examples=rows, callbacks=callbacks, on_gpu=on_gpu, precision=precision)
     with ctx.timed("model_prepare_s"):

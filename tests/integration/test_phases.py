@@ -16,7 +16,7 @@ def slow_loss_sweep(tmp_path_factory):
     """TRL, and TRL whose compute_loss sleeps SLEEP_S after the loss (tests/doubles/slow_loss.py)."""
     tmp = tmp_path_factory.mktemp("phases")
     proc = bench_run(tmp, *QUICK, "framework.runner=bench.worker.runners.trl,tests.doubles.slow_loss",
-                     f"framework.env.PYTHONPATH={REPO}")  # fmt: skip
+                     f"framework.env.PYTHONPATH={REPO}", "profile.steps=3-4")  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return tmp
 
@@ -29,6 +29,17 @@ def test_the_phases_of_a_real_trl_step_sum_to_its_time(slow_loss_sweep):
             assert step.phases is not None and set(step.phases) == set(findings.PHASES)
             assert sum(step.phases.values()) == pytest.approx(step.step_time_s, rel=1e-6)
             assert step.phases["forward"] > 0 and step.phases["backward"] > 0 and step.phases["optimizer"] > 0
+
+
+def test_profile_steps_write_a_trace_and_its_top_operators(slow_loss_sweep):
+    import gzip
+    import json
+
+    run_dir = run_dirs(slow_loss_sweep)[0]
+    trace = json.loads(gzip.open(run_dir / "trace.json.gz").read())
+    assert trace["traceEvents"] and "Name" in (run_dir / "trace_ops.txt").read_text()
+    notes = record.load_run(run_dir).summary.notes
+    assert any(n.startswith("profile.steps: steps 3-4 ran under torch.profiler") for n in notes), notes
 
 
 def test_a_loss_that_sleeps_shows_under_loss_and_metrics_and_in_the_finding(slow_loss_sweep):
