@@ -32,17 +32,17 @@ RATIO = r"\d+\.\d{3} \[\d+\.\d{3}, \d+\.\d{3}\]"  # median [interval]
 
 def test_each_round_is_counterbalanced_and_the_same_job(report):
     rounds = [line for line in report.splitlines() if line.startswith("round ")]
-    assert rounds[0].startswith("round 1 (no-sampler, bare2, bare, harness, no-progress)")
+    assert rounds[0].startswith("round 1 (no-phases, no-sampler, bare2, bare, harness, no-progress)")
     assert rounds[1].startswith("round 2 (no-progress, harness, bare, bare2, no-sampler)")
     assert all("other processes up to" in line for line in rounds) and "NOT THE SAME JOB" not in report
 
 
 def test_the_report_has_the_ratio_with_its_interval_the_noise_floor_and_the_attribution(report):
     assert "median over 2 rounds [50.0 % interval, order statistics]" in report  # two rounds: 50 % coverage
-    for row in ("harness (defaults)", "harness, sampler off", "harness, progress display off",
-                "bare again (noise floor)"):  # fmt: skip
+    for row in ("harness (defaults)", "harness, step phases off", "harness, sampler off",
+                "harness, progress display off", "bare again (noise floor)"):  # fmt: skip
         assert re.search(rf"^  {re.escape(row)} +{RATIO}  span \d+\.\d{{3}}  rounds \S+ \S+$", report, re.M), row
-    for part in ("sampler", "progress display"):
+    for part in ("step phases", "sampler", "progress display"):
         assert re.search(rf"^  {part} +{RATIO}$", report, re.M), part
     assert re.search(r"^resolution on this machine: ±\d+\.\d % step time", report, re.M)
     assert re.search(r"^harness vs bare, step time: [+-]\d+\.\d % \((within|outside) the noise floor", report, re.M)
@@ -54,5 +54,6 @@ def test_the_report_has_the_ratio_with_its_interval_the_noise_floor_and_the_attr
 def test_a_run_that_fails_stops_the_benchmark_with_its_reason(trl_python):
     proc = overhead("--rounds", "2", "--steps", "4", "--warmup", "0", "--overrides", "model=no-such-model")
     assert proc.returncode == 1 and "ratio to bare" not in proc.stdout
-    assert re.match(r"round 1, harness, sampler off: the run failed, so no ratio: exit \d+, no summary", proc.stderr)
+    assert re.match(r"round 1, harness, step phases off: the run failed, so no ratio: exit \d+, no summary",
+                    proc.stderr)  # fmt: skip
     assert "model: no such model" in proc.stderr  # the harness's own reason
