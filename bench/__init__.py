@@ -1,7 +1,7 @@
 """sftbench: one LoRA SFT job through competing frameworks, compared on speed, memory and quality.
 
 The modules here are the commands people type (`python -m bench.run`, `bench.report`, `bench.compare`,
-`bench.export`, `bench.frontier`, `bench.history`); the code is in four packages, by where it runs
+`bench.export`, `bench.frontier`, `bench.history`, `bench.bisect`); the code is in four packages, by where it runs
 (docs/architecture.md):
 
 - `bench.core`: what both sides import (the job spec, the run record, the rows, errors, paths, the config);

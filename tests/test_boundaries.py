@@ -13,7 +13,8 @@ from bench.core import config
 from bench.sweep import envs
 from tests.conftest import REPO
 
-PARENT_MODULES = ("bench.run", "bench.report", "bench.compare", "bench.frontier", "bench.export", "bench.history")
+PARENT_MODULES = ("bench.run", "bench.report", "bench.compare", "bench.frontier", "bench.export", "bench.history",
+                  "bench.bisect")
 # What every framework's worker trains with, whichever framework pins it.
 TRAINING_STACK = {"torch", "transformers", "peft", "accelerate", "datasets"}
 
@@ -114,6 +115,7 @@ def test_the_wheel_ships_conf_inside_the_package(tmp_path):
         ("bench.compare", "usage: python -m bench.compare"),
         ("bench.export", "usage: python -m bench.export"),
         ("bench.history", "usage: python -m bench.history"),
+        ("bench.bisect", "Find the commit that made a metric regress"),
     ],
 )
 def test_help_starts_with_how_to_use_it(module, first_line):
@@ -187,7 +189,7 @@ def test_each_package_imports_only_what_it_may():
 
 def test_the_top_level_holds_only_the_commands():
     commands = {p.stem for p in (REPO / "bench").glob("*.py")} - {"__init__"}
-    assert commands == {"run", "report", "compare", "export", "frontier", "history"}
+    assert commands == {"run", "report", "compare", "export", "frontier", "history", "bisect"}
     graph = bench_imports()
     for command in commands:  # a command is its package's entry point, nothing more
         assert {package_of(m) for m in graph[f"bench.{command}"]} in ({"bench.sweep"}, {"bench.analysis"}), command

@@ -92,6 +92,8 @@ def test_a_published_run_on_a_cpu_lists_every_difference_with_both_values_and_it
     assert any(x.startswith("model: published ") and "here random weights of its architecture (tiny)" in x
                for x in left_out)  # fmt: skip
     assert run.host_reason(c.framework, spec) is None  # it runs, without them
+    # its published time (cell 12's 46 s) is not set beside this run's: hardware and data differ
+    assert record["train_s"] == 46 and [u.split(":")[0] for u in record["unlike"]] == ["data", "hardware"]
 
 
 def test_an_override_of_a_published_value_is_listed(monkeypatch, tmp_path):

@@ -246,3 +246,19 @@ def test_one_sweep_keeps_its_run_names_and_its_runs_table(one_job_sweep):
     md = (one_job_sweep / "report.md").read_text()
     header = next(line for line in md_section(md, "Runs").splitlines() if line.startswith("| system"))
     assert "run directory" in header and "published" not in header and "What the difference was made of" not in md
+
+
+def test_published_figures_are_set_beside_the_measured_only_where_hardware_and_data_match(tmp_path):
+    d = tmp_path / "figures"
+    unlike = ["hardware: published NVIDIA GeForce RTX 4070 Laptop GPU, 8 GB, here a CPU (no GPU on this host)"]
+    write_run(d, "0-trl", "trl", TRL_JOB, job_key="a", metrics={"train_s": 12.0},
+              published=published() | {"train_s": 17254.0699, "unlike": unlike})  # fmt: skip
+    write_run(d, "1-llamafactory", "llamafactory", LF_JOB, job_key="b",
+              published=published(True) | {"train_s": 3000.0, "peak_memory_gb": 7.7},
+              metrics={"train_s": 2950.0, "peak_vram_mb": 7.5 * 1024})  # fmt: skip
+    frame, _ = runs.load_runs(d)
+    heading, text, table = replay.published_figures(frame)
+    assert f"trl: published training 1.725e+04 s; not set beside this run's: {unlike[0]}." in text
+    (row,) = table.to_dict("records")
+    assert row == {"system": "llamafactory", "published train s": 3000.0, "measured train s": 2950.0,
+                   "published peak GB": 7.7, "measured peak VRAM GB": 7.5}  # fmt: skip

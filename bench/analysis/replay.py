@@ -100,6 +100,38 @@ def not_as_published(frame: pd.DataFrame) -> Section | None:
     return ("Not as published", text, table.reset_index(drop=True))
 
 
+def published_figures(frame: pd.DataFrame) -> Section | None:
+    """The publications' own time and memory beside the measured, only where the hardware and the data match;
+    elsewhere which of them differ, so no one reads a laptop GPU's hours against a CPU's seconds."""
+    cols = ["published_train_s", "published_peak_memory_gb"]
+    if not set(cols) <= set(frame):
+        return None
+    runs = frame[is_published(frame) & frame[cols].notna().any(axis=1)]
+    if runs.empty:
+        return None
+    same = runs[runs["published_unlike"].fillna("").eq("") & runs["status"].eq("ok")]
+    sentences = ["The publications' own figures, set beside the measured ones only where the hardware and the data "
+                 "match."]  # fmt: skip
+    for _, r in runs.drop(same.index).iterrows():
+        shown = (_figure("training", r["published_train_s"], "s"),
+                 _figure("peak GPU memory", r["published_peak_memory_gb"], "GB"))  # fmt: skip
+        figures = ", ".join(f for f in shown if f)
+        why = r["published_unlike"] or f"the run ended {r['status']}"
+        sentences.append(f"{r['system']}: published {figures}; not set beside this run's: {why}.")
+    table = None
+    if not same.empty:
+        vram = same.get("peak_vram_mb", pd.Series(index=same.index, dtype=float)) / 1024
+        table = pd.DataFrame({"system": same["system"], "published train s": same["published_train_s"],
+                              "measured train s": same.get("train_s"),
+                              "published peak GB": same["published_peak_memory_gb"],
+                              "measured peak VRAM GB": vram}).reset_index(drop=True)  # fmt: skip
+    return ("Published figures", " ".join(sentences), table)
+
+
+def _figure(name: str, value: Any, unit: str) -> str | None:
+    return None if pd.isna(value) else f"{name} {value:,.4g} {unit}"
+
+
 def with_epoch_time(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame with `time_per_epoch_s`: train_s over the epochs trained (steps x rows per step / rows), so
     that runs of different lengths over the same rows compare."""

@@ -430,8 +430,9 @@ def sections(frame, labels, reps, found, quality, unreadable, base, front, basel
         if ttq is not None:
             out.append(("Time to quality", TIME_TO_QUALITY_NOTE, ttq))
     if not frame.empty:
-        out += [s for s in (replay.difference_section(frame, baseline), replay.claims_section(frame),
-                            replay.not_as_published(frame)) if s is not None]  # fmt: skip
+        sections = (replay.difference_section(frame, baseline), replay.claims_section(frame),
+                    replay.not_as_published(frame), replay.published_figures(frame))
+        out += [s for s in sections if s is not None]
     if not reps.empty:
         out.append(("Parity", parity_note(), parity_table(frame, labels)))
         out.append(("Conditions", conditions_text(frame, labels), conditions_table(frame)))

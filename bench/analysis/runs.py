@@ -136,6 +136,9 @@ def published_columns(s: record.Summary) -> dict[str, Any]:
         "published_source": s.published.source if s.published else None,
         "as_published": s.published.as_published if s.published else None,
         "left_out": "; ".join(s.published.left_out) if s.published else "",
+        "published_train_s": s.published.train_s if s.published else None,
+        "published_peak_memory_gb": s.published.peak_memory_gb if s.published else None,
+        "published_unlike": "; ".join(s.published.unlike) if s.published else "",
         "claims": json.dumps(s.claims) if s.claims else None,
         "trained_steps": s.effective.max_steps,
     }

@@ -188,6 +188,8 @@ class PublishedConfig:
     hardware: str | None = None  # the machine it ran on, as published
     gpu: str | None = None  # that machine's GPU, as a host's GPU name contains it (RTX 4070)
     not_expressible: list[str] = field(default_factory=list)  # what it did that no job value can say
+    train_s: float | None = None  # its published training time (wall clock, seconds)
+    peak_memory_gb: float | None = None  # its published peak GPU memory
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,10 @@ class Published:
 
     source: str
     as_published: bool
-    left_out: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)  # every difference from the publication, with its cause
+    train_s: float | None = None  # the publication's own figures, set beside the measured ones only where
+    peak_memory_gb: float | None = None  # the hardware and the data match (`unlike` empty)
+    unlike: list[str] = field(default_factory=list)  # of hardware and data, what differs here
 
 
 @dataclass

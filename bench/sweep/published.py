@@ -195,5 +195,8 @@ def record(cfg: Config, scenario: str | None, dataset: DatasetSpec, rows: int, o
     """The summary's account of a replayed published run: its source and every difference from it."""
     if cfg.published is None or scenario is None:
         return None
-    found = [d.text() for d in differences(cfg, scenario, dataset, rows, overrides, host_gpus)]
-    return {"source": cfg.published.source, "as_published": not found, "left_out": found}
+    found = differences(cfg, scenario, dataset, rows, overrides, host_gpus)
+    p = cfg.published
+    return {"source": p.source, "as_published": not found, "left_out": [d.text() for d in found],
+            "train_s": p.train_s, "peak_memory_gb": p.peak_memory_gb,
+            "unlike": [d.text() for d in found if d.key in ("hardware", "data")]}  # fmt: skip

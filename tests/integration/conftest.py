@@ -1,4 +1,6 @@
+import os
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -98,3 +100,36 @@ def gpu_bench_rehearsal(tmp_path_factory, trl_python) -> tuple[Path, str]:
                           cwd=REPO, capture_output=True, text=True, timeout=1500)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc.stdout
+
+
+# Fixed names and dates: the same tree committed the same way is the same commit in every test, so a source
+# environment built for it (keyed by its commit) is built once for the session.
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+           "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z"}  # fmt: skip
+
+
+def git(path, *args) -> str:
+    proc = subprocess.run(["git", "-C", str(path), *args], check=True, capture_output=True, text=True,
+                          env=os.environ | GIT_ENV)  # fmt: skip
+    return proc.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def trl_repo(tmp_path_factory):
+    """TRL's sdist of the release conf/framework/trl.yaml pins, unpacked and committed as a repository's main."""
+    import tarfile
+
+    from omegaconf import OmegaConf
+
+    tmp = tmp_path_factory.mktemp("trl")
+    version = OmegaConf.load(REPO / "conf" / "framework" / "trl.yaml").version
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                    f"trl=={version}", "-d", str(tmp)], check=True)  # fmt: skip
+    (sdist,) = tmp.glob("trl-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        tar.extractall(tmp, filter="data")
+    repo = tmp / f"trl-{version}"
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "the release")
+    return repo

@@ -7,14 +7,12 @@ import json
 import os
 import re
 import subprocess
-import sys
-import tarfile
 
 import pytest
 import yaml
-from omegaconf import OmegaConf
 
 from tests.conftest import REPO
+from tests.integration.conftest import git  # the trl_repo fixture is there too
 
 pytestmark = pytest.mark.integration
 
@@ -29,28 +27,6 @@ def _sftbench_slow_step(self, *args, **kwargs):
     return _sftbench_training_step(self, *args, **kwargs)
 SFTTrainer.training_step = _sftbench_slow_step
 """
-
-
-def git(path, *args):
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    subprocess.run(["git", "-C", str(path), *args], check=True, capture_output=True, env=os.environ | env)
-
-
-@pytest.fixture(scope="module")
-def trl_repo(tmp_path_factory):
-    """TRL's sdist of the release conf/framework/trl.yaml pins, unpacked and committed as a repository's main."""
-    tmp = tmp_path_factory.mktemp("trl")
-    version = OmegaConf.load(REPO / "conf" / "framework" / "trl.yaml").version
-    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-                    f"trl=={version}", "-d", str(tmp)], check=True)  # fmt: skip
-    (sdist,) = tmp.glob("trl-*.tar.gz")
-    with tarfile.open(sdist) as tar:
-        tar.extractall(tmp, filter="data")
-    repo = tmp / f"trl-{version}"
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "the release")
-    return repo
 
 
 def run_action(workspace, runner_temp, inputs: dict[str, str]):

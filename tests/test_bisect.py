@@ -1,0 +1,114 @@
+"""bench.bisect: a binary search over a framework's commits driven by the gate's verdict (the sweeps faked
+here; tests/integration/test_bisect.py runs real ones)."""
+
+import math
+import os
+import subprocess
+
+import pytest
+
+from bench.sweep import bisect
+
+COMMITS = [f"c{i}" + "0" * 38 for i in range(6)]
+GOOD, SLOW = [100.0, 100.2], [66.0, 66.2]  # two seeds each, close enough that no CI reaches the line
+
+
+def fake(values_of, calls):
+    """A measure that returns the given values per commit (None: its runs failed) and counts its calls."""
+
+    def measure(commit, offset):
+        calls.append((commit, offset))
+        values = values_of[commit]
+        if values is None:
+            return bisect.Measured(commit, [], "failed: the build broke")
+        return bisect.Measured(commit, list(values[offset : offset + 2]) or list(values))
+
+    return measure
+
+
+def search(values_of):
+    calls = []
+    b = bisect.Bisect(COMMITS, "tokens_per_s", 0.05, fake(values_of, calls), repeats=2)
+    return b, b.run(), calls
+
+
+def test_the_fourth_commit_is_found_within_log2_steps_plus_the_ends():
+    b, first, calls = search({c: GOOD if i < 3 else SLOW for i, c in enumerate(COMMITS)})
+    assert first == 3 and len(calls) <= math.ceil(math.log2(len(COMMITS))) + 2
+    assert len({c for c, _ in calls}) == len(calls)  # each commit measured once: a noiseless search
+
+
+def test_a_commit_that_does_not_run_is_skipped_and_named():
+    values = {c: GOOD if i < 3 else SLOW for i, c in enumerate(COMMITS)}
+    values[COMMITS[2]] = None
+    b, first, _ = search(values)
+    assert first == 3 and b.skipped == [COMMITS[2]]
+
+
+def test_a_commit_whose_interval_straddles_the_line_is_measured_again_never_guessed():
+    values = {c: GOOD if i < 3 else SLOW for i, c in enumerate(COMMITS)}
+    values[COMMITS[3]] = [90.0, 100.0, 93.0, 94.0]  # first two: mean 95, 95 % CI across the 95.95 line
+    b, first, calls = search(values)
+    assert (COMMITS[3], 2) in calls and b.remeasured == [COMMITS[3]]
+    assert first == 3 and b.measured[COMMITS[3]].values == [90.0, 100.0, 93.0, 94.0]
+
+
+def test_a_bad_that_is_not_bad_stops_in_one_line():
+    with pytest.raises(bisect.UserError, match=r"bad=c5\w+ is not bad: tokens_per_s 100.1 against good's 100.1 "
+                                               r"\(\+0.0 %; the gate's tolerance is 5 %\)"):
+        search(dict.fromkeys(COMMITS, GOOD))
+    with pytest.raises(bisect.UserError, match=r"good=c0\w+ did not run ok: failed: the build broke"):
+        search({c: None if i == 0 else SLOW for i, c in enumerate(COMMITS)})
+
+
+def git(repo, *args):
+    env = os.environ | {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout
+
+
+@pytest.fixture
+def repo(tmp_path):
+    git(tmp_path, "init", "-q", "-b", "main")
+    for i in range(4):
+        (tmp_path / "f").write_text(str(i))
+        git(tmp_path, "add", "f")
+        git(tmp_path, "commit", "-q", "-m", f"commit {i}")
+    git(tmp_path, "tag", "first", "HEAD~3")
+    return tmp_path
+
+
+def test_the_commits_between_good_and_bad_in_order(repo):
+    shas = bisect.commits_between(repo, "first", "main")
+    assert len(shas) == 4 and shas[-1] == git(repo, "rev-parse", "main").strip()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["good=main", "bad=main"], "good=main and bad=main: the same ref; a bisect needs two"),
+    (["good=nope", "bad=main"], "good=nope: no such commit in"),
+    (["good=main", "bad=first"], "good=main is not an ancestor of bad=first"),
+    (["good=first", "bad=main", "metric=speed"], "metric=speed: the gate does not know it"),
+    (["good=first"], "bad=REF is needed"),
+])  # fmt: skip
+def test_bad_input_is_one_line_before_any_sweep(repo, capsys, args, message):
+    assert bisect.main(["framework=trl", f"framework.source={repo}", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+
+
+def test_without_a_source_it_says_where_releases_are_searched(capsys):
+    assert bisect.main(["framework=trl", "good=0.24.0", "bad=1.16.0"]) == 2
+    assert "framework.source=REPO is needed" in capsys.readouterr().err
+
+
+def test_the_summary_names_the_first_bad_commit_both_sides_and_the_cost(repo):
+    shas = bisect.commits_between(repo, "first", "main")
+    calls = []
+    b = bisect.Bisect(shas, "tokens_per_s", 0.05, fake({c: GOOD if i < 2 else SLOW for i, c in enumerate(shas)},
+                                                       calls), repeats=2)  # fmt: skip
+    first = b.run()
+    lines = bisect.summary(b, first, repo, 12.0)
+    assert lines[0] == f"first bad commit: {shas[2]} commit 2"
+    assert lines[1].startswith(f"  last good {shas[1][:12]}: tokens_per_s 100.1 (95 % CI ±")
+    assert lines[2].startswith(f"  first bad {shas[2][:12]}: tokens_per_s 66.1 (95 % CI ±")
+    assert lines[3].startswith(f"{len(calls)} commits measured ({shas[0][:7]}") and lines[3].endswith(", 12 s")
