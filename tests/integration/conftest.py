@@ -133,3 +133,15 @@ def trl_repo(tmp_path_factory):
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "the release")
     return repo
+
+
+def slowed_trainer(seconds: float) -> str:
+    """Code appended to TRL's trainer module: every training step sleeps `seconds` first (a regression)."""
+    return f"""
+import time as _sftbench_time
+_sftbench_training_step = SFTTrainer.training_step
+def _sftbench_slow_step(self, *args, **kwargs):
+    _sftbench_time.sleep({seconds})
+    return _sftbench_training_step(self, *args, **kwargs)
+SFTTrainer.training_step = _sftbench_slow_step
+"""

@@ -12,21 +12,14 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.integration.conftest import git  # the trl_repo fixture is there too
+from tests.integration.conftest import git, slowed_trainer  # the trl_repo fixture is there too
 
 pytestmark = pytest.mark.integration
 
 ACTION = yaml.safe_load((REPO / "action.yml").read_text(encoding="utf-8"))
 # Appended to TRL's trainer module: every training step sleeps first, far longer than a tiny model's step
 # (0.1-2 s on a 2-core machine, idle or busy), so the slowed checkout's tokens/s is below 2/17 of its base's.
-SLOW = """
-import time as _sftbench_time
-_sftbench_training_step = SFTTrainer.training_step
-def _sftbench_slow_step(self, *args, **kwargs):
-    _sftbench_time.sleep(15.0)
-    return _sftbench_training_step(self, *args, **kwargs)
-SFTTrainer.training_step = _sftbench_slow_step
-"""
+SLOW = slowed_trainer(15.0)
 
 
 def run_action(workspace, runner_temp, inputs: dict[str, str]):

@@ -11,18 +11,11 @@ import pytest
 
 from bench.analysis import history
 from tests.conftest import REPO
-from tests.integration.conftest import git
+from tests.integration.conftest import git, slowed_trainer
 
 pytestmark = pytest.mark.integration
 # Each training step sleeps 1 s first: far above a tiny model's step on a busy 2-core machine (0.1-0.5 s).
-SLOW = """
-import time as _sftbench_time
-_sftbench_training_step = SFTTrainer.training_step
-def _sftbench_slow_step(self, *args, **kwargs):
-    _sftbench_time.sleep(1.0)
-    return _sftbench_training_step(self, *args, **kwargs)
-SFTTrainer.training_step = _sftbench_slow_step
-"""
+SLOW = slowed_trainer(1.0)
 REPEATS = 2
 
 
