@@ -78,17 +78,19 @@ def finding_lines(sweep) -> list[str]:
 HEAD = re.compile(r"^(?P<system>.+?) vs (?P<base>.+?), same job (?P<job>\S+?)(, |: )")
 
 
-def expected_ratio(runs: pd.DataFrame, job: str, system: str, base: str, metric: str) -> tuple[float, float, int]:
-    """From runs.csv alone: mean and 95 % CI half-width of the per-seed ratio over ok pairs on the same tokens."""
+def expected_ratio(runs: pd.DataFrame, job: str, system: str, base: str, metric: str) -> tuple[float, ...]:
+    """From runs.csv alone: the geometric mean of the per-seed ratio over ok pairs on the same tokens and its
+    95 % CI (Student's t on the log ratios)."""
     ok = runs[(runs["status"] == "ok") & (runs["job_key"] == job)]
     mine = ok[ok["system"] == system]
     theirs = ok[ok["system"] == base].drop_duplicates("seed")
     pairs = mine.merge(theirs, on="seed", suffixes=("", "_base"))
     pairs = pairs[pairs["fingerprint"] == pairs["fingerprint_base"]]
-    ratios = list(pairs[metric] / pairs[f"{metric}_base"])
-    n = len(ratios)
-    half = stats.t.ppf(0.975, n - 1) * statistics.stdev(ratios) / math.sqrt(n) if n > 1 else math.nan
-    return statistics.fmean(ratios), half, n
+    logs = [math.log(r) for r in pairs[metric] / pairs[f"{metric}_base"]]
+    n = len(logs)
+    half = stats.t.ppf(0.975, n - 1) * statistics.stdev(logs) / math.sqrt(n) if n > 1 else math.nan
+    mean = statistics.fmean(logs)
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half), n
 
 
 def sig3(value: float) -> str:
@@ -111,11 +113,11 @@ def check_against_runs_csv(line: str, runs: pd.DataFrame) -> None:
         assert "no ratio — trained on different tokens" in line and min(fingerprints[0]) in line
         return
     for metric, name in [("tokens_per_s", "tokens/s"), ("peak_rss_mb", "peak RSS")]:
-        mean, half, n = expected_ratio(runs, job, head["system"], head["base"], metric)
+        mean, low, high, n = expected_ratio(runs, job, head["system"], head["base"], metric)
         if n == 1:
             assert f"{name} {sig3(mean)}x" in line and "one run each (no CI)" in line, line
         else:
-            assert f"{name} {sig3(mean)}x (95 % CI {sig3(mean - half)}–{sig3(mean + half)})" in line, line
+            assert f"{name} {sig3(mean)}x (95 % CI {sig3(low)}–{sig3(high)})" in line, line
             assert f"{n} seed pairs" in line and "no CI" not in line, line
     shared = of_job[of_job["shared_machine"].notna()]
     assert ("the machine was shared during training" in line) == (not shared.empty), line
@@ -160,9 +162,9 @@ def test_the_findings_open_the_report_and_the_tables_carry_the_same_ratio(sweep)
     md = (sweep / "report.md").read_text()
     assert md.split("\n## ", 1)[1].startswith("Findings\n")
     frame = pd.read_csv(sweep / "runs.csv", dtype={"job_key": str})
-    mean, half, _ = expected_ratio(frame, "same", "llamafactory 1.16.0", "trl 1.16.0", "tokens_per_s")
+    mean, low, high, _ = expected_ratio(frame, "same", "llamafactory 1.16.0", "trl 1.16.0", "tokens_per_s")
     speed = md.split("## Speed\n", 1)[1].split("\n## ", 1)[0]
-    assert f"{sig3(mean)}x [{sig3(mean - half)}, {sig3(mean + half)}]" in speed
+    assert f"{sig3(mean)}x [{sig3(low)}, {sig3(high)}]" in speed
 
 
 def write_curve(sweep, run, losses):
@@ -299,3 +301,13 @@ def test_markdown_shows_what_the_report_did_not_write_as_text(tmp_path):
     md = (d / "report.md").read_text()
     assert "<img" not in md and "<script>" not in md
     assert "&lt;img src=x onerror=alert(1)&gt;" in md and "&lt;script&gt;x&lt;/script&gt;" in md
+
+
+def test_a_ratio_is_a_geometric_mean_whose_interval_stays_positive_over_noisy_pairs():
+    """Three pairs on a busy machine: an arithmetic interval around 1.77x would reach below zero."""
+    noisy = findings.Ratio([0.9, 2.9, 1.5])
+    assert noisy.mean == pytest.approx((0.9 * 2.9 * 1.5) ** (1 / 3))
+    assert 0 < noisy.low < noisy.mean < noisy.high
+    assert re.fullmatch(r"[\d.]+x \(95 % CI [\d.]+–[\d.]+\)", noisy.text()), noisy.text()
+    faster, slower = findings.Ratio([2.0, 4.0]), findings.Ratio([0.5, 0.25])
+    assert faster.mean * slower.mean == pytest.approx(1) and faster.low * slower.high == pytest.approx(1)

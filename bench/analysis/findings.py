@@ -10,6 +10,7 @@ and bench.run prints them at the end of a sweep.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,23 +66,29 @@ def run_labels(frame: pd.DataFrame) -> pd.Series:
 
 @dataclass
 class Ratio:
-    """A candidate system's metric over the baseline system's, one value per seed pair."""
+    """A candidate system's metric over the baseline system's, one value per seed pair. The mean and interval
+    are taken on the log scale (geometric mean; Student's t on the pairs' log ratios): a ratio and its inverse
+    are symmetric there, and the interval of a positive ratio stays positive however noisy the pairs."""
 
     values: list[float]
 
+    def log_interval(self) -> tuple[float, float]:
+        """Mean and 95 % half width of the log ratios (half width NaN below two pairs)."""
+        return replay.t_interval([math.log(v) for v in self.values])
+
     @property
     def mean(self) -> float:
-        return replay.t_interval(self.values)[0]
+        return math.exp(self.log_interval()[0])
 
     @property
     def low(self) -> float:
-        mean, half = replay.t_interval(self.values)
-        return mean - half
+        mean, half = self.log_interval()
+        return math.exp(mean - half)
 
     @property
     def high(self) -> float:
-        mean, half = replay.t_interval(self.values)
-        return mean + half
+        mean, half = self.log_interval()
+        return math.exp(mean + half)
 
     def point(self) -> str:
         return f"{sig3(self.mean)}x"
@@ -190,7 +197,8 @@ def compare(job_key: str | None, runs: pd.DataFrame, system: str, base_system: s
     c.tokens_verified = all(fingerprint(a) and fingerprint(b) for a, b in same)
     for metric in RATIO_METRICS:
         values = [(float(a[metric]), float(b[metric])) for a, b in same
-                  if pd.notna(a.get(metric)) and pd.notna(b.get(metric)) and b[metric]]  # fmt: skip
+                  if pd.notna(a.get(metric)) and pd.notna(b.get(metric))]  # fmt: skip
+        values = [(x, y) for x, y in values if x > 0 and y > 0]  # a ratio's log needs both
         c.ratios[metric] = Ratio([x / y for x, y in values])
         if values:
             c.means[metric] = (sum(x for x, _ in values) / len(values), sum(y for _, y in values) / len(values))

@@ -392,7 +392,8 @@ def frontier_section(sweep_dir: Path) -> tuple[pd.DataFrame, str, list[str]] | N
 def findings_note(baseline: str) -> str:
     return (f"Each system against the baseline system of its job (the first {baseline} system to finish ok), over "
             "runs of one seed that trained on the same tokens; a ratio is system / baseline, so above 1x is more "
-            "tokens/s, more memory, higher loss. 95 % CI: Student's t over the seed pairs.")  # fmt: skip
+            "tokens/s, more memory, higher loss. 95 % CI: geometric mean, Student's t on the log ratios of the seed "
+            "pairs.")  # fmt: skip
 
 
 def speed_note(s: Systems) -> str:
