@@ -102,10 +102,12 @@ def test_published_and_one_job_ratios_and_the_fields_that_differed(published_swe
     assert rows.loc["heldout_loss", "published"] == pytest.approx(2.4 / 2.0)
     assert math.isnan(rows.loc["peak_vram_mb", "published"])  # a CPU measures no VRAM
     per_seed = [lf / trl for lf, trl in zip(ONE_JOB_TRAIN_S["llamafactory"], ONE_JOB_TRAIN_S["trl"], strict=True)]
-    half = stats.t.ppf(0.975, 2) * statistics.stdev(per_seed) / math.sqrt(3)
+    logs = [math.log(r) for r in per_seed]
+    half = stats.t.ppf(0.975, 2) * statistics.stdev(logs) / math.sqrt(3)
     same = rows.loc["time_per_epoch_s"]
-    assert same["same_job"] == pytest.approx(statistics.fmean(per_seed)) and same["seed_pairs"] == 3
-    assert (same["ci95_low"], same["ci95_high"]) == pytest.approx((same["same_job"] - half, same["same_job"] + half))
+    assert same["same_job"] == pytest.approx(math.exp(statistics.fmean(logs))) and same["seed_pairs"] == 3
+    bounds = (math.exp(statistics.fmean(logs) - half), math.exp(statistics.fmean(logs) + half))
+    assert (same["ci95_low"], same["ci95_high"]) == pytest.approx(bounds)
     assert rows.loc["heldout_loss", "same_job"] == pytest.approx(1.0)
     shown = table[table["pair"] == "llamafactory vs trl"].set_index("metric").loc["time_per_epoch_s"]
     assert shown["published runs"] == f"{published:.3g}x"
@@ -190,11 +192,11 @@ def test_claims_hold_do_not_hold_or_are_not_measurable_here(claims_frame):
     rows = table.set_index("claim")
     faster = rows.loc["tokens_per_s: unsloth vs trl, 2x"]
     speedups = [u[0] / t[0] for u, t in zip(MEASURED["unsloth"], MEASURED["trl"], strict=True)]
-    assert faster["measured"] == pytest.approx(statistics.fmean(speedups)) and faster["verdict"] == "holds"
+    assert faster["measured"] == pytest.approx(statistics.geometric_mean(speedups)) and faster["verdict"] == "holds"
     assert faster["source"] == "up to 2x faster" and faster["95 % CI"].count("-") == 1
     vram = rows.loc["peak_vram_mb: unsloth vs trl, 0.3x"]
     savings = [u[1] / t[1] for u, t in zip(MEASURED["unsloth"], MEASURED["trl"], strict=True)]
-    assert vram["measured"] == pytest.approx(statistics.fmean(savings)) and vram["verdict"] == "does not hold"
+    assert vram["measured"] == pytest.approx(statistics.geometric_mean(savings)) and vram["verdict"] == "does not hold"
     axolotl = rows.loc["tokens_per_s: axolotl vs trl, 1.5x"]
     assert axolotl["verdict"] == "not measurable here: the axolotl run ended skipped: axolotl is not installed"
     assert len(table) == len(CLAIMS)  # every run carries them: each once
@@ -213,10 +215,11 @@ def test_a_claim_on_one_pair_is_judged_on_its_point_without_ci_and_vram_is_not_m
 
 
 def test_a_claim_inside_the_interval_holds_though_its_point_falls_short():
-    values = [1.7, 2.2]  # mean 1.95 < 2 claimed, but the interval spans it
-    mean, half = replay.t_interval(values)
-    assert mean < 2.0 < mean + half and replay.verdict(2.0, mean, half, higher_is_better=True) == "holds"
-    assert replay.verdict(2.0, mean, math.nan, higher_is_better=True) == "does not hold"  # one pair: the point
+    values = [1.7, 2.2]  # geometric mean 1.93 < 2 claimed, but the interval spans it
+    mean, low, high = replay.ratio_interval(values)
+    assert mean < 2.0 < high and replay.verdict(2.0, mean, low, high, higher_is_better=True) == "holds"
+    one = replay.verdict(2.0, mean, math.nan, math.nan, higher_is_better=True)
+    assert one == "does not hold"  # one pair: the point
 
 
 def test_the_report_writes_into_the_first_sweep_with_unique_run_names(published_sweep, one_job_sweep, capsys):

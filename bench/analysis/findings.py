@@ -10,7 +10,6 @@ and bench.run prints them at the end of a sweep.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,23 +71,17 @@ class Ratio:
 
     values: list[float]
 
-    def log_interval(self) -> tuple[float, float]:
-        """Mean and 95 % half width of the log ratios (half width NaN below two pairs)."""
-        return replay.t_interval([math.log(v) for v in self.values])
-
     @property
     def mean(self) -> float:
-        return math.exp(self.log_interval()[0])
+        return replay.ratio_interval(self.values)[0]
 
     @property
     def low(self) -> float:
-        mean, half = self.log_interval()
-        return math.exp(mean - half)
+        return replay.ratio_interval(self.values)[1]
 
     @property
     def high(self) -> float:
-        mean, half = self.log_interval()
-        return math.exp(mean + half)
+        return replay.ratio_interval(self.values)[2]
 
     def point(self) -> str:
         return f"{sig3(self.mean)}x"

@@ -62,6 +62,13 @@ def t_interval(values: list[float]) -> tuple[float, float]:
     return mean, stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
 
 
+def ratio_interval(ratios: list[float]) -> tuple[float, float, float]:
+    """Geometric mean of positive ratios and its 95 % CI (Student's t on their logs): symmetric for a ratio and
+    its inverse, and positive however noisy the ratios; the bounds are NaN below two ratios."""
+    mean, half = t_interval([math.log(r) for r in ratios])
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+
+
 def times(value: float) -> str:
     return "-" if pd.isna(value) else f"{value:.3g}x"
 
@@ -155,7 +162,7 @@ def seed_ratios(runs: pd.DataFrame, baseline: str, candidate: str, metric: str) 
     if pairs.empty:
         return [], OTHER_TOKENS
     values = pairs.reindex(columns=[metric, f"{metric}_base"]).astype(float).dropna()
-    values = values[values[f"{metric}_base"] != 0]
+    values = values[(values[metric] > 0) & (values[f"{metric}_base"] > 0)]  # a ratio's log needs both
     if values.empty:
         on_cpu = "device" in pairs and (pairs["device"] == "cpu").all()
         return [], f"no {metric} measured" + (" (trained on a CPU)" if on_cpu else "")
@@ -215,10 +222,10 @@ def pair_rows(published: tuple[pd.Series, pd.Series], one_job: pd.DataFrame) -> 
         values, why = [], "no one-job runs of both"
         if job is not None:
             values, why = seed_ratios(one_job[one_job["job_key"] == job], base["framework"], cand["framework"], metric)
-        mean, half = t_interval(values)
+        mean, low, high = ratio_interval(values)
         b, c = pd.to_numeric(pd.Series([base.get(metric), cand.get(metric)]), errors="coerce")
         rows.append({"pair": pair, "metric": metric, "published": c / b if b else math.nan, "same_job": mean,
-                     "ci95_low": mean - half, "ci95_high": mean + half, "seed_pairs": len(values),
+                     "ci95_low": low, "ci95_high": high, "seed_pairs": len(values),
                      "same_job_note": why or (NO_CI if len(values) == 1 else ""), "same_job_key": job})  # fmt: skip
     return rows
 
@@ -292,10 +299,10 @@ def claims_of(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return list(found.values())
 
 
-def verdict(claimed: float, mean: float, half: float, higher_is_better: bool | None) -> str:
-    """Holds when the claimed ratio lies inside the interval, or the measurement is at least as good as
-    claimed in the metric's better direction."""
-    inside = not math.isnan(half) and abs(claimed - mean) <= half
+def verdict(claimed: float, mean: float, low: float, high: float, higher_is_better: bool | None) -> str:
+    """Holds when the claimed ratio lies inside the interval (`low`–`high`, NaN from one pair), or the
+    measurement is at least as good as claimed in the metric's better direction."""
+    inside = low <= claimed <= high  # False for NaN bounds
     as_good = higher_is_better is not None and (mean >= claimed if higher_is_better else mean <= claimed)
     return "holds" if inside or as_good else "does not hold"
 
@@ -312,9 +319,9 @@ def claim_row(frame: pd.DataFrame, claim: dict[str, Any]) -> dict[str, Any]:
         values, why = seed_ratios(frame, base, cand, metric)
     if why:
         return row | {"verdict": f"not measurable here: {why}"}
-    mean, half = t_interval(values)
-    return row | {"measured": mean, "95 % CI": ci_text(mean - half, mean + half, len(values)),
-                  "verdict": verdict(claim["ratio"], mean, half, registry.get(metric).higher_is_better)}  # fmt: skip
+    mean, low, high = ratio_interval(values)
+    says = verdict(claim["ratio"], mean, low, high, registry.get(metric).higher_is_better)
+    return row | {"measured": mean, "95 % CI": ci_text(low, high, len(values)), "verdict": says}
 
 
 def claims_section(frame: pd.DataFrame) -> Section | None:
@@ -323,7 +330,7 @@ def claims_section(frame: pd.DataFrame) -> Section | None:
     if not claims:
         return None
     text = ("Claims the scenarios carry, held against this host's runs of both systems on one job and seed that "
-            "trained on the same tokens: measured is candidate / baseline, the mean over seed pairs with a 95 % "
-            "CI (Student's t). A claim holds when the claimed ratio lies inside the interval or the measurement "
-            "is at least as good in the metric's better direction.")  # fmt: skip
+            "trained on the same tokens: measured is candidate / baseline, the geometric mean over seed pairs with "
+            "a 95 % CI (Student's t on the log ratios). A claim holds when the claimed ratio lies inside the "
+            "interval or the measurement is at least as good in the metric's better direction.")  # fmt: skip
     return ("Claims next to measurements", text, pd.DataFrame([claim_row(frame, c) for c in claims]))
