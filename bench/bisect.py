@@ -1,5 +1,5 @@
-"""`python -m bench.bisect framework=trl framework.source=REPO good=REF bad=REF`: the commit that made a metric
-regress (bench/sweep/bisect.py)."""
+"""`python -m bench.bisect framework=trl [framework.source=REPO] good=REF bad=REF`: the commit or release that
+made a metric regress (bench/sweep/bisect.py)."""
 
 import sys
 

@@ -96,9 +96,59 @@ def test_bad_input_is_one_line_before_any_sweep(repo, capsys, args, message):
     assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
 
 
-def test_without_a_source_it_says_where_releases_are_searched(capsys):
-    assert bisect.main(["framework=trl", "good=0.24.0", "bad=1.16.0"]) == 2
-    assert "framework.source=REPO is needed" in capsys.readouterr().err
+@pytest.fixture
+def index(tmp_path, monkeypatch):
+    """A package index of TRL releases for pip (file names only, as `pip index versions` reads them)."""
+    links = tmp_path / "index"
+    links.mkdir()
+    for release in ("0.23.0", "0.24.0", "0.25.0", "0.25.1", "0.26.0rc1", "0.26.0", "1.0.0"):
+        (links / f"trl-{release}-py3-none-any.whl").touch()
+    for key, value in {"PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(links)}.items():
+        monkeypatch.setenv(key, value)
+    return links
+
+
+def test_without_a_source_the_final_releases_between_good_and_bad_are_searched(index):
+    assert bisect.releases_between("trl", "0.24.0", "1.0.0") == ["0.24.0", "0.25.0", "0.25.1", "0.26.0", "1.0.0"]
+    history = bisect.history_of(["framework=trl", "train.max_steps=4"], "0.24.0", "0.26.0")
+    assert history.kind == "release" and history.override("0.25.1") == "framework.version=0.25.1"
+
+
+def test_a_release_bisect_prints_the_first_bad_release(index, monkeypatch, tmp_path, capsys):
+    calls = []
+    slow_from = ["0.24.0", "0.25.0", "0.25.1", "0.26.0", "1.0.0"].index("0.25.1")
+    values = {r: GOOD if i < slow_from else SLOW for i, r in enumerate(["0.24.0", "0.25.0", "0.25.1", "0.26.0",
+                                                                           "1.0.0"])}  # fmt: skip
+    monkeypatch.setattr(bisect, "sweep_measure", lambda *args: fake(values, calls))
+    assert bisect.main(["framework=trl", "good=0.24.0", "bad=1.0.0", f"out={tmp_path / 'out'}"]) == 0
+    out = capsys.readouterr().out
+    assert "bisect: 5 releases from good 0.24.0 to bad 1.0.0" in out
+    assert "first bad release: 0.25.1\n  last good 0.25.0: tokens_per_s 100.1 (95 % CI ±" in out, out
+    assert f"{len(calls)} releases measured (0.24.0, 1.0.0, " in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["framework=trl", "good=0.24.0", "bad=0.24.0"], "good=0.24.0 and bad=0.24.0: the same release"),
+    (["framework=trl", "good=1.0.0", "bad=0.24.0"], "good=1.0.0 is not older than bad=0.24.0"),
+    (["framework=trl", "good=0.9.6", "bad=1.0.0"], "good=0.9.6: trl's runner drives >=0.24 (SFTConfig's"),
+    (["framework=trl", "good=0.24.0", "bad=0.27.0"], "bad=0.27.0: no such release of trl on the package index"),
+    (["framework=trl", "good=latest", "bad=1.0.0"], "good=latest: not a release number"),
+    (["framework=trl,llamafactory", "good=0.24.0", "bad=1.0.0"], "framework=NAME (one framework) is needed"),
+    (["framework=trl", "framework.version=1.0.0", "good=0.24.0", "bad=1.0.0"], "framework.version: good and bad"),
+    (["framework=trl", "good=0.24.0", "bad=1.0.0", "tolerances=/nonexistent.yml"], "tolerances=/nonexistent.yml:"),
+])  # fmt: skip
+def test_bad_releases_are_one_line_before_any_sweep(index, capsys, args, message):
+    assert bisect.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+
+
+def test_a_tolerances_file_sets_the_line_as_for_the_gate(tmp_path):
+    (tmp_path / "tol.yml").write_text("tokens_per_s: 0.5\n")
+    assert bisect.read_rules(str(tmp_path / "tol.yml"), "tokens_per_s") == 0.5
+    (tmp_path / "list.yml").write_text("- 0.5\n")
+    with pytest.raises(bisect.UserError, match="expected a mapping of metric: rel_tol"):
+        bisect.read_rules(str(tmp_path / "list.yml"), "tokens_per_s")
 
 
 def test_the_summary_names_the_first_bad_commit_both_sides_and_the_cost(repo):
@@ -107,7 +157,7 @@ def test_the_summary_names_the_first_bad_commit_both_sides_and_the_cost(repo):
     b = bisect.Bisect(shas, "tokens_per_s", 0.05, fake({c: GOOD if i < 2 else SLOW for i, c in enumerate(shas)},
                                                        calls), repeats=2)  # fmt: skip
     first = b.run()
-    lines = bisect.summary(b, first, repo, 12.0)
+    lines = bisect.summary(b, first, bisect.History("commit", shas, repo), 12.0)
     assert lines[0] == f"first bad commit: {shas[2]} commit 2"
     assert lines[1].startswith(f"  last good {shas[1][:12]}: tokens_per_s 100.1 (95 % CI ±")
     assert lines[2].startswith(f"  first bad {shas[2][:12]}: tokens_per_s 66.1 (95 % CI ±")

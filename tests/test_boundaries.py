@@ -115,7 +115,7 @@ def test_the_wheel_ships_conf_inside_the_package(tmp_path):
         ("bench.compare", "usage: python -m bench.compare"),
         ("bench.export", "usage: python -m bench.export"),
         ("bench.history", "usage: python -m bench.history"),
-        ("bench.bisect", "Find the commit that made a metric regress"),
+        ("bench.bisect", "Find the change that made a metric regress"),
     ],
 )
 def test_help_starts_with_how_to_use_it(module, first_line):

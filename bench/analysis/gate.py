@@ -71,6 +71,17 @@ def tolerances(overrides: dict | None = None) -> dict[str, float]:
     return rules
 
 
+def read_tolerances(path: Path) -> dict | None:
+    """A tolerances file (YAML, metric: rel_tol) as `tolerances` takes it; Unusable unless a mapping."""
+    try:
+        overrides = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise Unusable(f"{path}: not YAML ({e})") from None
+    if overrides is not None and not isinstance(overrides, dict):
+        raise Unusable(f"{path}: expected a mapping of metric: rel_tol")
+    return overrides
+
+
 def _runs(sweep: Path):
     if not sweep.is_dir():
         raise Unusable(f"{sweep}: not a sweep directory")
@@ -203,10 +214,7 @@ def main(argv: list[str] | None = None) -> int:
               "it with another sweep of the same job", file=sys.stderr)  # fmt: skip
         return 2
     try:
-        overrides = yaml.safe_load(a.tolerances.read_text(encoding="utf-8")) if a.tolerances else None
-        if overrides is not None and not isinstance(overrides, dict):
-            raise Unusable(f"{a.tolerances}: expected a mapping of metric: rel_tol")
-        checks = compare(a.baseline, a.candidate, tolerances(overrides))
+        checks = compare(a.baseline, a.candidate, tolerances(read_tolerances(a.tolerances) if a.tolerances else None))
     except (Unusable, OSError, yaml.YAMLError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

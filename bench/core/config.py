@@ -255,5 +255,6 @@ def frameworks() -> dict[str, dict[str, Any]]:
     for path in sorted((conf_dir() / "framework").glob("*.yaml")):
         node = OmegaConf.load(path)
         keys = ("runner", "distribution", "packages", "needs_gpu", "multi_gpu")
-        found[str(node.name)] = {k: node[k] for k in keys} | {"token_metrics": node.get("token_metrics")}
+        found[str(node.name)] = {k: node[k] for k in keys} | {k: node.get(k) for k in ("token_metrics", "drives",
+                                                                                      "drives_note")}  # fmt: skip
     return found

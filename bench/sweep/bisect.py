@@ -1,16 +1,20 @@
-"""Find the commit that made a metric regress: a binary search over a framework's git history, each step a
-sweep of `python -m bench.run` judged by the gate's own verdict.
+"""Find the change that made a metric regress: a binary search over a framework's git history or over its
+releases, each step a sweep of `python -m bench.run` judged by the gate's own verdict.
 
     python -m bench.bisect framework=trl framework.source=REPO good=REF bad=REF [metric=tokens_per_s]
-                           [repeats=2] [out=DIR] [KEY=VALUE ...]
+                           [repeats=2] [tolerances=FILE] [out=DIR] [KEY=VALUE ...]
+    python -m bench.bisect framework=trl good=RELEASE bad=RELEASE [...]
 
-REPO is a local clone or git+URL; every other KEY=VALUE goes to bench.run as it is (the job). Each commit
-measured is a sweep of `repeats` seeds (framework.source=git+file://REPO@SHA) under DIR, kept; its environment
-is built once, by its commit, and reused. A commit is bad when the gate calls its mean a regression against
-good's (the metric's tolerance, bench/core/metrics.py); where its 95 % CI straddles that line it is measured
-again with as many more seeds before it is judged, never guessed. A commit whose runs do not finish ok (it
-does not build, it fails) is skipped and named, as git bisect skip does. Before any sweep: good and bad the
-same, an unknown ref, good not an ancestor of bad, or a metric the gate does not know is one line (exit 2);
+REPO is a local clone or git+file://PATH; without framework.source, good and bad are releases and the search
+runs over every final release between them on the package index pip reads (`pip index versions`). Every
+other KEY=VALUE goes to bench.run as it is (the job). Each point measured (a commit, through
+framework.source=git+file://REPO@SHA, or a release, through framework.version) is a sweep of `repeats` seeds
+under DIR, kept; its environment is built once, by its commit or release, and reused. A point is bad when the
+gate calls its mean a regression against good's (the metric's tolerance: bench/core/metrics.py, or FILE as for
+bench.compare); where its 95 % CI straddles that line it is measured again with as many more seeds before it
+is judged, never guessed. A point whose runs do not finish ok (it does not build, it fails) is skipped and
+named, as git bisect skip does. Before any sweep: good and bad the same, an unknown ref or release, good not
+before bad, a release the runner does not drive, or a metric the gate does not know is one line (exit 2);
 after good and bad are measured, a good that is not good or a bad that is not bad stops with one line.
 """
 
@@ -24,16 +28,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.analysis.gate import tolerances, verdict
+from bench.analysis.gate import Unusable, tolerances, verdict
 from bench.core import metrics as registry
 from bench.core.errors import UserError
 
-OWN = ("good", "bad", "metric", "repeats", "out")
+OWN = ("good", "bad", "metric", "repeats", "tolerances", "out")
 
 
 @dataclass
 class Measured:
-    commit: str
+    point: str  # a commit's sha or a release
     values: list[float] = field(default_factory=list)
     why: str = ""  # where no run finished ok: what happened
     sweeps: list[Path] = field(default_factory=list)
@@ -48,13 +52,36 @@ class Measured:
         return t_interval(self.values)[1] if len(self.values) > 1 else math.inf
 
 
+@dataclass(frozen=True)
+class History:
+    """What is searched: a framework's commits (`kind` commit) or releases, good first, bad last, and the
+    bench.run override that installs one of them."""
+
+    kind: str  # "commit" | "release"
+    points: list[str]
+    repo: Path | None = None  # the git history of commits
+
+    def short(self, point: str) -> str:
+        return point[:12] if self.kind == "commit" else point
+
+    def override(self, point: str) -> str:
+        if self.kind == "commit":
+            return f"framework.source=git+file://{self.repo}@{point}"
+        return f"framework.version={point}"
+
+    def title(self, point: str) -> str:
+        """`SHA subject` of a commit, a release as it is."""
+        return f"{point} {git(self.repo, 'log', '-1', '--format=%s', point)}" if self.kind == "commit" else point
+
+
 @dataclass
 class Bisect:
-    commits: list[str]  # good first, bad last, in commit order
+    points: list[str]  # good first, bad last, in history order
     metric: str
     rel_tol: float
-    measure: Callable[[str, int], Measured]  # (commit, seed offset) -> its runs' values
+    measure: Callable[[str, int], Measured]  # (point, seed offset) -> its runs' values
     repeats: int
+    short: Callable[[str], str] = lambda point: point[:12]
     measured: dict[str, Measured] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     remeasured: list[str] = field(default_factory=list)
@@ -63,57 +90,57 @@ class Bisect:
     def higher(self) -> bool:
         return bool(registry.get(self.metric).higher_is_better)
 
-    def get(self, commit: str) -> Measured:
-        if commit not in self.measured:
-            self.measured[commit] = self.measure(commit, 0)
-        return self.measured[commit]
+    def get(self, point: str) -> Measured:
+        if point not in self.measured:
+            self.measured[point] = self.measure(point, 0)
+        return self.measured[point]
 
     def is_bad(self, m: Measured) -> bool:
         """The gate's verdict against good's mean; a CI across the line is measured again first."""
-        good = self.measured[self.commits[0]].mean
+        good = self.measured[self.points[0]].mean
         line = good * (1 - self.rel_tol) if self.higher else good * (1 + self.rel_tol)
-        if abs(m.mean - line) < m.half() and m.commit not in self.remeasured:
-            more = self.measure(m.commit, len(m.values))
+        if abs(m.mean - line) < m.half() and m.point not in self.remeasured:
+            more = self.measure(m.point, len(m.values))
             m.values += more.values
             m.sweeps += more.sweeps
-            self.remeasured.append(m.commit)
+            self.remeasured.append(m.point)
         return verdict(good, m.mean, self.higher, self.rel_tol) == "regressed"
 
     def ends(self) -> None:
         """good good and bad bad, or UserError in one line."""
-        good, bad = self.get(self.commits[0]), self.get(self.commits[-1])
+        good, bad = self.get(self.points[0]), self.get(self.points[-1])
         for side, m in (("good", good), ("bad", bad)):
             if not m.values:
-                raise UserError(f"{side}={m.commit[:12]} did not run ok: {m.why}")
+                raise UserError(f"{side}={self.short(m.point)} did not run ok: {m.why}")
         if not self.is_bad(bad):
             change = 100 * (bad.mean / good.mean - 1) if good.mean else 0.0
-            raise UserError(f"bad={bad.commit[:12]} is not bad: {self.metric} {bad.mean:.4g} against good's "
+            raise UserError(f"bad={self.short(bad.point)} is not bad: {self.metric} {bad.mean:.4g} against good's "
                             f"{good.mean:.4g} ({change:+.1f} %; the gate's tolerance is {100 * self.rel_tol:g} %)")
 
     def run(self) -> int:
-        """The index of the first bad commit (or of the last candidate, where skips leave a range)."""
+        """The index of the first bad point (or of the last candidate, where skips leave a range)."""
         self.ends()
-        lo, hi = 0, len(self.commits) - 1
+        lo, hi = 0, len(self.points) - 1
         while hi - lo > 1:
             mid = self.pick(lo, hi)
             if mid is None:
                 break
-            if self.is_bad(self.measured[self.commits[mid]]):
+            if self.is_bad(self.measured[self.points[mid]]):
                 hi = mid
             else:
                 lo = mid
         return hi
 
     def pick(self, lo: int, hi: int) -> int | None:
-        """The middle commit between lo and hi that runs, nearest the middle first; None when all are skipped."""
+        """The middle point between lo and hi that runs, nearest the middle first; None when all are skipped."""
         middle = (lo + hi) // 2
         for i in sorted(range(lo + 1, hi), key=lambda i: (abs(i - middle), i)):
-            commit = self.commits[i]
-            if commit in self.skipped:
+            point = self.points[i]
+            if point in self.skipped:
                 continue
-            if self.get(commit).values:
+            if self.get(point).values:
                 return i
-            self.skipped.append(commit)
+            self.skipped.append(point)
         return None
 
 
@@ -143,16 +170,61 @@ def commits_between(repo: Path, good: str, bad: str) -> list[str]:
     return [shas[0], *path]
 
 
-def sweep_measure(repo: Path, out: Path, overrides: list[str], metric: str, repeats: int,
+def releases_between(framework: str, good: str, bad: str) -> list[str]:
+    """good, then every final release after it up to bad, in version order, from the package index pip reads;
+    UserError for bad input: the same release, one the index does not have, good not older than bad, or a
+    release the runner does not drive."""
+    from packaging.version import InvalidVersion, Version
+
+    from bench.core.config import driven, frameworks
+
+    known = frameworks()
+    if framework not in known:
+        raise UserError(f"framework={framework}: not registered; known: {', '.join(known)}")
+    facts = known[framework]
+    if good == bad:
+        raise UserError(f"good={good} and bad={bad}: the same release; a bisect needs two")
+    for side, release in (("good", good), ("bad", bad)):
+        try:
+            Version(release)
+        except InvalidVersion:
+            raise UserError(f"{side}={release}: not a release number") from None
+    if Version(good) >= Version(bad):
+        raise UserError(f"good={good} is not older than bad={bad}: bisect searches the releases between them")
+    for side, release in (("good", good), ("bad", bad)):
+        if facts["drives"] and not driven(release, facts["drives"]):
+            raise UserError(f"{side}={release}: {framework}'s runner drives {facts['drives']} "
+                            f"({facts['drives_note'] or 'conf/framework/' + framework + '.yaml'})")  # fmt: skip
+    available = index_releases(facts["distribution"])
+    for side, release in (("good", good), ("bad", bad)):
+        if Version(release) not in {Version(v) for v in available}:
+            raise UserError(f"{side}={release}: no such release of {facts['distribution']} on the package index")
+    between = sorted({Version(v) for v in available if not Version(v).is_prerelease} | {Version(good), Version(bad)})
+    return [str(v) for v in between if Version(good) <= v <= Version(bad)]
+
+
+def index_releases(distribution: str) -> list[str]:
+    """Every release of a distribution on the index pip is configured for (`pip index versions`, pre-releases
+    included), newest first; UserError when pip cannot list them."""
+    proc = subprocess.run([sys.executable, "-m", "pip", "index", "versions", "--pre", distribution],
+                          capture_output=True, text=True)  # fmt: skip
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("Available versions:")), None)
+    if proc.returncode or line is None:
+        why = (proc.stderr.strip().splitlines() or ["no versions listed"])[-1]
+        raise UserError(f"pip index versions {distribution}: {why}")
+    return [v.strip() for v in line.partition(":")[2].split(",") if v.strip()]
+
+
+def sweep_measure(history: History, out: Path, overrides: list[str], metric: str, repeats: int,
                   log: Callable[[str], None]) -> Callable[[str, int], Measured]:  # fmt: skip
-    """Measure a commit: one sweep of `repeats` seeds (after `offset` seeds already measured) into `out`."""
+    """Measure a point: one sweep of `repeats` seeds (after `offset` seeds already measured) into `out`."""
     from bench.analysis import runs
 
-    def measure(commit: str, offset: int) -> Measured:
+    def measure(point: str, offset: int) -> Measured:
         seeds = ",".join(str(s) for s in range(offset + 1, offset + repeats + 1))
-        sweep = out / f"{len(list(out.glob('*')))}-{commit[:12]}"
-        cmd = [sys.executable, "-m", "bench.run", *overrides, f"framework.source=git+file://{repo}@{commit}",
-               f"train.seed={seeds}", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+        sweep = out / f"{len(list(out.glob('*')))}-{history.short(point)}"
+        cmd = [sys.executable, "-m", "bench.run", *overrides, history.override(point), f"train.seed={seeds}",
+               f"hydra.sweep.dir={sweep}"]  # fmt: skip
         start = time.perf_counter()
         subprocess.run(cmd, capture_output=True, text=True)
         frame, _ = runs.load_runs(sweep) if sweep.is_dir() else (None, None)
@@ -162,9 +234,9 @@ def sweep_measure(repo: Path, out: Path, overrides: list[str], metric: str, repe
         if not values:
             first = frame.iloc[0] if frame is not None and not frame.empty else None
             why = f"{first['status']}: {first['reason']}" if first is not None else "no run was recorded"
-        log(f"{commit[:12]}: {metric} " + (", ".join(f"{v:.4g}" for v in values) if values else f"none ({why})")
-            + f" [{time.perf_counter() - start:.0f} s]")
-        return Measured(commit, values, why, [sweep])
+        log(f"{history.short(point)}: {metric} " + (", ".join(f"{v:.4g}" for v in values) if values else
+            f"none ({why})") + f" [{time.perf_counter() - start:.0f} s]")  # fmt: skip
+        return Measured(point, values, why, [sweep])
 
     return measure
 
@@ -177,19 +249,44 @@ def parse(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     return own, rest
 
 
-def repository(overrides: list[str]) -> Path:
-    """The framework's git history: framework.source as a local clone, or git+URL cloned once, bare."""
-    given = next((o.partition("=")[2] for o in overrides if o.startswith("framework.source=")), None)
-    if not given:
-        raise UserError("framework.source=REPO is needed: bisect searches a framework's git history (for "
-                        "releases, python -m bench.history over a framework.version sweep)")  # fmt: skip
-    given = given.strip("'\"")
-    if given.startswith("git+"):
-        url = given.removeprefix("git+").split("@", 1)[0]
+def given(overrides: list[str], key: str) -> str | None:
+    value = next((o.partition("=")[2] for o in overrides if o.startswith(f"{key}=")), None)
+    return value.strip("'\"") if value else None
+
+
+def repository(source: str) -> Path:
+    """The framework's git history: framework.source as a local clone or git+file://PATH."""
+    if source.startswith("git+"):
+        url = source.removeprefix("git+").split("@", 1)[0]
         if url.startswith("file://"):
             return Path(url.removeprefix("file://"))
-        raise UserError(f"framework.source={given}: bisect takes a local clone (git clone {url}, then its path)")
-    return Path(given).expanduser().resolve()
+        raise UserError(f"framework.source={source}: bisect takes a local clone (git clone {url}, then its path)")
+    return Path(source).expanduser().resolve()
+
+
+def history_of(overrides: list[str], good: str, bad: str) -> History:
+    """The commits between good and bad of framework.source's history or, without one, the releases of the
+    one framework the overrides name."""
+    if source := given(overrides, "framework.source"):
+        repo = repository(source)
+        return History("commit", commits_between(repo, good, bad), repo)
+    framework = given(overrides, "framework")
+    if not framework or "," in framework:
+        raise UserError("framework=NAME (one framework) is needed: its releases, or with framework.source=REPO "
+                        "its commits, are searched")  # fmt: skip
+    if given(overrides, "framework.version"):
+        raise UserError("framework.version: good and bad name the releases a bisect installs; leave it out")
+    return History("release", releases_between(framework, good, bad))
+
+
+def read_rules(path: str | None, metric: str) -> float:
+    """The gate's tolerance of `metric`: the registry's, or a tolerances FILE's as bench.compare reads it."""
+    from bench.analysis.gate import read_tolerances
+
+    try:
+        return tolerances(read_tolerances(Path(path)) if path else None)[metric]
+    except (Unusable, OSError) as e:
+        raise UserError(f"tolerances={path}: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,42 +303,44 @@ def main(argv: list[str] | None = None) -> int:
         metric, repeats = own.get("metric", "tokens_per_s"), int(own.get("repeats", "2"))
         if metric not in registry.gated():
             raise UserError(f"metric={metric}: the gate does not know it; gated: {', '.join(registry.gated())}")
-        repo = repository(overrides)
-        commits = commits_between(repo, own["good"], own["bad"])
+        rel_tol = read_rules(own.get("tolerances"), metric)
+        history = history_of(overrides, own["good"], own["bad"])
         overrides = [o for o in overrides if not o.startswith("framework.source=")]
         out = Path(own.get("out") or f"results/bisect-{time.strftime('%Y%m%d-%H%M%S')}")
         out.mkdir(parents=True, exist_ok=True)
-        print(f"bisect: {len(commits)} commits from good {commits[0][:12]} to bad {commits[-1][:12]}, {metric}, "
-              f"{repeats} seed(s) a step, sweeps in {out}", flush=True)  # fmt: skip
-        b = Bisect(commits, metric, tolerances()[metric], sweep_measure(repo, out, overrides, metric, repeats,
-                   lambda line: print("  " + line, flush=True)), repeats)  # fmt: skip
+        ends = f"good {history.short(history.points[0])} to bad {history.short(history.points[-1])}"
+        print(f"bisect: {len(history.points)} {history.kind}s from {ends}, {metric}, {repeats} seed(s) a step, "
+              f"sweeps in {out}", flush=True)  # fmt: skip
+        measure = sweep_measure(history, out, overrides, metric, repeats, lambda line: print("  " + line, flush=True))
+        b = Bisect(history.points, metric, rel_tol, measure, repeats, history.short)
         first = b.run()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print("\n".join(summary(b, first, repo, time.perf_counter() - start)))
+    print("\n".join(summary(b, first, history, time.perf_counter() - start)))
     return 0
 
 
-def summary(b: Bisect, first: int, repo: Path, seconds: float) -> list[str]:
-    bad, good = b.measured[b.commits[first]], b.measured[b.commits[max(first - 1, 0)]]
-    good = next((b.measured[c] for c in reversed(b.commits[:first]) if c in b.measured and b.measured[c].values),
-                good)  # fmt: skip
-    subject = git(repo, "log", "-1", "--format=%s", bad.commit)
+def summary(b: Bisect, first: int, history: History, seconds: float) -> list[str]:
+    bad = b.measured[b.points[first]]
+    good = next(b.measured[p] for p in reversed(b.points[:first]) if p in b.measured and b.measured[p].values)
+    kind = history.kind
 
     def side(m: Measured) -> str:
         half = m.half()
         ci = f"95 % CI ±{half:.3g}" if math.isfinite(half) else "one run"
-        return f"{m.commit[:12]}: {b.metric} {m.mean:.4g} ({ci}, {len(m.values)} runs)"
+        return f"{history.short(m.point)}: {b.metric} {m.mean:.4g} ({ci}, {len(m.values)} runs)"
 
-    skipped = [c for c in b.commits[b.commits.index(good.commit) + 1 : first] if c in b.skipped]
-    head = ("first bad commit: " if not skipped else "the first bad commit is one of: "
-            + ", ".join(c[:12] for c in skipped) + ", ")  # fmt: skip
-    lines = [f"{head}{bad.commit} {subject}", f"  last good {side(good)}", f"  first bad {side(bad)}",
-             f"{len(b.measured)} commits measured ({', '.join(c[:7] for c in b.measured)}), "
-             f"{sum(len(m.sweeps) for m in b.measured.values())} sweeps, {seconds:.0f} s"]  # fmt: skip
+    skipped = [p for p in b.points[b.points.index(good.point) + 1 : first] if p in b.skipped]
+    head = (f"first bad {kind}: " if not skipped else f"the first bad {kind} is one of: "
+            + ", ".join(history.short(p) for p in skipped) + ", ")  # fmt: skip
+    shown = ", ".join(p[:7] if kind == "commit" else p for p in b.measured)
+    lines = [f"{head}{history.title(bad.point)}", f"  last good {side(good)}", f"  first bad {side(bad)}",
+             f"{len(b.measured)} {kind}s measured ({shown}), {sum(len(m.sweeps) for m in b.measured.values())} "
+             f"sweeps, {seconds:.0f} s"]  # fmt: skip
     if b.skipped:
-        lines.append("skipped (did not run ok): " + "; ".join(f"{c[:12]} {b.measured[c].why}" for c in b.skipped))
+        lines.append("skipped (did not run ok): " + "; ".join(f"{history.short(p)} {b.measured[p].why}"
+                                                                for p in b.skipped))  # fmt: skip
     if b.remeasured:
-        lines.append("measured again (a CI across the gate's line): " + ", ".join(c[:12] for c in b.remeasured))
+        lines.append("measured again (a CI across the gate's line): " + ", ".join(map(history.short, b.remeasured)))
     return lines
