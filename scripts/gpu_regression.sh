@@ -12,8 +12,13 @@
 # 4. compares with BASELINE if it holds a sweep (bench.compare, with TOLERANCES: a YAML of metric: rel_tol;
 #    exit 1 on a regression, 2 when the sweeps cannot be compared, e.g. different GPU models), else says in
 #    the step summary that nothing was compared.
-# The Markdown summary (the candidate's findings, then the comparison) goes to $GITHUB_STEP_SUMMARY (stdout
-# when unset), the verdict to $GITHUB_OUTPUT as verdict=...; PYTHON picks the interpreter.
+# 5. on a regression with BISECT=true: bench.bisect over SOURCE_REPO's commits, from the one the baseline
+#    sweep records to the one the candidate's records (sweeps under CANDIDATE-bisect), for the first bad
+#    commit; where there are no such commits (a release, uncommitted changes) the summary says why. The
+#    exit status stays the gate's.
+# The Markdown summary (the candidate's findings, then the comparison, then the bisect) goes to
+# $GITHUB_STEP_SUMMARY (stdout when unset), verdict=... and first-bad=SHA to $GITHUB_OUTPUT; PYTHON picks
+# the interpreter.
 set -euo pipefail
 usage="usage: scripts/gpu_regression.sh BASELINE CANDIDATE [overrides...]"
 baseline=$(realpath -m "${1:?$usage}")
@@ -27,7 +32,8 @@ source_repo=$(realpath -m "${SOURCE_REPO:-.}")
 cd "$(dirname "$0")/.."
 
 note() { printf '%s\n' "$@" >>"${GITHUB_STEP_SUMMARY:-/dev/stdout}"; }
-verdict() { if [ -n "${GITHUB_OUTPUT:-}" ]; then echo "verdict=$1" >>"$GITHUB_OUTPUT"; fi; }
+output() { if [ -n "${GITHUB_OUTPUT:-}" ]; then echo "$1=$2" >>"$GITHUB_OUTPUT"; fi; }
+verdict() { output verdict "$1"; }
 has_sweep() { compgen -G "$1/*/summary.json" >/dev/null; }
 
 # The runs of a sweep that did not finish ok, as a Markdown table; exit 1 when there are any (or no runs).
@@ -47,6 +53,25 @@ if not (runs or unreadable) or bad:
         reason = reason.replace("|", "\\|").replace("\n", " ")
         print(f"| {name} | {status} | {reason} |")
     sys.exit(1)
+'
+
+# The one commit a sweep's runs installed as framework.source, or why there is none (exit 1).
+COMMIT='
+import sys
+from pathlib import Path
+
+from bench.core import record
+
+runs, _ = record.load_sweep(Path(sys.argv[1]))
+sources = [r.summary.source for r in runs]
+if not runs or not all(sources):
+    sys.exit(f"{sys.argv[1]}: its runs installed a release, not a commit")
+if any(s["dirty"] for s in sources):
+    sys.exit(f"{sys.argv[1]}: its runs installed uncommitted changes (a commit is what bisect searches)")
+commits = {s["commit"] for s in sources}
+if len(commits) != 1 or None in commits:
+    sys.exit(f"{sys.argv[1]}: its runs installed no single commit ({sorted(map(str, commits))})")
+print(commits.pop())
 '
 
 # One sweep into DIR with framework.source=SRC (empty: the release). bench.run records a failed run, goes on
@@ -93,4 +118,22 @@ if [ "$rc" -eq 2 ]; then  # bench.compare writes no summary when it refuses
   note "### sftbench: ❌ not comparable" "" "$(cat "$errors")"
 fi
 case "$rc" in 0) verdict "ok" ;; 1) verdict "regression" ;; *) verdict "not comparable" ;; esac
+
+# The first bad commit between the baseline's and the candidate's; its output, or why not, to the summary.
+bisect() {
+  local good bad log
+  if ! good=$("$python" -c "$COMMIT" "$baseline" 2>&1) || ! bad=$("$python" -c "$COMMIT" "$candidate" 2>&1); then
+    note "### sftbench: no bisect" "" "${bad:-$good}"
+    return
+  fi
+  log=$(mktemp)
+  "$python" -m bench.bisect "framework.source=$source_repo" "good=$good" "bad=$bad" "out=${candidate%/}-bisect" \
+    ${tolerances:+"tolerances=$tolerances"} "$@" >"$log" 2>&1 || true
+  note "### sftbench: bisect from $good to $bad" "" '```' "$(cat "$log")" '```'
+  output first-bad "$(sed -n 's/^first bad commit: \([0-9a-f]*\) .*/\1/p' "$log")"
+  rm -f "$log"
+}
+if [ "$rc" -eq 1 ] && [ "${BISECT:-false}" = true ]; then
+  bisect "$@"
+fi
 exit "$rc"

@@ -133,7 +133,8 @@ def test_a_release_bisect_prints_the_first_bad_release(index, monkeypatch, tmp_p
     (["framework=trl", "good=0.9.6", "bad=1.0.0"], "good=0.9.6: trl's runner drives >=0.24 (SFTConfig's"),
     (["framework=trl", "good=0.24.0", "bad=0.27.0"], "bad=0.27.0: no such release of trl on the package index"),
     (["framework=trl", "good=latest", "bad=1.0.0"], "good=latest: not a release number"),
-    (["framework=trl,llamafactory", "good=0.24.0", "bad=1.0.0"], "framework=NAME (one framework) is needed"),
+    (["framework=trl,llamafactory", "good=0.24.0", "bad=1.0.0"], "framework=trl,llamafactory: one framework"),
+    (["good=0.24.0", "bad=1.0.0"], "framework=NAME (one framework) is needed"),
     (["framework=trl", "framework.version=1.0.0", "good=0.24.0", "bad=1.0.0"], "framework.version: good and bad"),
     (["framework=trl", "good=0.24.0", "bad=1.0.0", "tolerances=/nonexistent.yml"], "tolerances=/nonexistent.yml:"),
 ])  # fmt: skip
@@ -162,3 +163,16 @@ def test_the_summary_names_the_first_bad_commit_both_sides_and_the_cost(repo):
     assert lines[1].startswith(f"  last good {shas[1][:12]}: tokens_per_s 100.1 (95 % CI ±")
     assert lines[2].startswith(f"  first bad {shas[2][:12]}: tokens_per_s 66.1 (95 % CI ±")
     assert lines[3].startswith(f"{len(calls)} commits measured ({shas[0][:7]}") and lines[3].endswith(", 12 s")
+
+
+def test_train_seed_sets_how_many_seeds_a_step_takes_and_is_not_passed_twice(index, monkeypatch, tmp_path):
+    taken = {}
+
+    def measure(history, out, overrides, metric, repeats, log):
+        taken.update(overrides=overrides, repeats=repeats)
+        return fake(dict.fromkeys(["0.24.0", "0.25.0", "0.25.1", "0.26.0"], GOOD) | {"1.0.0": SLOW}, [])
+
+    monkeypatch.setattr(bisect, "sweep_measure", measure)
+    args = ["framework=trl", "good=0.24.0", "bad=1.0.0", "train.seed=1,2,3", "train.max_steps=4", f"out={tmp_path}"]
+    assert bisect.main(args) == 0
+    assert taken == {"overrides": ["framework=trl", "train.max_steps=4"], "repeats": 3}

@@ -7,15 +7,17 @@ releases, each step a sweep of `python -m bench.run` judged by the gate's own ve
 
 REPO is a local clone or git+file://PATH; without framework.source, good and bad are releases and the search
 runs over every final release between them on the package index pip reads (`pip index versions`). Every
-other KEY=VALUE goes to bench.run as it is (the job). Each point measured (a commit, through
-framework.source=git+file://REPO@SHA, or a release, through framework.version) is a sweep of `repeats` seeds
-under DIR, kept; its environment is built once, by its commit or release, and reused. A point is bad when the
-gate calls its mean a regression against good's (the metric's tolerance: bench/core/metrics.py, or FILE as for
-bench.compare); where its 95 % CI straddles that line it is measured again with as many more seeds before it
-is judged, never guessed. A point whose runs do not finish ok (it does not build, it fails) is skipped and
-named, as git bisect skip does. Before any sweep: good and bad the same, an unknown ref or release, good not
-before bad, a release the runner does not drive, or a metric the gate does not know is one line (exit 2);
-after good and bad are measured, a good that is not good or a bad that is not bad stops with one line.
+other KEY=VALUE goes to bench.run as it is (the job), except train.seed: a step takes `repeats` seeds
+(default: as many as train.seed lists, else 2), seeds 1, 2, ... and, for a point measured again, the next
+ones. Each point measured (a commit, through framework.source=git+file://REPO@SHA, or a release, through
+framework.version) is a sweep under DIR, kept; its environment is built once, by its commit or release, and
+reused. A point is bad when the gate calls its mean a regression against good's (the metric's tolerance:
+bench/core/metrics.py, or FILE as for bench.compare); where its 95 % CI straddles that line it is measured
+again with as many more seeds before it is judged, never guessed. A point whose runs do not finish ok (it
+does not build, it fails) is skipped and named, as git bisect skip does. Before any sweep: good and bad the
+same, an unknown ref or release, good not before bad, a release the runner does not drive, or a metric the
+gate does not know is one line (exit 2); after good and bad are measured, a good that is not good or a bad
+that is not bad stops with one line.
 """
 
 from __future__ import annotations
@@ -267,11 +269,13 @@ def repository(source: str) -> Path:
 def history_of(overrides: list[str], good: str, bad: str) -> History:
     """The commits between good and bad of framework.source's history or, without one, the releases of the
     one framework the overrides name."""
+    framework = given(overrides, "framework")
+    if framework and "," in framework:
+        raise UserError(f"framework={framework}: one framework; a bisect searches one framework's history")
     if source := given(overrides, "framework.source"):
         repo = repository(source)
         return History("commit", commits_between(repo, good, bad), repo)
-    framework = given(overrides, "framework")
-    if not framework or "," in framework:
+    if not framework:
         raise UserError("framework=NAME (one framework) is needed: its releases, or with framework.source=REPO "
                         "its commits, are searched")  # fmt: skip
     if given(overrides, "framework.version"):
@@ -300,7 +304,10 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("good", "bad"):
             if not own.get(key):
                 raise UserError(f"{key}=REF is needed")
-        metric, repeats = own.get("metric", "tokens_per_s"), int(own.get("repeats", "2"))
+        seeds = given(overrides, "train.seed")
+        overrides = [o for o in overrides if not o.startswith(("train.seed=", "hydra.sweep.dir="))]
+        metric = own.get("metric", "tokens_per_s")
+        repeats = int(own.get("repeats") or (len(seeds.split(",")) if seeds else 2))
         if metric not in registry.gated():
             raise UserError(f"metric={metric}: the gate does not know it; gated: {', '.join(registry.gated())}")
         rel_tol = read_rules(own.get("tolerances"), metric)
