@@ -1,7 +1,8 @@
 """The action a framework's repository calls (action.yml), rehearsed on CPU by running its steps as a runner
-would: TRL's own sdist of the pinned release as the repository, its base commit as the baseline, a checkout
-slowed in every training step as the candidate (a regression of tokens/s, exit 1), then the unchanged
-checkout against its own commit (exit 0, and no environment rebuilt: it is known by its content)."""
+would: TRL's own sdist of the pinned release as the repository, its base commit as the baseline, a pull
+request of two commits, the second slowing every training step, as the candidate (a regression of tokens/s,
+exit 1, and the bisect on regression names the second commit), then the base commit's checkout against
+itself (exit 0, and no environment rebuilt: it is known by its commit)."""
 
 import json
 import os
@@ -45,30 +46,53 @@ def run_action(workspace, runner_temp, inputs: dict[str, str]):
     return proc.returncode, "".join(log), outputs, summary.read_text() if summary.exists() else ""
 
 
-def test_the_action_gates_a_framework_repository_on_its_own_source(trl_repo, tmp_path):
+def test_the_action_gates_a_framework_repository_on_its_own_source_and_bisects_the_regression(trl_repo, tmp_path):
     # Two sweeps of one checkout on a shared machine differed by 5x in tokens/s (1,135 vs 218): only a drop past
     # 85 % is a regression here, which 15 s more per step is and machine load alone is not.
     (tmp_path / "tolerances.yml").write_text("tokens_per_s: 0.85\n")
     inputs = {"frameworks": "trl", "overrides": "train.max_steps=3 skip_steps=1 eval.enabled=false",
-              "baseline-ref": "main",
+              "baseline-ref": "main", "bisect": "true",
               "tolerances": str(tmp_path / "tolerances.yml")}  # fmt: skip
+    git(trl_repo, "checkout", "-q", "-b", "pull-request")
+    (trl_repo / "PULL_REQUEST.txt").write_text("a change that costs nothing\n")
+    git(trl_repo, "add", "-A")
+    git(trl_repo, "commit", "-q", "-m", "a harmless change")
     trainer = trl_repo / "trl" / "trainer" / "sft_trainer.py"
-    trainer.write_text(trainer.read_text(encoding="utf-8") + SLOW, encoding="utf-8")  # the pull request
+    trainer.write_text(trainer.read_text(encoding="utf-8") + SLOW, encoding="utf-8")
+    git(trl_repo, "commit", "-q", "-am", "every training step sleeps")
+    main, harmless, slow = git(trl_repo, "rev-list", "--reverse", "HEAD").split()
+    candidate = tmp_path / "slow" / "candidate"
     rc, log, outputs, summary = run_action(trl_repo, tmp_path / "runner", inputs | {
-        "baseline-dir": str(tmp_path / "slow" / "baseline"), "results": str(tmp_path / "slow" / "candidate")})
+        "baseline-dir": str(tmp_path / "slow" / "baseline"), "results": str(candidate)})
     assert rc == 1 and outputs.get("verdict") == "regression", log[-5000:]
     assert re.search(r"\| tokens_per_s \| .* \| regressed \|", summary), summary
-    # The base commit and the changed checkout: one environment each at most, none twice (their commits and
-    # content are the same in every session, so an environment built before is found by its key).
+    # The base commit and the pull request's head: one environment each at most, none twice (their commits are
+    # the same in every session, so an environment built before is found by its key).
     built = re.findall(r"building the trl @ (\S+) environment", log)
     assert len(built) == len(set(built)) <= 2, built
-    (summary_json,) = (tmp_path / "slow" / "candidate").glob("*/summary.json")
+    (summary_json,) = candidate.glob("*/summary.json")
     run = json.loads(summary_json.read_text())
-    assert run["source"]["dirty"] and run["framework_version"] == f"1.16.0 @ {run['source']['label']}"
+    assert run["source"]["commit"] == slow and run["framework_version"] == f"1.16.0 @ {slow[:7]}"
+    assert outputs.get("first-bad") == slow, summary
+    assert f"### sftbench: bisect from {main} to {slow}" in summary
+    assert f"first bad commit: {slow} every training step sleeps" in summary, summary
+    assert_bisect_built_only_the_commit_between(tmp_path / "slow" / "candidate-bisect", harmless)
 
-    git(trl_repo, "checkout", "--", ".")  # the unchanged checkout: the base commit's own content
+    git(trl_repo, "checkout", "-q", "main")  # the base commit against itself
     rc, log, outputs, summary = run_action(trl_repo, tmp_path / "runner", inputs | {
         "baseline-dir": str(tmp_path / "same" / "baseline"), "results": str(tmp_path / "same" / "candidate")})
     assert rc == 0 and outputs.get("verdict") == "ok", log[-5000:]
     assert "building the trl" not in log  # known by its commit: the environment built for it is reused
-    assert "no regression" in summary
+    assert "no regression" in summary and "bisect" not in summary and "first-bad" not in outputs
+
+
+def assert_bisect_built_only_the_commit_between(out, between):
+    """The bisect's sweeps: the gate's two commits found their environments; only the one between was built."""
+    from bench.core import record
+
+    built = set()
+    for sweep in out.iterdir():
+        runs, _ = record.load_sweep(sweep)
+        assert runs and all(r.summary.status == "ok" for r in runs), sweep
+        built |= {r.summary.source["commit"] for r in runs if "env_build_s" in r.summary.metrics}
+    assert built <= {between}, built
