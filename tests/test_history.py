@@ -57,3 +57,51 @@ def test_input_that_makes_no_history_is_one_line(tmp_path, capsys, case, message
     assert history.main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_commits_of_a_local_repository_are_in_its_history_order_whatever_order_the_sweeps_come_in(tmp_path):
+    """As a bisect leaves them: one sweep per commit, measured in search order, not history order."""
+    from tests.test_bisect import git
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    for i in range(4):
+        (repo / "f").write_text(str(i))
+        git(repo, "add", "f")
+        git(repo, "commit", "-q", "-m", f"commit {i}")
+    shas = git(repo, "rev-list", "--reverse", "HEAD").split()
+    sweeps = []
+    for n, i in enumerate([0, 3, 1, 2]):  # good, bad, then the middle ones
+        sweep = tmp_path / f"{n}-{shas[i][:12]}"
+        write_run(sweep, "0-trl", "trl", version=f"1.16.0 @ {shas[i][:7]}", **measured(100.0 - 30 * (i >= 2), 6.0, 2))
+        with_source(sweep / "0-trl", repo, shas[i])
+        sweeps.append(sweep)
+    (series, *_) = history.history(sweeps, ["tokens_per_s"])
+    assert [p.system for p in series.points] == [f"trl 1.16.0 @ {sha[:7]}" for sha in shas]
+    assert series.regressions() == [(f"trl 1.16.0 @ {shas[1][:7]}", f"trl 1.16.0 @ {shas[2][:7]}")]
+
+
+def with_source(run_dir, repo, sha):
+    import json
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["source"] = {"given": f"git+file://{repo}@{sha}", "path": "/cache/x", "identity": sha, "commit": sha,
+                         "dirty": False, "label": sha[:7]}  # fmt: skip
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+def test_a_release_sweep_of_three_or_more_has_its_history_in_the_report(tmp_path):
+    from bench.analysis import report
+
+    sweep = tmp_path / "releases"
+    for i, (version, tps) in enumerate([("1.2.0", 100.0), ("0.24.0", 101.0), ("1.16.0", 60.0)]):
+        for seed in (1, 2):
+            write_run(sweep, f"{2 * i + seed - 1}-trl", "trl", version=version, seed=seed,
+                      **measured(tps + seed, 600.0, 2.0))  # fmt: skip
+    r = report.compose(sweep)
+    title, _, table = next(s for s in r.content if s[0] == "History")
+    tps = table[table["metric"] == "tokens_per_s (tokens/s)"]
+    assert list(tps["system"]) == ["trl 0.24.0", "trl 1.2.0", "trl 1.16.0"]
+    assert list(tps["verdict"]) == ["", "ok", "regressed"] and list(tps["runs"]) == ["2", "2", "2"]
+    assert "history.svg" in r.figures and "![history.svg](history.svg)" in report.markdown(r)

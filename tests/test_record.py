@@ -31,7 +31,8 @@ def test_the_runs_table_of_a_recorded_sweep_is_unchanged(sweep, tmp_path):
     """runs.csv of a recorded sweep, column for column, as the harness wrote it before summaries were typed
     (columns job.dataset.* and job.eval.* were job.data.* and job.evaluation.* then; data_prepare_s, added with
     the data selection, is empty for runs recorded before it; so is notes, as those runs had none, and so are the
-    phase_*_ms columns, as those runs did not time phases, and the published_* figures, which they did not carry)."""
+    phase_*_ms columns, as those runs did not time phases, the published_* figures, which they did not carry, and
+    source_commit and source_repo, as none installed a framework.source)."""
     copy = shutil.copytree(FIXTURES / sweep, tmp_path / sweep)
     report.write(report.compose(copy), copy)
     got = pd.read_csv(copy / "runs.csv", dtype=str, keep_default_na=False)

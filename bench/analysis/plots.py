@@ -18,7 +18,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.core import measure  # noqa: E402
+from bench.core import measure, metrics  # noqa: E402
 from bench.core.metrics import PHASE_NAMES, PHASES  # noqa: E402
 from bench.core.record import Sample, Step  # noqa: E402
 
@@ -245,3 +245,20 @@ def utilisation(runs: list[RunSeries], colour: dict[str, str]) -> bytes | None:
            title="GPU utilisation")  # fmt: skip
     mark_legend(ax.legend(fontsize=8), name)
     return svg(fig, name)
+
+
+def history(all_series: list) -> bytes:
+    """Each metric against the releases or commits in order (history.Series), its CI as error bars, a step
+    the gate calls a regression drawn red."""
+    fig, axes = plt.subplots(len(all_series), 1, figsize=(9, 2.6 * len(all_series)), squeeze=False)
+    for ax, s in zip(axes[:, 0], all_series, strict=True):
+        xs = range(len(s.points))
+        ax.errorbar(xs, [p.mean for p in s.points], yerr=[p.half() or 0 for p in s.points], marker="o", capsize=4)
+        for i, step in enumerate(s.steps):
+            if step == "regressed":
+                ax.plot([i, i + 1], [s.points[i].mean, s.points[i + 1].mean], color="red", linewidth=3)
+        ax.set_xticks(list(xs), [p.system for p in s.points], rotation=20, fontsize=8)
+        ax.set_ylabel(f"{s.metric} ({metrics.get(s.metric).unit})", fontsize=8)
+    fig.suptitle("History (red: a step the gate calls a regression)")
+    fig.tight_layout()
+    return svg(fig, "history")

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.analysis import findings, frontier_table, plots, replay, runs
+from bench.analysis import findings, frontier_table, history, plots, replay, runs
 from bench.analysis.assess import CURVE_RTOL, PADDING_TOL, SHARED_CPU_CORES, STEP1_RTOL, torch_build_mismatches
 from bench.analysis.replay import Section
 from bench.analysis.runs import NOTE_SEP, RunsTable
@@ -431,8 +431,8 @@ def sections(frame, labels, reps, found, quality, unreadable, base, front, basel
         if ttq is not None:
             out.append(("Time to quality", TIME_TO_QUALITY_NOTE, ttq))
     if not frame.empty:
-        sections = (replay.difference_section(frame, baseline), replay.claims_section(frame),
-                    replay.not_as_published(frame), replay.published_figures(frame))
+        sections = (history.section(history.in_sweep(frame)), replay.difference_section(frame, baseline),
+                    replay.claims_section(frame), replay.not_as_published(frame), replay.published_figures(frame))
         out += [s for s in sections if s is not None]
     if not reps.empty:
         out.append(("Parity", parity_note(), parity_table(frame, labels)))
@@ -469,7 +469,7 @@ def parity_note() -> str:
 
 FIGURE_SECTION = {"throughput.svg": "Speed", "phases.svg": "Speed", "loss.svg": "Speed", "gpu_utilisation.svg": "Speed",
                   "memory.svg": "Memory", "quality.svg": "Quality",
-                  "time_to_quality.svg": "Time to quality"}  # fmt: skip
+                  "time_to_quality.svg": "Time to quality", "history.svg": "History"}  # fmt: skip
 
 
 def group_labels(frame: pd.DataFrame, groups: pd.DataFrame) -> list[str]:
@@ -529,6 +529,7 @@ def figures(r: RunsTable, frame: pd.DataFrame, reps: pd.DataFrame, quality: pd.D
         "quality.svg": plots.quality(rouge_groups(frame, quality), heldout_groups(frame, reps), colour),
         "time_to_quality.svg": plots.time_to_quality(series, targets, colour),
         "gpu_utilisation.svg": plots.utilisation(series, colour),
+        "history.svg": plots.history(found) if (found := history.in_sweep(frame)) else None,
     }
     return {name: svg for name, svg in drawn.items() if svg is not None}
 

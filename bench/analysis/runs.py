@@ -144,6 +144,16 @@ def published_columns(s: record.Summary) -> dict[str, Any]:
     }
 
 
+def source_columns(source: dict[str, Any] | None) -> dict[str, Any]:
+    """A run through framework.source: the commit it installed (None for a tree that is no clean checkout)
+    and, where the source is local (a directory, git+file://), the repository, for history's commit order."""
+    given = str((source or {}).get("given") or "")
+    if given.startswith("git+"):  # git+URL@REF: local only as git+file://PATH@REF
+        given = given.removeprefix("git+file://").rpartition("@")[0] if given.startswith("git+file://") else ""
+    return {"source_commit": None if not source or source.get("dirty") else source.get("commit"),
+            "source_repo": given or None}  # fmt: skip
+
+
 def row(run: record.Run, name: str, versions: list[str]) -> dict[str, Any]:
     """A run's row of runs.csv: what ran, where, how it went, its metrics and its job's fields."""
     s = run.summary
@@ -170,6 +180,7 @@ def row(run: record.Run, name: str, versions: list[str]) -> dict[str, Any]:
         "fingerprint": s.fingerprint.first_batches_sha256[:12],
         **{f"v_{p}": s.versions.get(p) for p in versions},
         "git_commit": s.git_commit,
+        **source_columns(s.source),
         **spec_fields(run.spec),
     }
 
