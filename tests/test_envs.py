@@ -210,3 +210,31 @@ def test_a_build_that_ran_out_of_disk_says_which_disk_and_how_much_is_free(tmp_p
     reason = str(e.value).splitlines()[0]  # what the run records as its reason
     assert reason.startswith(f"building trl-1.16.0 failed: no space left on {mount_point(tmp_path)} (")
     assert "MB free now); " in reason and "exited 1" in reason
+
+
+def test_a_layered_build_is_a_moved_copy_of_its_base_with_the_distribution_replaced(tmp_path, monkeypatch):
+    """tinypkg's source, changed, over an environment holding the unchanged one: the copy holds the change and
+    names itself in its scripts; the base is untouched."""
+    import shutil
+
+    monkeypatch.setattr(envs, "VERIFIED", set())
+    base = tmp_path / "envs" / "tiny-1.0-base"
+    envs.ensure_env(base, [TINY])
+    changed = shutil.copytree(Path(__file__).parent / "fixtures" / "tinypkg", tmp_path / "tinypkg")
+    backend = changed / "backend.py"
+    backend.write_text(backend.read_text().replace('"VALUE = 1\\n"', '"VALUE = 2\\n"'))
+    env = tmp_path / "envs" / "tiny-source-changed"
+    lines = []
+    python, built_s = envs.ensure_env(env, [f"tinypkg @ file://{changed}"], lines.append,
+                                      layer=envs.Layer(base, "tinypkg"))  # fmt: skip
+    assert built_s is not None and f"copying {base} as the base" in lines and "pip uninstall tinypkg" in lines
+
+    def value(python) -> str:
+        return subprocess.run([str(python), "-c", "import tinypkg; print(tinypkg.VALUE)"], capture_output=True,
+                              text=True, check=True).stdout.strip()  # fmt: skip
+
+    assert (value(python), value(envs.python_of(base))) == ("2", "1")
+    pip_script = (env / "bin" / "pip").read_text()
+    assert pip_script.startswith(f"#!{env}/bin/python") and str(base) not in (env / "pyvenv.cfg").read_text()
+    assert (base / "bin" / "pip").read_text().startswith(f"#!{base}/bin/python")
+    assert envs.damage(env, {"tinypkg": "1.0"}) is None and envs.damage(base, {"tinypkg": "1.0"}) is None

@@ -137,3 +137,44 @@ def test_a_token_alone_in_a_url_is_scrubbed_from_any_message():
     from bench.core.results import redact
 
     assert redact("cannot clone https://ghp_X1@github.com/x.git") == "cannot clone https://***@github.com/x.git"
+
+
+def fake_builds(monkeypatch, fail_release=False):
+    """envs.ensure_env as a recorder: each environment 'built' in 10 s (the release's failing, if asked)."""
+    from bench.sweep import app, envs
+
+    calls = []
+
+    def ensure_env(env, requirements, on_line=None, expect=None, notice=None, layer=None):
+        calls.append((env, layer))
+        if fail_release and layer is None and "source" not in env.name:
+            raise envs.EnvError("trl==1.16.0: no matching distribution")
+        (env / envs.COMPLETE).parent.mkdir(parents=True, exist_ok=True)
+        (env / envs.COMPLETE).write_text("")
+        return envs.python_of(env), 10.0
+
+    monkeypatch.setattr(envs, "ensure_env", ensure_env)
+    monkeypatch.setattr(envs, "dir_size_mb", lambda env: 1.0)
+    return app, calls
+
+
+def test_a_sources_environment_is_built_over_the_releases_and_counts_its_build(tmp_path, monkeypatch):
+    app, calls = fake_builds(monkeypatch)
+    cfg = typed("framework=trl", f"cache_dir={tmp_path}", f"framework.source={project(tmp_path / 'src')}")
+    src = app.framework_source(cfg)
+    _, cost = app.framework_python(cfg, src)
+    release, source_env = app.framework_env(cfg)[0], app.framework_env(cfg, src)[0]
+    assert calls == [(release, None), (source_env, app.envs.Layer(release, "trl"))]
+    assert cost["env_build_s"] == 20.0  # the release's build, then the source's over it
+    calls.clear()
+    app.framework_python(cfg, src)  # built: the release's is not touched again
+    assert calls == [(source_env, None)]
+
+
+def test_where_the_release_cannot_be_built_the_source_is_built_from_scratch(tmp_path, monkeypatch, capsys):
+    app, calls = fake_builds(monkeypatch, fail_release=True)
+    cfg = typed("framework=trl", f"cache_dir={tmp_path}", f"framework.source={project(tmp_path / 'src')}")
+    _, cost = app.framework_python(cfg, app.framework_source(cfg))
+    assert calls[-1][1] is None and cost["env_build_s"] == 10.0
+    assert "could not be built (trl==1.16.0: no matching distribution); building the source's environment from " \
+           "scratch" in " ".join(capsys.readouterr().err.split())

@@ -20,6 +20,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.core.results import mount_point, safe_name
@@ -30,6 +31,17 @@ VERIFIED: set[Path] = set()  # environments this process has checked (once per s
 
 class EnvError(RuntimeError):
     """The framework's environment could not be built or used."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    """Build an environment as a copy of a built one (`base`) with `replace` (a distribution) uninstalled and
+    the requirements installed over it: a framework's source over its release's environment takes seconds
+    where a fresh build takes a minute or more, and it keeps every package the source accepts at the
+    release environment's version, so commits differ in the framework's code, not in what pip resolved."""
+
+    base: Path
+    replace: str
 
 
 def env_key(requirements: list[str], base_python: str) -> str:
@@ -55,11 +67,13 @@ def ensure_env(
     base_python: str = sys.executable,
     expect: dict[str, str] | None = None,
     notice: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
+    layer: Layer | None = None,
 ) -> tuple[Path, float | None]:
     """The environment's interpreter, building it first if needed; also the build time (None when cached).
 
     A built environment is checked before use (`damage`: files missing, `expect`ed versions); a damaged one is
-    rebuilt once, with a notice. A build already running elsewhere is waited for, with a notice.
+    rebuilt once, with a notice. A build already running elsewhere is waited for, with a notice. With a
+    `layer`, the build starts from a copy of that built environment (see Layer).
     """
     if (env / COMPLETE).exists() and (env in VERIFIED or not damage(env, expect)):
         VERIFIED.add(env)
@@ -79,7 +93,7 @@ def ensure_env(
             notice(f"environment {env.name} is damaged ({problem}); rebuilding it")
             (env / COMPLETE).unlink()
         start = time.perf_counter()
-        _build(env, requirements, on_line, base_python, lock.fileno())
+        _build(env, requirements, on_line, base_python, lock.fileno(), layer)
         VERIFIED.add(env)
         return python_of(env), time.perf_counter() - start
 
@@ -141,7 +155,7 @@ def pip_activity(line: str) -> str | None:
     line = line.strip()
     if line.startswith("building model: "):  # bench.core.models.say
         return line.removeprefix("building model: ")
-    if line.startswith(("creating ", "pip install ", "waiting ")):  # the harness's own steps
+    if line.startswith(("creating ", "copying ", "pip install ", "pip uninstall ", "waiting ")):  # the harness's
         return line
     if m := re.match(r"Collecting (\S+)", line):
         return f"collecting {m[1]}"
@@ -225,19 +239,25 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 """
 
 
-def _build(
-    env: Path, requirements: list[str], on_line: Callable[[str], None], base_python: str, lock_fd: int | None = None
-) -> None:
-    """venv + pip install, each in its own process group, stopped with it when the build is interrupted. The
-    build's lock goes to each step too: a step that outlives a killed parent still holds it, so the next
-    build waits for it rather than clearing the environment under it."""
+def _build(env: Path, requirements: list[str], on_line: Callable[[str], None], base_python: str,
+           lock_fd: int | None = None, layer: Layer | None = None) -> None:  # fmt: skip
+    """venv + pip install (or, with a layer, a copy of its base, the replaced distribution uninstalled, then pip
+    install), each in its own process group, stopped with it when the build is interrupted. The build's lock
+    goes to each step too: a step that outlives a killed parent still holds it, so the next build waits for it
+    rather than clearing the environment under it."""
     log_path = build_log(env)
-    pip = [str(python_of(env)), "pip", "install", "--progress-bar", "off", *requirements]
-    steps = [
-        (f"creating virtual environment {env}", [base_python, "venv", "--clear", str(env)]),
-        (f"pip install {' '.join(requirements)}", pip),
-    ]
+    python = str(python_of(env))
+    pip = [python, "pip", "install", "--progress-bar", "off", *requirements]
+    steps = [(f"pip install {' '.join(requirements)}", pip)]
+    if layer is None:
+        steps.insert(0, (f"creating virtual environment {env}", [base_python, "venv", "--clear", str(env)]))
+    else:
+        steps.insert(0, (f"pip uninstall {layer.replace}", [python, "pip", "uninstall", "--yes", layer.replace]))
     with open(log_path, "w", encoding="utf-8", buffering=1) as log:  # line-buffered: a user can follow it
+        if layer is not None:
+            on_line(f"copying {layer.base} as the base")
+            log.write(f"copying {layer.base} as the base\n")
+            copy_env(layer.base, env)
         for what, cmd in steps:
             on_line(what)
             run_step(cmd, log, on_line, build_environ(), f"building {env.name}", lock_fd)
@@ -245,6 +265,21 @@ def _build(
         [str(python_of(env)), "-m", "pip", "freeze"], capture_output=True, text=True, env=build_environ()
     )
     (env / COMPLETE).write_text(freeze.stdout, encoding="utf-8")
+
+
+def copy_env(base: Path, env: Path) -> None:
+    """A copy of a built environment at `env`, moved there: its scripts and pyvenv.cfg name `env`, not `base`
+    (a venv writes its own path into its console scripts' first lines and its activate scripts)."""
+    if env.exists():
+        shutil.rmtree(env)
+    shutil.copytree(base, env, symlinks=True, ignore=shutil.ignore_patterns(COMPLETE))
+    old, new = str(base).encode(), str(env).encode()
+    for path in [env / "pyvenv.cfg", *(env / "bin").iterdir()]:
+        if path.is_symlink() or not path.is_file():
+            continue
+        data = path.read_bytes()
+        if old in data and b"\0" not in data:  # text that names the base: a script, a config
+            path.write_bytes(data.replace(old, new))
 
 
 def build_log(env: Path) -> Path:
