@@ -31,6 +31,8 @@ def run_action(workspace, runner_temp, inputs: dict[str, str]):
     values = {f"inputs.{k}": v for k, v in (defaults | inputs).items()}
     values |= {"runner.temp": str(runner_temp), "github.workspace": str(workspace)}
     output, summary = runner_temp / "output", runner_temp / "summary.md"
+    for path in (output, summary):  # a runner gives each job its own files
+        path.unlink(missing_ok=True)
     env = os.environ | {"GITHUB_ACTION_PATH": str(REPO), "RUNNER_TEMP": str(runner_temp), "GITHUB_OUTPUT": str(output),
                         "GITHUB_STEP_SUMMARY": str(summary), "GITHUB_WORKSPACE": str(workspace), "COLUMNS": "200"}
     log = []
