@@ -44,11 +44,14 @@ class Check:
         return self.candidate / self.baseline - 1
 
 
+REGRESSED = "regressed"  # the verdict that fails the gate (history and bisect look for it too)
+
+
 def verdict(baseline: float, candidate: float, higher_is_better: bool, rel_tol: float) -> str:
     change = (candidate - baseline) / abs(baseline) if baseline else 0.0
     worse = -change if higher_is_better else change
     if worse > rel_tol:
-        return "regressed"
+        return REGRESSED
     return "improved" if worse < -rel_tol else "ok"
 
 

@@ -23,11 +23,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.analysis.gate import tolerances, verdict
+from bench.analysis.gate import REGRESSED, tolerances, verdict
 from bench.core import metrics as registry
 from bench.core.errors import UserError
-
-REGRESSED = "regressed"
 
 
 @dataclass(frozen=True)

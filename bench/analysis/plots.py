@@ -18,6 +18,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from bench.analysis.gate import REGRESSED  # noqa: E402
 from bench.core import measure, metrics  # noqa: E402
 from bench.core.metrics import PHASE_NAMES, PHASES  # noqa: E402
 from bench.core.record import Sample, Step  # noqa: E402
@@ -255,7 +256,7 @@ def history(all_series: list) -> bytes:
         xs = range(len(s.points))
         ax.errorbar(xs, [p.mean for p in s.points], yerr=[p.half() or 0 for p in s.points], marker="o", capsize=4)
         for i, step in enumerate(s.steps):
-            if step == "regressed":
+            if step == REGRESSED:
                 ax.plot([i, i + 1], [s.points[i].mean, s.points[i + 1].mean], color="red", linewidth=3)
         ax.set_xticks(list(xs), [p.system for p in s.points], rotation=20, fontsize=8)
         ax.set_ylabel(f"{s.metric} ({metrics.get(s.metric).unit})", fontsize=8)

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.analysis.gate import Unusable, tolerances, verdict
+from bench.analysis.gate import REGRESSED, Unusable, tolerances, verdict
 from bench.core import metrics as registry
 from bench.core.errors import UserError
 
@@ -106,7 +106,7 @@ class Bisect:
             m.values += more.values
             m.sweeps += more.sweeps
             self.remeasured.append(m.point)
-        return verdict(good, m.mean, self.higher, self.rel_tol) == "regressed"
+        return verdict(good, m.mean, self.higher, self.rel_tol) == REGRESSED
 
     def ends(self) -> None:
         """good good and bad bad, or UserError in one line."""
