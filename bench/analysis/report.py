@@ -420,7 +420,7 @@ def system_sections(frame, reps, found, quality, base, baseline) -> list[Section
     return out
 
 
-def sections(frame, labels, reps, found, quality, unreadable, base, front, baseline, lines) -> list[Section]:
+def sections(frame, labels, reps, found, quality, unreadable, base, front, baseline, lines, past) -> list[Section]:
     """The report's content once, findings first; markdown() and to_html() only render it."""
     out: list[Section] = [("Findings", findings_note(baseline), lines)]
     if front is not None:
@@ -431,7 +431,7 @@ def sections(frame, labels, reps, found, quality, unreadable, base, front, basel
         if ttq is not None:
             out.append(("Time to quality", TIME_TO_QUALITY_NOTE, ttq))
     if not frame.empty:
-        sections = (history.section(history.in_sweep(frame)), replay.difference_section(frame, baseline),
+        sections = (history.section(past), replay.difference_section(frame, baseline),
                     replay.claims_section(frame), replay.not_as_published(frame), replay.published_figures(frame))
         out += [s for s in sections if s is not None]
     if not reps.empty:
@@ -513,7 +513,7 @@ def heldout_groups(frame: pd.DataFrame, reps: pd.DataFrame) -> pd.DataFrame:
 
 
 def figures(r: RunsTable, frame: pd.DataFrame, reps: pd.DataFrame, quality: pd.DataFrame,
-            labels: pd.Series) -> dict[str, bytes]:  # fmt: skip
+            labels: pd.Series, past: list[history.Series]) -> dict[str, bytes]:  # fmt: skip
     """The SVG figures, by file name (FIGURE_SECTION places them); none without an ok run."""
     if reps.empty:
         return {}
@@ -529,7 +529,7 @@ def figures(r: RunsTable, frame: pd.DataFrame, reps: pd.DataFrame, quality: pd.D
         "quality.svg": plots.quality(rouge_groups(frame, quality), heldout_groups(frame, reps), colour),
         "time_to_quality.svg": plots.time_to_quality(series, targets, colour),
         "gpu_utilisation.svg": plots.utilisation(series, colour),
-        "history.svg": plots.history(found) if (found := history.in_sweep(frame)) else None,
+        "history.svg": plots.history(past) if past else None,
     }
     return {name: svg for name, svg in drawn.items() if svg is not None}
 
@@ -563,8 +563,9 @@ def compose(sweep_dir: Path, baseline: str = config.default_baseline(), others: 
     lines = [*(front[2] if front else []), *lines, *findings.unreadable_line(unreadable)]
     quality = quality_differences(r) if not frame.empty else pd.DataFrame()
     labels = findings.run_labels(frame) if not frame.empty else pd.Series(dtype=object)
-    content = sections(frame, labels, reps, found, quality, unreadable, base_line(r), front, baseline, lines)
-    images = figures(r, frame, reps, quality, labels)
+    past = history.in_sweep(frame) if not frame.empty else []  # one framework's releases or commits, in order
+    content = sections(frame, labels, reps, found, quality, unreadable, base_line(r), front, baseline, lines, past)
+    images = figures(r, frame, reps, quality, labels, past)
     return Report(report_title(sweep_dir, frame, others), frame, lines, content, images)
 
 
