@@ -13,9 +13,9 @@
 #    exit 1 on a regression, 2 when the sweeps cannot be compared, e.g. different GPU models), else says in
 #    the step summary that nothing was compared.
 # 5. on a regression with BISECT=true: bench.bisect over SOURCE_REPO's commits, from the one the baseline
-#    sweep records to the one the candidate's records (sweeps under CANDIDATE-bisect), for the first bad
-#    commit; where there are no such commits (a release, uncommitted changes) the summary says why. The
-#    exit status stays the gate's.
+#    sweep records to the one the candidate's records (those two sweeps are its ends, not swept again; the
+#    commits between go under CANDIDATE-bisect), for the first bad commit; where there are no such commits
+#    (a release, uncommitted changes) the summary says why. The exit status stays the gate's.
 # The Markdown summary (the candidate's findings, then the comparison, then the bisect) goes to
 # $GITHUB_STEP_SUMMARY (stdout when unset), verdict=... and first-bad=SHA to $GITHUB_OUTPUT; PYTHON picks
 # the interpreter.
@@ -127,8 +127,9 @@ bisect() {
     return
   fi
   log=$(mktemp)
+  # The gate's two sweeps are good's and bad's measurements: only the commits between them are swept.
   "$python" -m bench.bisect "framework.source=$source_repo" "good=$good" "bad=$bad" "out=${candidate%/}-bisect" \
-    ${tolerances:+"tolerances=$tolerances"} "$@" >"$log" 2>&1 || true
+    "good-sweep=$baseline" "bad-sweep=$candidate" ${tolerances:+"tolerances=$tolerances"} "$@" >"$log" 2>&1 || true
   note "### sftbench: bisect from $good to $bad" "" '```' "$(cat "$log")" '```'
   output first-bad "$(sed -n 's/^first bad commit: \([0-9a-f]*\) .*/\1/p' "$log")"
   rm -f "$log"

@@ -176,3 +176,44 @@ def test_train_seed_sets_how_many_seeds_a_step_takes_and_is_not_passed_twice(ind
     args = ["framework=trl", "good=0.24.0", "bad=1.0.0", "train.seed=1,2,3", "train.max_steps=4", f"out={tmp_path}"]
     assert bisect.main(args) == 0
     assert taken == {"overrides": ["framework=trl", "train.max_steps=4"], "repeats": 3}
+
+
+def test_good_and_bad_given_as_sweeps_are_neither_swept_nor_measured_again():
+    """The gate's sweeps as the ends, one run each (a CI of one run is unknown): only the middle is swept."""
+    calls = []
+    values = {c: GOOD if i < 3 else SLOW for i, c in enumerate(COMMITS)}
+    given = {COMMITS[0]: bisect.Measured(COMMITS[0], [100.0]), COMMITS[-1]: bisect.Measured(COMMITS[-1], [66.0])}
+    b = bisect.Bisect(COMMITS, "tokens_per_s", 0.05, fake(values, calls), repeats=2, given=given)
+    assert b.run() == 3
+    assert {c for c, _ in calls} <= set(COMMITS[1:-1]) and not b.remeasured
+    assert len(calls) <= math.ceil(math.log2(len(COMMITS)))
+
+
+def test_a_step_that_ran_another_job_stops_the_search_in_one_line():
+    def measure(commit, offset):
+        job = "b" if commit == COMMITS[2] else "a"
+        return bisect.Measured(commit, list(GOOD), sweeps=[f"sweep-{commit[:2]}"], job=job)
+
+    b = bisect.Bisect(COMMITS, "tokens_per_s", 0.05, measure, repeats=2)
+    with pytest.raises(bisect.UserError, match=r"sweep-c2: job b, not the job a that c0\w+ ran; a bisect compares"):
+        b.get(COMMITS[0]), b.get(COMMITS[2])
+
+
+def test_a_given_sweep_must_have_installed_its_end(repo, tmp_path, capsys):
+    from tests.test_findings import measured, write_run
+    from tests.test_history import with_source
+
+    shas = bisect.commits_between(repo, "first", "main")
+    sweeps = {}
+    for side, sha in (("good", shas[0]), ("bad", shas[1])):  # bad's sweep installed the commit after good
+        sweeps[side] = tmp_path / side
+        write_run(sweeps[side], "0-trl", "trl", version=f"1.16.0 @ {sha[:7]}", **measured(100.0, 6.0, 2.0))
+        with_source(sweeps[side] / "0-trl", repo, sha)
+    history = bisect.History("commit", shas, repo)
+    assert bisect.given_sweep(str(sweeps["good"]), "good", shas[0], history, "tokens_per_s").values == [100.0]
+    args = ["framework=trl", f"framework.source={repo}", "good=first", "bad=main", f"out={tmp_path / 'out'}",
+            *(f"{side}-sweep={path}" for side, path in sweeps.items())]  # fmt: skip
+    assert bisect.main(args) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: bad-sweep={sweeps['bad']}: its ok runs installed {shas[1]}, not bad={shas[-1][:12]}\n"
+    assert not (tmp_path / "out").exists()  # one line before any sweep

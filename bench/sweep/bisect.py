@@ -2,7 +2,8 @@
 releases, each step a sweep of `python -m bench.run` judged by the gate's own verdict.
 
     python -m bench.bisect framework=trl framework.source=REPO good=REF bad=REF [metric=tokens_per_s]
-                           [repeats=2] [tolerances=FILE] [out=DIR] [KEY=VALUE ...]
+                           [repeats=2] [tolerances=FILE] [out=DIR] [good-sweep=DIR] [bad-sweep=DIR]
+                           [KEY=VALUE ...]
     python -m bench.bisect framework=trl good=RELEASE bad=RELEASE [...]
 
 REPO is a local clone or git+file://PATH; without framework.source, good and bad are releases and the search
@@ -17,7 +18,12 @@ again with as many more seeds before it is judged, never guessed. A point whose 
 does not build, it fails) is skipped and named, as git bisect skip does. Before any sweep: good and bad the
 same, an unknown ref or release, good not before bad, a release the runner does not drive, or a metric the
 gate does not know is one line (exit 2); after good and bad are measured, a good that is not good or a bad
-that is not bad stops with one line.
+that is not bad stops with one line. Every sweep must run one job (its job key): a step that ran another
+stops the search with one line.
+
+good-sweep=DIR and bad-sweep=DIR give good's and bad's measurements as sweeps already run (the gate's
+baseline and candidate, as action.yml passes them): their runs must have installed that commit or release,
+and their values are taken as the gate judged them, neither swept nor measured again.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from bench.analysis.gate import REGRESSED, Unusable, tolerances, verdict
 from bench.core import metrics as registry
 from bench.core.errors import UserError
 
-OWN = ("good", "bad", "metric", "repeats", "tolerances", "out")
+OWN = ("good", "bad", "metric", "repeats", "tolerances", "out", "good-sweep", "bad-sweep")
 
 
 @dataclass
@@ -43,6 +49,7 @@ class Measured:
     values: list[float] = field(default_factory=list)
     why: str = ""  # where no run finished ok: what happened
     sweeps: list[Path] = field(default_factory=list)
+    job: str | None = None  # the job key its ok runs ran
 
     @property
     def mean(self) -> float:
@@ -87,6 +94,11 @@ class Bisect:
     measured: dict[str, Measured] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     remeasured: list[str] = field(default_factory=list)
+    given: dict[str, Measured] = field(default_factory=dict)  # points measured before the search (the gate's)
+
+    def __post_init__(self) -> None:
+        for point, m in self.given.items():
+            self.measured[point] = self.same_job(m)
 
     @property
     def higher(self) -> bool:
@@ -94,14 +106,23 @@ class Bisect:
 
     def get(self, point: str) -> Measured:
         if point not in self.measured:
-            self.measured[point] = self.measure(point, 0)
+            self.measured[point] = self.same_job(self.measure(point, 0))
         return self.measured[point]
+
+    def same_job(self, m: Measured) -> Measured:
+        """`m`, or UserError when its runs ran another job than the points measured before it."""
+        first = next((other for other in self.measured.values() if other.job), None)
+        if m.job and first and m.job != first.job:
+            where = ", ".join(map(str, m.sweeps))
+            raise UserError(f"{where}: job {m.job}, not the job {first.job} that {self.short(first.point)} ran; "
+                            f"a bisect compares one job")  # fmt: skip
+        return m
 
     def is_bad(self, m: Measured) -> bool:
         """The gate's verdict against good's mean; a CI across the line is measured again first."""
         good = self.measured[self.points[0]].mean
         line = good * (1 - self.rel_tol) if self.higher else good * (1 + self.rel_tol)
-        if abs(m.mean - line) < m.half() and m.point not in self.remeasured:
+        if abs(m.mean - line) < m.half() and m.point not in self.remeasured and m.point not in self.given:
             more = self.measure(m.point, len(m.values))
             m.values += more.values
             m.sweeps += more.sweeps
@@ -238,9 +259,36 @@ def sweep_measure(history: History, out: Path, overrides: list[str], metric: str
             why = f"{first['status']}: {first['reason']}" if first is not None else "no run was recorded"
         log(f"{history.short(point)}: {metric} " + (", ".join(f"{v:.4g}" for v in values) if values else
             f"none ({why})") + f" [{time.perf_counter() - start:.0f} s]")  # fmt: skip
-        return Measured(point, values, why, [sweep])
+        return Measured(point, values, why, [sweep], job_of(ok))
 
     return measure
+
+
+def job_of(ok) -> str | None:
+    """The one job key of a sweep's ok runs (None without any)."""
+    keys = set(ok["job_key"].dropna()) if ok is not None and "job_key" in ok else set()
+    return keys.pop() if len(keys) == 1 else (", ".join(sorted(keys)) or None)
+
+
+def given_sweep(path: str, side: str, point: str, history: History, metric: str) -> Measured:
+    """good's or bad's measurement from a sweep already run; UserError unless its ok runs installed `point`
+    and measured `metric`."""
+    from bench.analysis import runs
+
+    sweep = Path(path)
+    frame, _ = runs.load_runs(sweep) if sweep.is_dir() else (None, None)
+    if frame is None or frame.empty:
+        raise UserError(f"{side}-sweep={path}: no sweep there")
+    ok = frame[frame["status"] == "ok"]
+    column, wanted = ("source_commit", point) if history.kind == "commit" else ("framework_version", point)
+    installed = sorted(set(map(str, ok[column]))) if column in ok else []
+    if installed != [wanted]:
+        raise UserError(f"{side}-sweep={path}: its ok runs installed {', '.join(installed) or 'nothing'}, "
+                        f"not {side}={history.short(point)}")  # fmt: skip
+    values = [float(v) for v in ok[metric].dropna()] if metric in ok else []
+    if not values:
+        raise UserError(f"{side}-sweep={path}: no ok run measured {metric}")
+    return Measured(point, values, "", [sweep], job_of(ok))
 
 
 def parse(argv: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -313,13 +361,16 @@ def main(argv: list[str] | None = None) -> int:
         rel_tol = read_rules(own.get("tolerances"), metric)
         history = history_of(overrides, own["good"], own["bad"])
         overrides = [o for o in overrides if not o.startswith("framework.source=")]
+        known = {point: given_sweep(own[f"{side}-sweep"], side, point, history, metric)
+                 for side, point in (("good", history.points[0]), ("bad", history.points[-1]))
+                 if own.get(f"{side}-sweep")}  # fmt: skip
         out = Path(own.get("out") or f"results/bisect-{time.strftime('%Y%m%d-%H%M%S')}")
         out.mkdir(parents=True, exist_ok=True)
         ends = f"good {history.short(history.points[0])} to bad {history.short(history.points[-1])}"
         print(f"bisect: {len(history.points)} {history.kind}s from {ends}, {metric}, {repeats} seed(s) a step, "
               f"sweeps in {out}", flush=True)  # fmt: skip
         measure = sweep_measure(history, out, overrides, metric, repeats, lambda line: print("  " + line, flush=True))
-        b = Bisect(history.points, metric, rel_tol, measure, repeats, history.short)
+        b = Bisect(history.points, metric, rel_tol, measure, repeats, history.short, given=known)
         first = b.run()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -350,4 +401,7 @@ def summary(b: Bisect, first: int, history: History, seconds: float) -> list[str
                                                                 for p in b.skipped))  # fmt: skip
     if b.remeasured:
         lines.append("measured again (a CI across the gate's line): " + ", ".join(map(history.short, b.remeasured)))
+    if b.given:
+        lines.append("from the sweeps given, not swept again: " + ", ".join(
+            f"{history.short(p)} {', '.join(map(str, m.sweeps))}" for p, m in b.given.items()))  # fmt: skip
     return lines

@@ -1,8 +1,9 @@
 """The action a framework's repository calls (action.yml), rehearsed on CPU by running its steps as a runner
 would: TRL's own sdist of the pinned release as the repository, its base commit as the baseline, a pull
 request of two commits, the second slowing every training step, as the candidate (a regression of tokens/s,
-exit 1, and the bisect on regression names the second commit), then the base commit's checkout against
-itself (exit 0, and no environment rebuilt: it is known by its commit)."""
+exit 1, and the bisect on regression, starting from the gate's two sweeps, names the second commit), then the
+base commit's checkout against the first call's baseline sweep of that commit (exit 0, and no environment
+rebuilt: it is known by its commit)."""
 
 import json
 import os
@@ -78,23 +79,24 @@ def test_the_action_gates_a_framework_repository_on_its_own_source_and_bisects_t
     assert outputs.get("first-bad") == slow, summary
     assert f"### sftbench: bisect from {main} to {slow}" in summary
     assert f"first bad commit: {slow} every training step sleeps" in summary, summary
-    assert_bisect_built_only_the_commit_between(tmp_path / "slow" / "candidate-bisect", harmless)
+    assert f"from the sweeps given, not swept again: {main[:12]} {tmp_path / 'slow' / 'baseline'}, " in summary
+    assert_bisect_swept_only_the_commit_between(tmp_path / "slow" / "candidate-bisect", harmless)
 
-    git(trl_repo, "checkout", "-q", "main")  # the base commit against itself
+    git(trl_repo, "checkout", "-q", "main")  # the base commit against the first call's sweep of it
     rc, log, outputs, summary = run_action(trl_repo, tmp_path / "runner", inputs | {
-        "baseline-dir": str(tmp_path / "same" / "baseline"), "results": str(tmp_path / "same" / "candidate")})
+        "baseline-dir": str(tmp_path / "slow" / "baseline"), "results": str(tmp_path / "same" / "candidate")})
     assert rc == 0 and outputs.get("verdict") == "ok", log[-5000:]
     assert "building the trl" not in log  # known by its commit: the environment built for it is reused
     assert "no regression" in summary and "bisect" not in summary and "first-bad" not in outputs
 
 
-def assert_bisect_built_only_the_commit_between(out, between):
-    """The bisect's sweeps: the gate's two commits found their environments; only the one between was built."""
+def assert_bisect_swept_only_the_commit_between(out, between):
+    """The bisect's own sweeps: the commit between the gate's two, whose sweeps were its ends."""
     from bench.core import record
 
-    built = set()
+    swept = set()
     for sweep in out.iterdir():
         runs, _ = record.load_sweep(sweep)
         assert runs and all(r.summary.status == "ok" for r in runs), sweep
-        built |= {r.summary.source["commit"] for r in runs if "env_build_s" in r.summary.metrics}
-    assert built <= {between}, built
+        swept |= {r.summary.source["commit"] for r in runs}
+    assert swept == {between}, swept
