@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -70,22 +71,42 @@ def trl_python() -> Path:
     return python
 
 
-@pytest.fixture
+# Runs snippets sent on stdin, each as a JSON string on one line, in a fresh namespace; answers each with a
+# JSON line of its stdout and the traceback it raised (empty when none).
+SNIPPETS = """
+import contextlib, io, json, sys, traceback
+for line in sys.stdin:
+    out, error = io.StringIO(), ""
+    with contextlib.redirect_stdout(out):
+        try:
+            exec(json.loads(line), {"__name__": "__snippet__"})
+        except BaseException:
+            error = traceback.format_exc()
+    print(json.dumps([out.getvalue(), error]), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
 def in_trl_env(trl_python):
-    """Run a Python snippet in the TRL environment with the repo importable; returns its stdout."""
+    """Run a Python snippet in the TRL environment with the repo importable; returns its stdout. One
+    interpreter serves a module's snippets, each in a namespace of its own: torch, transformers and peft are
+    imported once, not once a snippet."""
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen([str(trl_python), "-c", SNIPPETS], cwd=REPO, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
 
     def run(code: str) -> str:
-        proc = subprocess.run(
-            [str(trl_python), "-c", code],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return proc.stdout
+        proc.stdin.write(json.dumps(code) + "\n")
+        proc.stdin.flush()
+        answer = proc.stdout.readline()
+        assert answer, f"the snippet interpreter ended (exit {proc.wait()})"
+        out, error = json.loads(answer)
+        assert not error, error[-3000:]
+        return out
 
-    return run
+    yield run
+    proc.stdin.close()
+    proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -100,6 +121,33 @@ def gpu_bench_rehearsal(tmp_path_factory, trl_python) -> tuple[Path, str]:
                           cwd=REPO, capture_output=True, text=True, timeout=1500)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc.stdout
+
+
+@pytest.fixture(scope="session")
+def main_job(tmp_path_factory):
+    """The README's main command as written (every registered framework on the embedded default), its runs
+    short: 8 steps of a seeded selection of 120 rows, no held-out evaluation. One sweep read by the README's
+    test, by parity and by Unsloth's skip on a CPU. Returns (its results_dir, the process)."""
+    from tests.conftest import readme_commands, run_readme
+
+    (command,) = [c for c, _ in readme_commands("## Set up") if "bench.run" in c]
+    tmp = tmp_path_factory.mktemp("main_job")
+    proc = run_readme(command.split("&& ")[-1].removeprefix(".venv/bin/"), "train.max_steps=8", "eval.enabled=false",
+                      "dataset.max_rows=120", "dataset.shuffle_seed=5", f"results_dir={tmp}")  # fmt: skip
+    return tmp, proc
+
+
+@pytest.fixture(scope="session")
+def truncated(tmp_path_factory):
+    """TRL, LLaMA-Factory and Axolotl at a max length that cuts answers, each tokenizing the rows itself and
+    then tokenized once by the harness: 3 steps of each. One sweep read by the LLaMA-Factory and Axolotl tests
+    of how each truncates. Returns (its results_dir, the process)."""
+    from tests.conftest import bench_run
+
+    tmp = tmp_path_factory.mktemp("truncated")
+    proc = bench_run(tmp, "framework=trl,llamafactory,axolotl", "dataset.tokenize=framework,harness",
+                     "train.max_seq_len=64", "train.max_steps=3")  # fmt: skip
+    return tmp, proc
 
 
 # Fixed names and dates: the same tree committed the same way is the same commit in every test, so a source

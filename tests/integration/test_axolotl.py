@@ -15,15 +15,12 @@ def summaries(tmp_path):
     return {s["framework"]: s for s in (json.loads((r / results.SUMMARY).read_text()) for r in run_dirs(tmp_path))}
 
 
-def test_truncation_keeps_answerless_rows_and_strict_mode_removes_the_difference(tmp_path):
+def test_truncation_keeps_answerless_rows_and_strict_mode_removes_the_difference(truncated):
     """At a max length that cuts answers, Axolotl cuts the end as TRL does but keeps the rows left without an
     answer token (TRL drops them); tokenized once by the harness, both train on the same ids."""
-    proc = bench_run(
-        tmp_path, "framework=trl,axolotl", "dataset.tokenize=framework,harness", "train.max_seq_len=64",
-        "train.max_steps=3", "eval.enabled=false",
-    )  # fmt: skip
+    tmp, proc = truncated  # tests/integration/conftest.py
     assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = [json.loads((r / results.SUMMARY).read_text()) for r in run_dirs(tmp_path)]
+    runs = [json.loads((r / results.SUMMARY).read_text()) for r in run_dirs(tmp)]
     by = {(s["framework"], s["effective"]["tokenize"]): s for s in runs}
     assert all(s["status"] == "ok" for s in runs), [s.get("reason") for s in runs]
     trl, axolotl = by[("trl", "framework")], by[("axolotl", "framework")]

@@ -29,16 +29,10 @@ def test_failure_inside_llamafactory_is_recorded_and_the_sweep_goes_on(tmp_path)
     assert runs["trl"]["status"] == "ok"
 
 
-def test_truncation_differs_by_design_and_strict_mode_removes_the_difference(tmp_path):
+def test_truncation_differs_by_design_and_strict_mode_removes_the_difference(truncated):
     """At a max length that cuts answers, TRL and LLaMA-Factory truncate differently (the fingerprint shows
     it); tokenized once by the harness, both train on the same ids."""
-    proc = bench_run(
-        tmp_path,
-        "framework=trl,llamafactory",
-        "dataset.tokenize=framework,harness",
-        "train.max_seq_len=64",
-        "train.max_steps=3",
-    )
+    tmp_path, proc = truncated  # the sweep has Axolotl's runs too (tests/integration/conftest.py)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = [json.loads((r / results.SUMMARY).read_text()) for r in run_dirs(tmp_path)]
     by = {(s["framework"], s["effective"]["tokenize"]): s for s in runs}

@@ -13,8 +13,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.skipif(host_has_gpu(), reason="this host has a GPU: Unsloth would run, not skip")
-def test_on_cpu_unsloth_is_skipped_with_reason_and_the_sweep_goes_on(tmp_path):
-    proc = bench_run(tmp_path, "framework=unsloth,trl", "train.max_steps=6", "eval.enabled=false")
+def test_on_cpu_unsloth_is_skipped_with_reason_and_the_sweep_goes_on(main_job):
+    tmp_path, proc = main_job  # every registered framework's run of the main job (tests/integration/conftest.py)
     assert proc.returncode == 0, proc.stderr[-3000:]
     by_framework = {}
     for run in run_dirs(tmp_path):
