@@ -241,7 +241,6 @@ def index_releases(distribution: str) -> list[str]:
 def sweep_measure(history: History, out: Path, overrides: list[str], metric: str, repeats: int,
                   log: Callable[[str], None]) -> Callable[[str, int], Measured]:  # fmt: skip
     """Measure a point: one sweep of `repeats` seeds (after `offset` seeds already measured) into `out`."""
-    from bench.analysis import runs
 
     def measure(point: str, offset: int) -> Measured:
         seeds = ",".join(str(s) for s in range(offset + 1, offset + repeats + 1))
@@ -250,18 +249,27 @@ def sweep_measure(history: History, out: Path, overrides: list[str], metric: str
                f"hydra.sweep.dir={sweep}"]  # fmt: skip
         start = time.perf_counter()
         subprocess.run(cmd, capture_output=True, text=True)
-        frame, _ = runs.load_runs(sweep) if sweep.is_dir() else (None, None)
-        ok = frame[frame["status"] == "ok"] if frame is not None and not frame.empty else None
-        values = [float(v) for v in ok[metric].dropna()] if ok is not None and metric in ok else []
+        frame, ok, values = read_sweep(sweep, metric)
         why = ""
         if not values:
-            first = frame.iloc[0] if frame is not None and not frame.empty else None
+            first = frame.iloc[0] if frame is not None else None
             why = f"{first['status']}: {first['reason']}" if first is not None else "no run was recorded"
         log(f"{history.short(point)}: {metric} " + (", ".join(f"{v:.4g}" for v in values) if values else
             f"none ({why})") + f" [{time.perf_counter() - start:.0f} s]")  # fmt: skip
         return Measured(point, values, why, [sweep], job_of(ok))
 
     return measure
+
+
+def read_sweep(sweep: Path, metric: str):
+    """A sweep's runs (None where it holds none), its ok runs (None likewise) and their values of `metric`."""
+    from bench.analysis import runs
+
+    frame, _ = runs.load_runs(sweep) if sweep.is_dir() else (None, None)
+    if frame is None or frame.empty:
+        return None, None, []
+    ok = frame[frame["status"] == "ok"]
+    return frame, ok, [float(v) for v in ok[metric].dropna()] if metric in ok else []
 
 
 def job_of(ok) -> str | None:
@@ -273,19 +281,15 @@ def job_of(ok) -> str | None:
 def given_sweep(path: str, side: str, point: str, history: History, metric: str) -> Measured:
     """good's or bad's measurement from a sweep already run; UserError unless its ok runs installed `point`
     and measured `metric`."""
-    from bench.analysis import runs
-
     sweep = Path(path)
-    frame, _ = runs.load_runs(sweep) if sweep.is_dir() else (None, None)
-    if frame is None or frame.empty:
+    frame, ok, values = read_sweep(sweep, metric)
+    if frame is None:
         raise UserError(f"{side}-sweep={path}: no sweep there")
-    ok = frame[frame["status"] == "ok"]
-    column, wanted = ("source_commit", point) if history.kind == "commit" else ("framework_version", point)
+    column = "source_commit" if history.kind == "commit" else "framework_version"
     installed = sorted(set(map(str, ok[column]))) if column in ok else []
-    if installed != [wanted]:
+    if installed != [point]:
         raise UserError(f"{side}-sweep={path}: its ok runs installed {', '.join(installed) or 'nothing'}, "
                         f"not {side}={history.short(point)}")  # fmt: skip
-    values = [float(v) for v in ok[metric].dropna()] if metric in ok else []
     if not values:
         raise UserError(f"{side}-sweep={path}: no ok run measured {metric}")
     return Measured(point, values, "", [sweep], job_of(ok))
