@@ -1,4 +1,4 @@
-"""The one TrainerCallback every runner passes to its framework (all three train through HF Trainer).
+"""The one TrainerCallback every runner passes to its framework (all of them train through HF Trainer).
 
 Per optimizer step it emits: loss, learning rate, grad norm, tokens fed (non-padding), trainable (answer)
 tokens and step wall time. Tokens are counted by the harness itself, from the batches the model is actually
@@ -12,8 +12,6 @@ import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
-
-from transformers import TrainerCallback
 
 from bench.core.record import Step
 from bench.worker.phases import Phases
@@ -180,8 +178,9 @@ def model_facts(model) -> dict[str, Any]:
     }
 
 
-class StepRecorder(TrainerCallback):
-    """Writes one `Step` per optimizer step through `emit` (events.jsonl).
+class StepRecorder:
+    """Writes one `Step` per optimizer step through `emit` (events.jsonl). A runner hands it to its trainer
+    as a TrainerCallback (trainer_callback).
 
     Token counts accumulate on the device and are read once per optimizer step, where the step's time is
     taken anyway: the bookkeeping adds no GPU synchronisation per micro-batch. With `heldout` (a function of
@@ -316,3 +315,13 @@ class StepRecorder(TrainerCallback):
             self._hook = None
         if self.phases is not None:
             self.phases.detach()
+
+
+def trainer_callback(callback: Any):
+    """`callback`, a harness object with some of TrainerCallback's event methods, as a TrainerCallback: the
+    events it has go to it, the others do nothing. transformers is imported here, when a runner trains with
+    it, not when the worker starts (runners that do not train through it never import it)."""
+    from transformers import TrainerCallback
+
+    events = {name: staticmethod(getattr(callback, name)) for name in dir(type(callback)) if name.startswith("on_")}
+    return type(type(callback).__name__, (TrainerCallback,), events)()

@@ -13,13 +13,13 @@ import os
 import shutil
 from pathlib import Path
 
-from transformers import TrainerCallback
-
 MAX_TRACE_BYTES = 512 * 2**20  # the uncompressed trace; a few steps of a 7B model stay well under
 TRACE, TRACE_OPS = "trace.json.gz", "trace_ops.txt"
 
 
-class StepTrace(TrainerCallback):
+class StepTrace:
+    """A harness callback (bench.worker.callback.trainer_callback): the profiler over steps `first` to `last`."""
+
     def __init__(self, run_dir: Path, first: int, last: int):
         self.run_dir, self.first, self.last = Path(run_dir), first, last
         self.profiler = None

@@ -228,7 +228,7 @@ def train(ctx) -> dict[str, Any]:
     config_file = data_dir / "config.yml"
     config_file.write_text(yaml.safe_dump(config(spec, ctx.model_path, data_dir, ctx.precision, ctx.on_gpu)), "utf-8")
     cfg = load_cfg(str(config_file))
-    PluginManager.get_instance().plugins[PLUGIN].callbacks = ctx.callbacks
+    PluginManager.get_instance().plugins[PLUGIN].callbacks = ctx.trainer_callbacks
     dataset_meta = load_datasets(cfg=cfg)
     axolotl_train(cfg=cfg, dataset_meta=dataset_meta)
     return {}

@@ -35,7 +35,7 @@ class Runner(Protocol):
         """The framework's own arguments for the job, as plain data (what train() passes on)."""
 
     def train(self, ctx: RunContext) -> dict[str, Any]:
-        """Train with ctx.callbacks attached; returns extra facts for the summary (`notes`, ...)."""
+        """Train with ctx.trainer_callbacks attached; returns extra facts for the summary (`notes`, ...)."""
 
 
 @dataclass
@@ -45,11 +45,18 @@ class RunContext:
     spec: JobSpec
     model_path: str
     examples: list[Example]  # the validated training rows, in file order
-    callbacks: list[Any]
+    callbacks: list[Any]  # the harness's own, StepRecorder first; a trainer takes them as trainer_callbacks
     on_gpu: bool
     precision: str
     timings: dict[str, float] = field(default_factory=dict)
     _tokenized: list[dict[str, list[int]]] | None = None
+
+    @property
+    def trainer_callbacks(self) -> list[Any]:
+        """The harness's callbacks as transformers TrainerCallbacks, for the framework's trainer."""
+        from bench.worker.callback import trainer_callback
+
+        return [trainer_callback(c) for c in self.callbacks]
 
     @property
     def conversations(self) -> list[dict[str, Any]]:

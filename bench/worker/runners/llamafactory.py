@@ -150,7 +150,7 @@ def train(ctx) -> dict[str, Any]:
     write_dataset(alpaca_rows(ctx.examples, spec.dataset.system_prompt, plain_format(spec.dataset), eos), data_dir)
     if spec.dataset.tokenize == "harness":
         write_tokenized(ctx.pretokenized(), spec.train.loss_on, data_dir / "tokenized")
-    run_exp(args=run_args(spec, ctx.model_path, data_dir, ctx.precision, ctx.on_gpu), callbacks=ctx.callbacks)
+    run_exp(args=run_args(spec, ctx.model_path, data_dir, ctx.precision, ctx.on_gpu), callbacks=ctx.trainer_callbacks)
     notes = []
     if spec.train.packing == "packed":  # its data arguments shorten cutoff_len by one whenever packing is on
         notes.append(f"LLaMA-Factory packs into rows of {spec.train.max_seq_len - 1} tokens (cutoff_len - 1)")

@@ -216,7 +216,7 @@ def train(ctx) -> dict[str, Any]:
         train_dataset=train_dataset(ctx, tokenizer.eos_token),
         processing_class=tokenizer,
         peft_config=peft.LoraConfig(**lora_kwargs(spec)),
-        callbacks=ctx.callbacks,
+        callbacks=ctx.trainer_callbacks,
     )
     trainer.train()
     return {"trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),

@@ -117,7 +117,7 @@ def train(ctx) -> dict[str, Any]:
         args=trl.SFTConfig(**sft_kwargs(spec, ctx.precision, ctx.on_gpu)),
         train_dataset=trl_runner.train_dataset(ctx, tokenizer.eos_token),
         processing_class=tokenizer,
-        callbacks=ctx.callbacks,
+        callbacks=ctx.trainer_callbacks,
     )
     trainer.train()
     return {"notes": trl_runner.notes(spec)}
