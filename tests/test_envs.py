@@ -214,7 +214,7 @@ def test_a_build_that_ran_out_of_disk_says_which_disk_and_how_much_is_free(tmp_p
 
 def test_a_layered_build_is_a_moved_copy_of_its_base_with_the_distribution_replaced(tmp_path, monkeypatch):
     """tinypkg's source, changed, over an environment holding the unchanged one: the copy holds the change and
-    names itself in its scripts; the base is untouched."""
+    names itself in its scripts; the base is untouched, its other files shared with the copy (hard links)."""
     import shutil
 
     monkeypatch.setattr(envs, "VERIFIED", set())
@@ -238,3 +238,6 @@ def test_a_layered_build_is_a_moved_copy_of_its_base_with_the_distribution_repla
     assert pip_script.startswith(f"#!{env}/bin/python") and str(base) not in (env / "pyvenv.cfg").read_text()
     assert (base / "bin" / "pip").read_text().startswith(f"#!{base}/bin/python")
     assert envs.damage(env, {"tinypkg": "1.0"}) is None and envs.damage(base, {"tinypkg": "1.0"}) is None
+    (pip_init,) = base.glob("lib/python*/site-packages/pip/__init__.py")
+    assert pip_init.samefile(env / pip_init.relative_to(base))  # pip, not replaced: one file for both
+    assert not (base / "bin" / "pip").samefile(env / "bin" / "pip")
