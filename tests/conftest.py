@@ -114,6 +114,23 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+def pytest_collection_modifyitems(config, items):
+    """The quick tests first: they fail fast, and one pytest process leaves the other core to the integration
+    tests' environment builds (framework_envs_building)."""
+    items.sort(key=lambda item: item.get_closest_marker("integration") is not None)  # stable: file order kept
+
+
+@pytest.fixture(scope="session", autouse=True)
+def framework_envs_building(request):
+    """Environments the session's integration tests use, built in the background from its start
+    (tests.integration.conftest.build_in_background): while the quick tests run, not after them."""
+    from tests.integration.conftest import build_in_background, join_builds
+
+    threads = build_in_background(request.session)
+    yield [t.name for t in threads]
+    join_builds(threads)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def busy_machine():
     """SFTBENCH_BURN_CPUS=N keeps N cores busy for the whole test session (N processes spinning), to prove

@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import subprocess
@@ -10,16 +11,39 @@ from hydra import compose, initialize_config_dir
 
 import bench.sweep.app
 from bench.core import config
-from bench.sweep import envs
+from bench.sweep import envs, launch
 from tests.conftest import REPO
+
+
+def default_cfg(name: str) -> config.Config:
+    """A default run of framework `name`, as bench.run composes and validates it."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return config.validate(compose(config_name="config", overrides=[f"framework={name}"]))
 
 
 def framework_env(name: str) -> tuple[Path, list[str], dict[str, str] | None]:
     """Where a default run of `name` builds its environment, from what, and the version it checks
     (bench.sweep.app.framework_env: the same cache, requirements and key as a run)."""
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = config.validate(compose(config_name="config", overrides=[f"framework={name}"]))
-    return bench.sweep.app.framework_env(cfg)
+    return bench.sweep.app.framework_env(default_cfg(name))
+
+
+def model_build(name: str) -> tuple[list[str], dict[str, str]] | None:
+    """How a default run of `name` builds the default model in its environment (bench.sweep.app.build_model):
+    the command's arguments after the interpreter, and the worker's environment; None when it is built."""
+    cfg = default_cfg(name)
+    model = bench.sweep.app.model_spec(cfg)
+    if (Path(model.path) / ".complete").exists():
+        return None
+    env = launch.worker_env(launch.worker_pythonpath(cfg.cache_path), cfg.framework.env)
+    return ["bench.core.models", model.path, json.dumps(model.config)], env
+
+
+def build_model(python: Path, args: list[str], env: dict[str, str]) -> None:
+    """The model_build command, run as bench.sweep.app.build_model runs it, quietly. Its output is not kept: a
+    run that waits for it writes the model's build log, and a failed build is the next run's to redo and tell."""
+    Path(args[1]).parent.mkdir(parents=True, exist_ok=True)
+    with open(os.devnull, "w") as log:
+        envs.run_step([str(python), *args], log, lambda line: None, env, "building the model")
 
 
 INTERRUPTED = threading.Event()
@@ -29,38 +53,56 @@ def pytest_keyboard_interrupt(excinfo):
     INTERRUPTED.set()  # Ctrl-C: do not wait for background builds (their steps stop with this process)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def framework_envs_building(request):
-    """From an empty cache, start building every CPU framework's environment at once, in background threads,
-    as a run would build it: the builds overlap instead of queueing behind the test that first needs each one
-    (TRL, LLaMA-Factory and Axolotl on a 2-core machine: 290 s one after another, 153 s at once). A run
-    that needs an environment still being built waits for it on the build's lock (bench.sweep.envs.ensure_env)
-    rather than building it twice. Only for a session of several integration modules: a single test file
-    builds what it uses on first use, as before. A failed background build is left to the test that needs
-    the environment, which builds it again and reports why."""
-    modules = {item.path for item in request.session.items if Path(__file__).parent in item.path.parents}
-    threads = []
-    if len(modules) > 1:
-        for name, facts in config.frameworks().items():
-            if facts["needs_gpu"]:
-                continue
-            env, requirements, expect = framework_env(name)
-            if (env / envs.COMPLETE).exists():
-                continue
+def build_quietly(env: Path, requirements: list[str], expect: dict[str, str] | None) -> Path | None:
+    """An environment built as a run builds it (framework_env's answer), its interpreter; None when the build
+    failed (left to the test that needs it, which builds it again and reports why)."""
+    if (env / envs.COMPLETE).exists():
+        return envs.python_of(env)  # built: its check is left to the run that uses it
+    try:
+        return envs.ensure_env(env, requirements, expect=expect, notice=lambda message: None)[0]
+    except Exception:  # noqa: BLE001 - the test that needs it rebuilds it and says why
+        return None
 
-            def build(env=env, requirements=requirements, expect=expect):
-                try:
-                    envs.ensure_env(env, requirements, expect=expect, notice=lambda message: None)
-                except Exception:  # noqa: BLE001 - the test that needs it rebuilds it and says why
-                    pass
 
-            threads.append(threading.Thread(target=build, name=f"build {env.name}", daemon=True))
-    for thread in threads:
-        thread.start()
-    yield [t.name for t in threads]
-    for thread in threads:
-        if not INTERRUPTED.is_set():
-            thread.join()  # a session that did not need them all leaves none half-built
+def build_in_background(session) -> list[threading.Thread]:
+    """From an empty cache, build every CPU framework's environment in background threads, as a run would
+    build it, instead of queueing each build behind the test that first needs it. TRL's comes first, then
+    the default model in it: the first integration tests need both, and alone they take about a minute and a
+    half on a 2-core machine, against about 6 minutes sharing it with the other builds. LLaMA-Factory's and
+    Axolotl's then build at once (290 s one after another, 153 s at once). A run that needs an environment or
+    the model still being built waits for it on its lock (bench.sweep.envs.ensure_env,
+    bench.core.models.ensure_built) rather than building it twice. Only for a session of several integration
+    modules: a single test file builds what it uses on first use, as before. A failed background build is
+    left to the test that needs it, which builds it again and reports why. Returns the threads started."""
+    modules = {item.path for item in session.items if item.get_closest_marker("integration")}
+    cpu = [name for name, facts in config.frameworks().items() if not facts["needs_gpu"]]
+    if len(modules) < 2 or "trl" not in cpu:
+        return []
+    # Composed here, in the main thread: Hydra's compose API is global, and a test may be composing.
+    builds = {name: framework_env(name) for name in cpu}
+    model = model_build("trl")
+    threads: list[threading.Thread] = []
+
+    def build_all():
+        python = build_quietly(*builds.pop("trl"))
+        if python is not None and model is not None and not INTERRUPTED.is_set():
+            with contextlib.suppress(Exception):  # the first run that needs the model builds it and says why
+                build_model(python, *model)
+        others = [threading.Thread(target=build_quietly, args=build, name=f"build {build[0].name}", daemon=True)
+                  for build in builds.values() if not INTERRUPTED.is_set()]  # fmt: skip
+        for thread in others:
+            thread.start()
+        threads.extend(others)
+
+    threads.append(threading.Thread(target=build_all, name="build trl, the model, then the others", daemon=True))
+    threads[0].start()
+    return threads
+
+
+def join_builds(threads: list[threading.Thread]) -> None:
+    """Wait for the background builds: a session that did not need them all leaves none half-built."""
+    while threads and not INTERRUPTED.is_set():
+        threads.pop(0).join()  # the first thread adds the others before it ends
 
 
 @pytest.fixture(scope="session")
