@@ -67,9 +67,10 @@ def build_quietly(env: Path, requirements: list[str], expect: dict[str, str] | N
 def build_in_background(session) -> list[threading.Thread]:
     """From an empty cache, build every CPU framework's environment in background threads, as a run would
     build it, instead of queueing each build behind the test that first needs it. TRL's comes first, then
-    the default model in it: the first integration tests need both, and alone they take about a minute and a
-    half on a 2-core machine, against about 6 minutes sharing it with the other builds. LLaMA-Factory's and
-    Axolotl's then build at once (290 s one after another, 153 s at once). A run that needs an environment or
+    the default model in it, as the first integration tests need both: from an empty cache on a 2-core
+    machine they were ready 3.5 minutes into the session, beside the quick tests (the model alone took 3.4
+    minutes when it built beside all three environments). LLaMA-Factory's and Axolotl's then build at once
+    (290 s one after another, 153 s at once). A run that needs an environment or
     the model still being built waits for it on its lock (bench.sweep.envs.ensure_env,
     bench.core.models.ensure_built) rather than building it twice. Only for a session of several integration
     modules: a single test file builds what it uses on first use, as before. A failed background build is
